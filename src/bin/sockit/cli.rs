@@ -1,0 +1,266 @@
+//! The command line as clap sees it: the "low" form, close to the flags. `main` turns it into
+//! library objects (endpoints, services, configurations).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sockit::framing::Framing;
+
+const ENDPOINTS: &str = "\
+Endpoints:
+  tcp://HOST:PORT  tcp4://HOST:PORT  tcp6://[::1]:PORT
+  udp://HOST:PORT  udp4://…  udp6://…
+  unix:///abs/path  unix:rel/path  unix:@abstract-name
+  unix-dgram:…  unix-seqpacket:…
+  HOST:PORT (tcp)   :PORT (tcp on every interface, IPv4 and IPv6)   /path or ./path (unix)";
+
+/// A socket toolkit: servers, clients and tools for TCP, UDP and Unix sockets.
+#[derive(Debug, Parser)]
+#[command(name = "sockit", version, about, after_help = ENDPOINTS, propagate_version = true)]
+pub struct Cli {
+    /// Print no per-connection lines, banners or summaries.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Print debugging detail on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve many clients at once on ENDPOINT with a service.
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
+    /// Talk to a server: a prompt on a terminal, a netcat-style pipe otherwise.
+    #[command(after_help = CONNECT_HELP)]
+    Connect(ConnectArgs),
+    /// Send one message, print the answer, exit.
+    #[command(after_help = SEND_HELP)]
+    Send(SendArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout.
+    Man,
+}
+
+const SERVE_HELP: &str = "\
+Services:
+  echo          send every message back (the default)
+  upper         send every message back in ASCII upper case
+  reply TEXT    answer every message with TEXT
+  qa            answer questions from a dictionary (--dict FILE, --default-answer); 'bye' ends
+  print         print every message with its sender and time (--hex for a dump); answer nothing
+
+Examples:
+  sockit serve 127.0.0.1:7000 upper          the seed's upper-case server, for many clients
+  sockit serve :7000 qa --dict answers.txt   on every interface, IPv4 and IPv6
+  sockit serve udp://127.0.0.1:9999 print    the seed's UDP receiver
+  sockit serve unix:/tmp/echo.sock echo --framing len
+  sockit serve 127.0.0.1:7000 reply Hi --once";
+
+const CONNECT_HELP: &str = "\
+On a terminal: a '>> ' prompt with line editing and history; answers appear as they arrive;
+Ctrl-D ends. Otherwise stdin goes to the server and the server's answers to stdout; when stdin
+ends the sending side is closed and sockit exits once the server closes.
+
+Examples:
+  sockit connect 127.0.0.1:7000
+  printf 'how are u\\nbye\\n' | sockit connect 127.0.0.1:7000 --framing line
+  sockit connect udp://127.0.0.1:9999 < lines.txt     each line one datagram";
+
+const SEND_HELP: &str = "\
+Examples:
+  sockit send 127.0.0.1:7000 helloworld
+  sockit send udp://127.0.0.1:9999 hello
+  sockit send unix:/tmp/echo.sock 'frame me' --framing len";
+
+#[derive(Debug, Args)]
+pub struct FramingArgs {
+    /// How messages are delimited on stream sockets: raw (each read), line (\n), or len (4-byte
+    /// big-endian length prefix). Datagram and seqpacket sockets keep their own boundaries.
+    #[arg(long, value_name = "raw|line|len", default_value = "raw")]
+    pub framing: Framing,
+
+    /// The largest frame accepted under line or len framing.
+    #[arg(long, value_name = "BYTES", default_value_t = sockit::framing::DEFAULT_MAX_FRAME, value_parser = parse_size)]
+    pub max_frame: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen.
+    pub endpoint: String,
+
+    /// The service and its arguments: echo, upper, reply TEXT, qa, print.
+    #[arg(value_name = "SERVICE", num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub service: Vec<String>,
+
+    #[command(flatten)]
+    pub framing: FramingArgs,
+
+    /// Serve at most N clients at once; more are told so and closed at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: Option<u32>,
+
+    /// The listen backlog (connections the kernel queues before they are accepted).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backlog: u32,
+
+    /// Close a connection silent for this long (e.g. 30s, 500ms, 2m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Serve one client (or one datagram), then exit.
+    #[arg(long)]
+    pub once: bool,
+
+    /// On shutdown, how long connections get to finish before they are cut.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Permissions of a new Unix socket file, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
+    pub mode: u32,
+
+    /// qa: a dictionary file, one 'question = answer' per line.
+    #[arg(long, value_name = "FILE")]
+    pub dict: Option<PathBuf>,
+
+    /// qa: the answer to questions the dictionary does not know.
+    #[arg(long, value_name = "TEXT", default_value = "no")]
+    pub default_answer: String,
+
+    /// print: show each message as a hex dump.
+    #[arg(long)]
+    pub hex: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub framing: FramingArgs,
+
+    /// Give up connecting after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Where to connect.
+    pub endpoint: String,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// After stdin ends, wait at most this long for the server to finish (default: as long as
+    /// it takes; 1s on datagram sockets).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Send TEXT, print the answer and exit, like `sockit send`.
+    #[arg(long, value_name = "TEXT")]
+    pub send: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Where to send.
+    pub endpoint: String,
+
+    /// The message.
+    pub text: String,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Wait at most this long for the answer.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Do not wait for an answer (for servers that answer nothing, like `print`).
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("'{s}' is not a duration of zero or more seconds"));
+    }
+    humantime::parse_duration(s).map_err(|_| format!("'{s}' is not a duration (examples: 30s, 500ms, 2m, 1.5)"))
+}
+
+/// Parses a size in bytes with an optional binary suffix: `65536`, `64K`, `16M`, `1G`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: usize = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("'{s}' is not a size (examples: 65536, 64K, 16M)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size (examples: 65536, 64K, 16M)"))?;
+    let v = n.checked_mul(mult).filter(|v| (1..=u32::MAX as usize).contains(v));
+    v.ok_or_else(|| format!("'{s}' must be between 1 byte and 4G"))
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("'{s}' is not an octal file mode like 600 or 660"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("5G").is_err());
+        assert!(parse_size("12Q").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0o660"), Ok(0o660));
+        assert!(parse_mode("999").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,109 @@
+//! The `sockit` command: parses the command line, builds library objects from it, runs them,
+//! and turns the outcome into output and an exit code (0 success, 1 runtime error, 2 usage).
+
+mod cli;
+mod connect;
+mod serve;
+mod terminal;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+
+/// A mistake in how sockit was called: reported as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Our stdout was closed by its reader (`sockit … | head -1`): a quiet, successful exit.
+#[derive(Debug, thiserror::Error)]
+#[error("output closed")]
+pub struct OutputClosed;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version arrive here too, and are not errors.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sockit: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(run(cli));
+    // A read of stdin may still be blocked in a helper thread; nothing needs it any more.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(code) => code,
+        Err(e) if e.is::<OutputClosed>() || is_stdout_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Usage>() => {
+            eprintln!("sockit: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("sockit: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_stdout_broken_pipe(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<sockit::client::ClientError>(),
+        Some(sockit::client::ClientError::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args, cli.quiet).await,
+        Command::Connect(args) => connect::connect(args, cli.quiet).await,
+        Command::Send(args) => connect::send(args).await,
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut out);
+            write_stdout(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            write_stdout(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Writes to stdout, turning a closed pipe into [`OutputClosed`].
+pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(OutputClosed.into()),
+        other => Ok(other?),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "sockit=info",
+        2 => "sockit=debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("SOCKIT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Parses an endpoint argument; a bad one is a usage error.
+pub fn endpoint(text: &str) -> anyhow::Result<sockit::endpoint::Endpoint> {
+    text.parse().map_err(|e: sockit::endpoint::ParseError| Usage(e.to_string()).into())
+}

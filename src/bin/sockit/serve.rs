@@ -1,0 +1,232 @@
+//! `sockit serve`: builds the service and configuration from the flags, binds, runs the
+//! library's server, and handles signals, logging and the final summary.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use anyhow::Context;
+use sockit::endpoint::SocketStyle;
+use sockit::framing::Framing;
+use sockit::net::{self, BindOptions, PeerAddr};
+use sockit::render;
+use sockit::server::{self, ConnReport, Monitor, ServerConfig};
+use sockit::service::{MessageSink, QaDict, Service};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ServeArgs;
+use crate::{OutputClosed, Usage};
+
+pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let endpoint = crate::endpoint(&args.endpoint)?;
+    if endpoint.style() != SocketStyle::Stream && args.framing.framing != Framing::Raw {
+        return Err(Usage(format!(
+            "--framing {} applies to stream sockets; {endpoint} keeps its own message boundaries (leave --framing out)",
+            args.framing.framing
+        ))
+        .into());
+    }
+    let shutdown = CancellationToken::new();
+    let stdout_closed = Arc::new(AtomicBool::new(false));
+    let service = build_service(&args, &shutdown, &stdout_closed)?;
+    let bind_opts = BindOptions { backlog: args.backlog, unix_mode: args.mode };
+    let socket = net::bind(&endpoint, &bind_opts).await?;
+    if !quiet {
+        let framing = match endpoint.style() {
+            SocketStyle::Stream => format!("framing {}", args.framing.framing),
+            SocketStyle::Seqpacket => "one message per packet".to_owned(),
+            SocketStyle::Datagram => "one message per datagram".to_owned(),
+        };
+        eprintln!("sockit: serving {} on {} ({framing}); Ctrl-C stops", service.name(), socket.local_endpoint());
+    }
+    let config = ServerConfig {
+        service,
+        framing: args.framing.framing,
+        max_frame: args.framing.max_frame,
+        max_conns: args.max_conns.map(|n| n as usize),
+        idle_timeout: args.idle_timeout,
+        once: args.once,
+        grace: args.grace,
+        monitor: Arc::new(LogMonitor { quiet }),
+    };
+
+    let cut_now = CancellationToken::new();
+    spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
+    let summary = tokio::select! {
+        s = server::run(socket, config, shutdown.clone()) => Some(s),
+        _ = cut_now.cancelled() => None,
+    };
+    if stdout_closed.load(Ordering::Relaxed) {
+        return Err(OutputClosed.into());
+    }
+    if !quiet {
+        match summary {
+            Some(s) => {
+                let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+                let mut line = format!("sockit: stopped after {:.1}s: ", s.uptime.as_secs_f64());
+                if endpoint.style() == SocketStyle::Datagram {
+                    line += &format!("{} in, {} out", plural(s.datagrams_in, "datagram"), s.datagrams_out);
+                } else {
+                    line += &plural(s.connections, "connection");
+                }
+                if s.refused > 0 {
+                    line += &format!(", {} refused", s.refused);
+                }
+                if s.cut > 0 {
+                    line += &format!(", {} cut at the deadline", s.cut);
+                }
+                line += &format!(", {} in, {} out", render::bytes(s.bytes_in), render::bytes(s.bytes_out));
+                eprintln!("{line}");
+            }
+            None => eprintln!("sockit: stopped at once"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build_service(
+    args: &ServeArgs,
+    shutdown: &CancellationToken,
+    stdout_closed: &Arc<AtomicBool>,
+) -> anyhow::Result<Service> {
+    let (name, rest) = match args.service.split_first() {
+        Some((name, rest)) => (name.as_str(), rest),
+        None => ("echo", &[][..]),
+    };
+    let no_args = |svc: Service| -> anyhow::Result<Service> {
+        match rest.first() {
+            Some(extra) => Err(Usage(format!("service '{name}' takes no arguments, got '{extra}'")).into()),
+            None => Ok(svc),
+        }
+    };
+    if args.dict.is_some() && name != "qa" {
+        return Err(Usage("--dict belongs to the qa service".into()).into());
+    }
+    if args.hex && name != "print" {
+        return Err(Usage("--hex belongs to the print service".into()).into());
+    }
+    match name {
+        "echo" => no_args(Service::Echo),
+        "upper" => no_args(Service::Upper),
+        "reply" => match rest {
+            [text] => Ok(Service::Reply(Arc::from(text.as_bytes()))),
+            [] => Err(Usage("service 'reply' needs the TEXT to answer with: serve ENDPOINT reply TEXT".into()).into()),
+            [_, extra, ..] => {
+                Err(Usage(format!("service 'reply' takes one TEXT, got also '{extra}' (quote the text)")).into())
+            }
+        },
+        "qa" => {
+            let dict = match &args.dict {
+                None => {
+                    let mut d = QaDict::default();
+                    d.set_default_answer(&args.default_answer);
+                    d
+                }
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| Usage(format!("cannot read --dict {}: {e}", path.display())))?;
+                    QaDict::parse(&text, &args.default_answer)
+                        .map_err(|e| Usage(format!("--dict {}: {e}", path.display())))?
+                }
+            };
+            no_args(Service::Qa(Arc::new(dict)))
+        }
+        "print" => no_args(Service::Print(Arc::new(StdoutSink {
+            hex: args.hex,
+            closed: stdout_closed.clone(),
+            shutdown: shutdown.clone(),
+        }))),
+        other => Err(Usage(format!("unknown service '{other}' (choose echo, upper, reply TEXT, qa or print)")).into()),
+    }
+}
+
+/// Watches SIGINT and SIGTERM: the first asks for an orderly shutdown, the second cuts.
+fn spawn_signal_watch(
+    shutdown: CancellationToken,
+    cut_now: CancellationToken,
+    grace: std::time::Duration,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        if !quiet {
+            eprintln!(
+                "sockit: shutting down: no new clients; connections get {} to finish (Ctrl-C again to stop now)",
+                humantime::format_duration(grace)
+            );
+        }
+        shutdown.cancel();
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        cut_now.cancel();
+    });
+    Ok(())
+}
+
+/// Logs one line per connection on stderr.
+struct LogMonitor {
+    quiet: bool,
+}
+
+impl Monitor for LogMonitor {
+    fn closed(&self, r: &ConnReport) {
+        if !self.quiet {
+            eprintln!(
+                "{}: {} in, {} out, {:.3}s, {}",
+                r.peer,
+                render::bytes(r.bytes_in),
+                render::bytes(r.bytes_out),
+                r.duration.as_secs_f64(),
+                r.end
+            );
+        }
+    }
+    fn refused(&self, peer: &PeerAddr, reason: &str) {
+        if !self.quiet {
+            eprintln!("{peer}: refused, {reason}");
+        }
+    }
+    fn problem(&self, peer: Option<&PeerAddr>, what: &str) {
+        if !self.quiet {
+            match peer {
+                Some(p) => eprintln!("{p}: {what}"),
+                None => eprintln!("sockit: {what}"),
+            }
+        }
+    }
+}
+
+/// The `print` service's output: one line per message on stdout (or a hex dump). When stdout's
+/// reader goes away, the server stops quietly, as `… | head -1` expects.
+struct StdoutSink {
+    hex: bool,
+    closed: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+}
+
+impl MessageSink for StdoutSink {
+    fn message(&self, peer: &PeerAddr, at: SystemTime, data: &[u8]) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let when = humantime::format_rfc3339_millis(at);
+        let text = if self.hex {
+            format!("{when} {peer} {} bytes\n{}", data.len(), render::hex_dump(data))
+        } else {
+            format!("{when} {peer} {}\n", render::escaped_line(data))
+        };
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                self.closed.store(true, Ordering::Relaxed);
+            } else {
+                eprintln!("sockit: cannot write to stdout: {e}");
+            }
+            self.shutdown.cancel();
+        }
+    }
+}

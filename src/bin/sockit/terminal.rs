@@ -1,0 +1,114 @@
+//! The interactive prompt of `sockit connect` on a terminal: a `>> ` line editor with history
+//! (rustyline) on its own thread, answers printed above the prompt as they arrive.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rustyline::{DefaultEditor, ExternalPrinter};
+use sockit::client::{self, ClientOptions};
+use sockit::endpoint::Endpoint;
+use sockit::framing::Framing;
+use sockit::net::ClientSocket;
+use sockit::render;
+use tokio::sync::mpsc;
+
+/// How long to wait for the last answers after Ctrl-D when no --timeout was given.
+const FINAL_WAIT: Duration = Duration::from_secs(2);
+
+pub async fn interactive(
+    socket: ClientSocket,
+    opts: &ClientOptions,
+    endpoint: &Endpoint,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let (mut writer, mut reader) = client::split(socket, opts);
+    let mut editor = DefaultEditor::new()?;
+    let mut printer = editor.create_external_printer()?;
+    // rustyline restores the terminal when readline returns, but the server may close while
+    // the prompt waits; the guard restores it on every way out of this function.
+    let _terminal = TerminalGuard::save();
+    if !quiet {
+        let empty = if opts.framing.carries_empty_messages() {
+            "an empty line sends an empty message"
+        } else {
+            "an empty line sends nothing"
+        };
+        eprintln!("connected to {endpoint} (framing {}; {empty}); Ctrl-D quits", opts.framing);
+    }
+    let (tx, mut lines) = mpsc::channel::<String>(16);
+    // A plain thread, not a runtime task: readline blocks, and the process may end while it does.
+    std::thread::spawn(move || {
+        // Ctrl-D, Ctrl-C, or a terminal that went away end the loop; dropping `tx` tells the
+        // other side.
+        while let Ok(line) = editor.readline(">> ") {
+            if !line.trim().is_empty() {
+                let _ = editor.add_history_entry(line.as_str());
+            }
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let show = |printer: &mut dyn ExternalPrinter, msg: &[u8]| {
+        let text = match opts.framing {
+            Framing::Raw => String::from_utf8_lossy(msg.strip_suffix(b"\n").unwrap_or(msg)).into_owned(),
+            _ => render::escaped_line(msg),
+        };
+        let _ = printer.print(text);
+    };
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => {
+                    if line.is_empty() && !opts.framing.carries_empty_messages() {
+                        continue;
+                    }
+                    writer.send(line.as_bytes()).await?;
+                }
+                None => break,
+            },
+            msg = reader.recv() => match msg? {
+                Some(msg) => show(&mut printer, &msg),
+                None => {
+                    drop(_terminal);
+                    if !quiet {
+                        eprintln!("\nconnection closed by the server");
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+            },
+        }
+    }
+    // Ctrl-D: say we are done and show what is still on its way.
+    writer.close().await?;
+    let wait = opts.answer_timeout.unwrap_or(FINAL_WAIT);
+    let _ = tokio::time::timeout(wait, async {
+        while let Ok(Some(msg)) = reader.recv().await {
+            let text = String::from_utf8_lossy(&msg).into_owned();
+            println!("{}", text.strip_suffix('\n').unwrap_or(&text));
+        }
+    })
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Saves the terminal's settings and puts them back when dropped.
+struct TerminalGuard(Option<libc::termios>);
+
+impl TerminalGuard {
+    fn save() -> TerminalGuard {
+        // SAFETY: tcgetattr writes a termios into the zeroed value we own; fd 0 is only read.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        let ok = unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) } == 0;
+        TerminalGuard(ok.then_some(t))
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            // SAFETY: restores settings read from the same descriptor by `save`.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
+        }
+    }
+}

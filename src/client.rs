@@ -1,0 +1,410 @@
+//! The client side: a netcat-style pipe between any reader/writer pair and a connected socket,
+//! and the one-shot "send a message, return the answer" exchange.
+//!
+//! [`pipe`] is what `sockit connect` does when stdin is not a terminal: binary-safe in both
+//! directions under `raw` framing, half-closing the sending side when the input ends and
+//! returning when the server closes. Under `line` and `len` framing, and on packet sockets, each
+//! input line is one message and each received message is written out followed by a newline.
+//! [`send`] is `sockit send`. Neither touches the process's stdin or stdout; the caller passes
+//! them in.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio_seqpacket::UnixSeqpacket;
+use tokio_util::codec::Decoder;
+
+use crate::framing::{FrameCodec, FrameError, Framing};
+use crate::net::{ClientSocket, Conn, DatagramSocket, MAX_DATAGRAM, Stream};
+
+/// How a client frames and waits.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Framing on stream sockets.
+    pub framing: Framing,
+    /// The largest frame accepted from the server.
+    pub max_frame: usize,
+    /// How long to wait for an answer: in [`send`], for the reply; in [`pipe`], after the input
+    /// ended, for the server to finish (`None`: as long as it takes on streams). On datagram
+    /// sockets, where no close marks the end, `None` means one second.
+    pub answer_timeout: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { framing: Framing::Raw, max_frame: crate::framing::DEFAULT_MAX_FRAME, answer_timeout: None }
+    }
+}
+
+/// How long a datagram client waits for answers after its input ended, when not told.
+pub const DEFAULT_DATAGRAM_WAIT: Duration = Duration::from_secs(1);
+
+/// Why a client exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server sent a frame the framing rejects.
+    #[error("bad answer from server: {0}")]
+    Frame(FrameError),
+    /// No answer arrived in time.
+    #[error("no answer within {} (the message was sent; hint: --timeout waits longer)", humantime::format_duration(*.0))]
+    NoAnswer(Duration),
+    /// Nothing listens at a datagram endpoint: the kernel reported ICMP port unreachable.
+    #[error("nothing is listening there (the datagram was refused)")]
+    DatagramRefused,
+    /// The connection failed.
+    #[error("connection failed: {0}")]
+    Io(#[from] io::Error),
+    /// Writing our own output failed.
+    #[error("cannot write output: {0}")]
+    Output(io::Error),
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => ClientError::Io(e),
+            other => ClientError::Frame(other),
+        }
+    }
+}
+
+fn recv_error(e: io::Error) -> ClientError {
+    if e.raw_os_error() == Some(libc::ECONNREFUSED) { ClientError::DatagramRefused } else { ClientError::Io(e) }
+}
+
+/// What a pipe moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipeReport {
+    /// Bytes (or message bytes) sent to the server.
+    pub sent: u64,
+    /// Bytes (or message bytes) received from the server.
+    pub received: u64,
+}
+
+/// Connects `input` to the socket and the socket to `output` until the server closes (streams,
+/// seqpacket) or, after the input ended, until the answer timeout (datagrams).
+pub async fn pipe<R, W>(
+    socket: ClientSocket,
+    input: R,
+    output: W,
+    opts: &ClientOptions,
+) -> Result<PipeReport, ClientError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match socket {
+        ClientSocket::Conn(Conn::Stream(s)) if opts.framing == Framing::Raw => pipe_raw(s, input, output, opts).await,
+        other => pipe_messages(other, input, output, opts).await,
+    }
+}
+
+/// Waits for `fut`, for at most `limit` when there is one.
+async fn within<T>(limit: Option<Duration>, fut: impl Future<Output = T>) -> Option<T> {
+    match limit {
+        Some(t) => tokio::time::timeout(t, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+async fn pipe_raw<R, W>(
+    stream: Stream,
+    mut input: R,
+    mut output: W,
+    opts: &ClientOptions,
+) -> Result<PipeReport, ClientError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut report = PipeReport::default();
+    let upstream = async {
+        let n = tokio::io::copy(&mut input, &mut wr).await?;
+        wr.shutdown().await?;
+        Ok::<u64, io::Error>(n)
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = rd.read(&mut buf).await.map_err(ClientError::Io)?;
+            if n == 0 {
+                break;
+            }
+            output.write_all(&buf[..n]).await.map_err(ClientError::Output)?;
+            output.flush().await.map_err(ClientError::Output)?;
+            total += n as u64;
+        }
+        Ok::<u64, ClientError>(total)
+    };
+    tokio::pin!(upstream, downstream);
+    tokio::select! {
+        // The server closed first: like netcat, we are done, whatever input is left.
+        down = &mut downstream => {
+            report.received = down?;
+            return Ok(report);
+        }
+        up = &mut upstream => {
+            // The server may have closed while we were still sending; its answer, if any, is
+            // still worth reading, so a send failure only ends the sending.
+            report.sent = up.unwrap_or(0);
+        }
+    }
+    match within(opts.answer_timeout, downstream).await {
+        Some(down) => report.received = down?,
+        None => return Err(ClientError::NoAnswer(opts.answer_timeout.unwrap_or_default())),
+    }
+    Ok(report)
+}
+
+/// The sending half of a connected client socket: one message at a time, framed as the
+/// options say (streams) or as one packet (seqpacket, datagram).
+pub struct MessageWriter {
+    inner: WriterInner,
+    codec: FrameCodec,
+    frame: BytesMut,
+}
+
+enum WriterInner {
+    Stream(WriteHalf<Stream>),
+    Packets(Arc<Packets>),
+}
+
+/// The receiving half of a connected client socket.
+pub struct MessageReader {
+    inner: ReaderInner,
+    codec: FrameCodec,
+    buf: BytesMut,
+    eof: bool,
+}
+
+enum ReaderInner {
+    Stream(ReadHalf<Stream>),
+    Packets(Arc<Packets>),
+}
+
+/// Splits a connected socket into a message writer and reader that can be used at once.
+pub fn split(socket: ClientSocket, opts: &ClientOptions) -> (MessageWriter, MessageReader) {
+    let codec = FrameCodec::new(opts.framing, opts.max_frame);
+    let (w, r) = match socket {
+        ClientSocket::Conn(Conn::Stream(s)) => {
+            let (r, w) = tokio::io::split(s);
+            (WriterInner::Stream(w), ReaderInner::Stream(r))
+        }
+        ClientSocket::Conn(Conn::Seqpacket(s)) => {
+            let p = Arc::new(Packets::Seq(s));
+            (WriterInner::Packets(p.clone()), ReaderInner::Packets(p))
+        }
+        ClientSocket::Datagram(d) => {
+            let p = Arc::new(Packets::Dgram(d));
+            (WriterInner::Packets(p.clone()), ReaderInner::Packets(p))
+        }
+    };
+    (
+        MessageWriter { inner: w, codec: codec.clone(), frame: BytesMut::new() },
+        MessageReader { inner: r, codec, buf: BytesMut::new(), eof: false },
+    )
+}
+
+impl MessageWriter {
+    /// Sends one message. Under `raw` framing on a stream the bytes go as they are.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<(), ClientError> {
+        match &mut self.inner {
+            WriterInner::Stream(w) => {
+                self.frame.clear();
+                self.codec
+                    .encode_into(msg, &mut self.frame)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                w.write_all(&self.frame).await?;
+            }
+            WriterInner::Packets(p) => {
+                p.send(msg).await.map_err(recv_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Says that no more messages follow: a half-close on streams and seqpacket, so the server
+    /// reads end-of-stream and can answer and close. Nothing on datagram sockets.
+    pub async fn close(&mut self) -> Result<(), ClientError> {
+        match &mut self.inner {
+            WriterInner::Stream(w) => w.shutdown().await?,
+            WriterInner::Packets(p) => p.close()?,
+        }
+        Ok(())
+    }
+
+    /// Whether the peer can signal the end of the exchange by closing (not so for datagrams).
+    pub fn peer_can_close(&self) -> bool {
+        !matches!(&self.inner, WriterInner::Packets(p) if p.is_datagram())
+    }
+}
+
+impl MessageReader {
+    /// Receives the next message, `None` once the server closed. Under `raw` framing a message
+    /// is whatever one read returned. Cancel-safe: a message is never half-consumed.
+    pub async fn recv(&mut self) -> Result<Option<BytesMut>, ClientError> {
+        match &mut self.inner {
+            ReaderInner::Packets(p) => {
+                self.buf.resize(MAX_DATAGRAM, 0);
+                match p.recv(&mut self.buf).await.map_err(recv_error)? {
+                    Some(n) => Ok(Some(BytesMut::from(&self.buf[..n]))),
+                    None => Ok(None),
+                }
+            }
+            ReaderInner::Stream(r) => loop {
+                let next =
+                    if self.eof { self.codec.decode_eof(&mut self.buf)? } else { self.codec.decode(&mut self.buf)? };
+                if next.is_some() || self.eof {
+                    return Ok(next);
+                }
+                if self.buf.capacity() - self.buf.len() < 1024 {
+                    self.buf.reserve(8192);
+                }
+                if r.read_buf(&mut self.buf).await? == 0 {
+                    self.eof = true;
+                }
+            },
+        }
+    }
+}
+
+/// A connected socket that keeps message boundaries.
+enum Packets {
+    Seq(UnixSeqpacket),
+    Dgram(DatagramSocket),
+}
+
+impl Packets {
+    async fn send(&self, msg: &[u8]) -> io::Result<usize> {
+        match self {
+            Packets::Seq(s) => s.send(msg).await,
+            Packets::Dgram(d) => d.send(msg).await,
+        }
+    }
+    /// Receives one message; `Ok(None)` when a seqpacket peer closed. Cancel-safe.
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self {
+            Packets::Seq(s) => s.recv(buf).await.map(|i| (i.bytes_read() > 0).then_some(i.bytes_read())),
+            Packets::Dgram(d) => d.recv(buf).await.map(Some),
+        }
+    }
+    fn close(&self) -> io::Result<()> {
+        match self {
+            Packets::Seq(s) => s.shutdown(std::net::Shutdown::Write),
+            Packets::Dgram(_) => Ok(()),
+        }
+    }
+    fn is_datagram(&self) -> bool {
+        matches!(self, Packets::Dgram(_))
+    }
+}
+
+/// Writes one received message and a newline unless it ends with one.
+async fn write_message<W: AsyncWrite + Unpin>(output: &mut W, msg: &[u8]) -> Result<(), ClientError> {
+    output.write_all(msg).await.map_err(ClientError::Output)?;
+    if !msg.ends_with(b"\n") {
+        output.write_all(b"\n").await.map_err(ClientError::Output)?;
+    }
+    output.flush().await.map_err(ClientError::Output)
+}
+
+/// The pipe for framed streams and packet sockets: each input line is one message.
+async fn pipe_messages<R, W>(
+    socket: ClientSocket,
+    input: R,
+    mut output: W,
+    opts: &ClientOptions,
+) -> Result<PipeReport, ClientError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (mut writer, mut reader) = split(socket, opts);
+    let mut report = PipeReport::default();
+    let mut lines = BufReader::new(input);
+    let mut line = Vec::new();
+    loop {
+        tokio::select! {
+            // read_until keeps what it read if the other branch wins, so `line` is cleared only
+            // once a whole line was sent.
+            r = lines.read_until(b'\n', &mut line) => {
+                if r? == 0 {
+                    break;
+                }
+                let body = line.strip_suffix(b"\n").unwrap_or(&line);
+                writer.send(body).await?;
+                report.sent += body.len() as u64;
+                line.clear();
+            }
+            r = reader.recv() => match r? {
+                Some(msg) => {
+                    report.received += msg.len() as u64;
+                    write_message(&mut output, &msg).await?;
+                }
+                None => return Ok(report),
+            },
+        }
+    }
+    // The input ended. A stream or seqpacket server sees the half-close and closes when done; a
+    // datagram server cannot say it is done, so the answers in flight get a bounded wait.
+    writer.close().await?;
+    let wait = if writer.peer_can_close() {
+        opts.answer_timeout
+    } else {
+        Some(opts.answer_timeout.unwrap_or(DEFAULT_DATAGRAM_WAIT))
+    };
+    let drain = async {
+        while let Some(msg) = reader.recv().await? {
+            report.received += msg.len() as u64;
+            write_message(&mut output, &msg).await?;
+        }
+        Ok::<(), ClientError>(())
+    };
+    match within(wait, drain).await {
+        Some(r) => r?,
+        None if !writer.peer_can_close() => {}
+        None => return Err(ClientError::NoAnswer(wait.unwrap_or_default())),
+    }
+    Ok(report)
+}
+
+/// Sends one message and returns the answer: on a stream under `raw` framing, everything the
+/// server sends until it closes (or, if it keeps the connection open, what arrived before the
+/// timeout); otherwise the first message. With `wait_for_answer` false, returns once sent.
+pub async fn send(
+    socket: ClientSocket,
+    msg: &[u8],
+    opts: &ClientOptions,
+    wait_for_answer: bool,
+) -> Result<Vec<u8>, ClientError> {
+    let limit = opts.answer_timeout.unwrap_or(Duration::from_secs(5));
+    let raw_stream = matches!(socket, ClientSocket::Conn(Conn::Stream(_))) && opts.framing == Framing::Raw;
+    let (mut writer, mut reader) = split(socket, opts);
+    writer.send(msg).await?;
+    // Half-close: the server reads end-of-stream after our message, answers, and closes.
+    writer.close().await?;
+    if !wait_for_answer {
+        return Ok(Vec::new());
+    }
+    let mut answer = Vec::new();
+    let read_answer = async {
+        while let Some(m) = reader.recv().await? {
+            answer.extend_from_slice(&m);
+            if !raw_stream {
+                break;
+            }
+        }
+        Ok::<(), ClientError>(())
+    };
+    let outcome = tokio::time::timeout(limit, read_answer).await;
+    match outcome {
+        Ok(r) => r.map(|()| answer),
+        Err(_) if raw_stream && !answer.is_empty() => Ok(answer),
+        Err(_) => Err(ClientError::NoAnswer(limit)),
+    }
+}

@@ -1,0 +1,449 @@
+//! Endpoints: the one address syntax every sockit command accepts.
+//!
+//! An [`Endpoint`] names a socket family, a socket type and an address, written as a
+//! URL-like string (`tcp://127.0.0.1:7000`, `unix:@name`, `udp6://[::1]:53`) or one of the
+//! shorthands (`HOST:PORT`, `:PORT`, `/path`, `./path`). Parsing is pure: it never resolves a
+//! host name or touches the file system; that happens when the endpoint is bound or connected
+//! (see [`crate::net`]).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The accepted forms, shown in every parse error so that a user can correct the input.
+pub const FORMS: &str = "tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, udp://HOST:PORT, udp4://, udp6://, \
+unix:///abs/path, unix:rel/path, unix:@abstract, unix-dgram:…, unix-seqpacket:…, \
+HOST:PORT, :PORT, /path, ./path";
+
+/// The address family an IP endpoint is restricted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Either IPv4 or IPv6 (`tcp://`, `udp://`).
+    Any,
+    /// IPv4 only (`tcp4://`, `udp4://`).
+    V4,
+    /// IPv6 only (`tcp6://`, `udp6://`).
+    V6,
+}
+
+/// The host part of an IP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// No host was given (`:7000`, `tcp://:7000`): every interface when listening, which means
+    /// IPv4 and IPv6 together on one dual-stack socket; the local host when connecting.
+    Unspecified,
+    /// A literal address.
+    Ip(IpAddr),
+    /// A name to resolve when the endpoint is used.
+    Name(String),
+}
+
+/// The transport protocol of an IP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpProto {
+    /// A TCP byte stream.
+    Tcp,
+    /// UDP datagrams.
+    Udp,
+}
+
+/// The socket type of a Unix-domain endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnixKind {
+    /// `SOCK_STREAM` (`unix:`).
+    Stream,
+    /// `SOCK_DGRAM` (`unix-dgram:`).
+    Dgram,
+    /// `SOCK_SEQPACKET` (`unix-seqpacket:`): connected, reliable, message boundaries kept.
+    Seqpacket,
+}
+
+/// Where a Unix-domain socket lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UnixAddr {
+    /// A file-system path, absolute or relative to the working directory.
+    Path(PathBuf),
+    /// A name in Linux's abstract namespace (`unix:@name`): no file, gone with the socket.
+    Abstract(Vec<u8>),
+}
+
+/// A parsed endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A TCP or UDP endpoint.
+    Ip {
+        /// TCP or UDP.
+        proto: IpProto,
+        /// Which address family the endpoint may use.
+        family: Family,
+        /// The host, literal or a name.
+        host: Host,
+        /// The port; 0 asks the kernel for a free one when listening.
+        port: u16,
+    },
+    /// A Unix-domain endpoint.
+    Unix {
+        /// Stream, datagram or seqpacket.
+        kind: UnixKind,
+        /// The path or abstract name.
+        addr: UnixAddr,
+    },
+}
+
+/// How a socket carries messages: as a byte stream or as datagrams that keep their boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketStyle {
+    /// A connected byte stream (TCP, `unix:`): messages need framing.
+    Stream,
+    /// Connected, message boundaries kept (`unix-seqpacket:`).
+    Seqpacket,
+    /// Unconnected datagrams (UDP, `unix-dgram:`): every datagram is a message.
+    Datagram,
+}
+
+/// Why an endpoint string was rejected. Display is one line: the input, the problem and the
+/// accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid endpoint '{input}': {problem} (forms: {FORMS})")]
+pub struct ParseError {
+    /// What the user wrote.
+    pub input: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Endpoint {
+    /// Parses an endpoint; the same as `s.parse()`.
+    pub fn parse(s: &str) -> Result<Endpoint, ParseError> {
+        parse(s).map_err(|problem| ParseError { input: s.to_owned(), problem })
+    }
+
+    /// Whether this endpoint is a byte stream, a seqpacket or a datagram socket.
+    pub fn style(&self) -> SocketStyle {
+        match self {
+            Endpoint::Ip { proto: IpProto::Tcp, .. } | Endpoint::Unix { kind: UnixKind::Stream, .. } => {
+                SocketStyle::Stream
+            }
+            Endpoint::Unix { kind: UnixKind::Seqpacket, .. } => SocketStyle::Seqpacket,
+            Endpoint::Ip { proto: IpProto::Udp, .. } | Endpoint::Unix { kind: UnixKind::Dgram, .. } => {
+                SocketStyle::Datagram
+            }
+        }
+    }
+
+    /// Whether the endpoint names only this machine: a loopback address, `localhost`, or a Unix
+    /// socket. Servers that run commands use this to refuse exposure by accident.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Endpoint::Unix { .. } => true,
+            Endpoint::Ip { host: Host::Ip(ip), .. } => ip.is_loopback(),
+            Endpoint::Ip { host: Host::Name(n), .. } => n.eq_ignore_ascii_case("localhost"),
+            Endpoint::Ip { host: Host::Unspecified, .. } => false,
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Endpoint::parse(s)
+    }
+}
+
+fn parse(s: &str) -> Result<Endpoint, String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    if s.contains('\0') {
+        return Err("it contains a NUL byte".into());
+    }
+    if let Some((scheme, rest)) = split_scheme(s) {
+        return parse_with_scheme(&scheme.to_ascii_lowercase(), rest);
+    }
+    // Shorthands.
+    if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
+        return Ok(Endpoint::Unix { kind: UnixKind::Stream, addr: UnixAddr::Path(PathBuf::from(s)) });
+    }
+    if s.contains(':') {
+        return parse_ip(IpProto::Tcp, Family::Any, s);
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("a bare number is ambiguous; write :{s} to listen on every interface or HOST:{s}"));
+    }
+    Err("no port: write HOST:PORT, or a path starting with / or ./ for a Unix socket".into())
+}
+
+/// Splits `scheme:rest` when the text before the first colon looks like one of our schemes, so
+/// that `localhost:80` is not mistaken for a scheme called `localhost`.
+fn split_scheme(s: &str) -> Option<(&str, &str)> {
+    if let Some(i) = s.find("://") {
+        let scheme = &s[..i];
+        if !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'+') {
+            return Some((scheme, &s[i + 3..]));
+        }
+    }
+    let (scheme, rest) = s.split_once(':')?;
+    let lower = scheme.to_ascii_lowercase();
+    matches!(lower.as_str(), "unix" | "unix-dgram" | "unix-seqpacket").then_some((scheme, rest))
+}
+
+fn parse_with_scheme(scheme: &str, rest: &str) -> Result<Endpoint, String> {
+    let ip = |proto, family| parse_ip(proto, family, rest);
+    match scheme {
+        "tcp" => ip(IpProto::Tcp, Family::Any),
+        "tcp4" => ip(IpProto::Tcp, Family::V4),
+        "tcp6" => ip(IpProto::Tcp, Family::V6),
+        "udp" => ip(IpProto::Udp, Family::Any),
+        "udp4" => ip(IpProto::Udp, Family::V4),
+        "udp6" => ip(IpProto::Udp, Family::V6),
+        "unix" => parse_unix(UnixKind::Stream, rest),
+        "unix-dgram" => parse_unix(UnixKind::Dgram, rest),
+        "unix-seqpacket" => parse_unix(UnixKind::Seqpacket, rest),
+        other => Err(format!("unknown scheme '{other}'")),
+    }
+}
+
+fn parse_unix(kind: UnixKind, rest: &str) -> Result<Endpoint, String> {
+    // `unix:///abs` arrives here as `/abs` (the `//` went with the scheme separator); `unix:/abs`
+    // and `unix:rel` arrive as they are.
+    if let Some(name) = rest.strip_prefix('@') {
+        if name.is_empty() {
+            return Err("the abstract name after '@' is empty".into());
+        }
+        return Ok(Endpoint::Unix { kind, addr: UnixAddr::Abstract(name.as_bytes().to_vec()) });
+    }
+    if rest.is_empty() {
+        return Err("the Unix socket path is empty".into());
+    }
+    Ok(Endpoint::Unix { kind, addr: UnixAddr::Path(PathBuf::from(rest)) })
+}
+
+fn parse_ip(proto: IpProto, family: Family, s: &str) -> Result<Endpoint, String> {
+    let (host_text, port_text) = if let Some(after) = s.strip_prefix('[') {
+        let (inside, tail) = after.split_once(']').ok_or("an IPv6 address opened with '[' has no closing ']'")?;
+        let port = tail.strip_prefix(':').ok_or("no port after the ']': write [ADDRESS]:PORT")?;
+        let ip: Ipv6Addr = inside.parse().map_err(|_| format!("'{inside}' inside brackets is not an IPv6 address"))?;
+        (HostText::V6(ip), port)
+    } else {
+        let (host, port) = s.rsplit_once(':').ok_or("no port: write HOST:PORT")?;
+        if host.contains(':') {
+            return Err("an IPv6 address needs brackets: [::1]:PORT".into());
+        }
+        (HostText::Plain(host), port)
+    };
+    let port = parse_port(port_text)?;
+    let host = match host_text {
+        HostText::V6(ip) => Host::Ip(IpAddr::V6(ip)),
+        HostText::Plain("") | HostText::Plain("*") => Host::Unspecified,
+        HostText::Plain(h) => match h.parse::<Ipv4Addr>() {
+            Ok(ip) => Host::Ip(IpAddr::V4(ip)),
+            Err(_) => Host::Name(check_host_name(h)?),
+        },
+    };
+    match (family, &host) {
+        (Family::V4, Host::Ip(IpAddr::V6(_))) => Err("an IPv6 address in an IPv4-only endpoint".into()),
+        (Family::V6, Host::Ip(IpAddr::V4(_))) => Err("an IPv4 address in an IPv6-only endpoint".into()),
+        _ => Ok(Endpoint::Ip { proto, family, host, port }),
+    }
+}
+
+enum HostText<'a> {
+    V6(Ipv6Addr),
+    Plain(&'a str),
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    if p.is_empty() {
+        return Err("the port is missing".into());
+    }
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port '{p}' is not a number from 0 to 65535"));
+    }
+    p.parse().map_err(|_| format!("port {p} is out of range (0 to 65535)"))
+}
+
+fn check_host_name(h: &str) -> Result<String, String> {
+    let ok = h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok { Ok(h.to_owned()) } else { Err(format!("'{h}' is not a valid host name or IPv4 address")) }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Any => "",
+            Family::V4 => "4",
+            Family::V6 => "6",
+        })
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddr::Path(p) if p.is_absolute() => write!(f, "//{}", p.display()),
+            UnixAddr::Path(p) => write!(f, "{}", p.display()),
+            UnixAddr::Abstract(name) => write!(f, "@{}", OsStr::from_bytes(name).to_string_lossy()),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Ip { proto, family, host, port } => {
+                let scheme = match proto {
+                    IpProto::Tcp => "tcp",
+                    IpProto::Udp => "udp",
+                };
+                write!(f, "{scheme}{family}://")?;
+                match host {
+                    Host::Unspecified => write!(f, ":{port}"),
+                    Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{port}"),
+                    Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}:{port}"),
+                    Host::Name(n) => write!(f, "{n}:{port}"),
+                }
+            }
+            Endpoint::Unix { kind, addr } => {
+                let scheme = match kind {
+                    UnixKind::Stream => "unix",
+                    UnixKind::Dgram => "unix-dgram",
+                    UnixKind::Seqpacket => "unix-seqpacket",
+                };
+                write!(f, "{scheme}:{addr}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(family: Family, host: Host, port: u16) -> Endpoint {
+        Endpoint::Ip { proto: IpProto::Tcp, family, host, port }
+    }
+    fn udp(family: Family, host: Host, port: u16) -> Endpoint {
+        Endpoint::Ip { proto: IpProto::Udp, family, host, port }
+    }
+    fn unix(kind: UnixKind, path: &str) -> Endpoint {
+        Endpoint::Unix { kind, addr: UnixAddr::Path(path.into()) }
+    }
+    fn abs(kind: UnixKind, name: &str) -> Endpoint {
+        Endpoint::Unix { kind, addr: UnixAddr::Abstract(name.as_bytes().to_vec()) }
+    }
+    fn v4(s: &str) -> Host {
+        Host::Ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn valid_endpoints() {
+        use Family::*;
+        let cases: Vec<(&str, Endpoint)> = vec![
+            ("tcp://127.0.0.1:7000", tcp(Any, v4("127.0.0.1"), 7000)),
+            ("TCP://127.0.0.1:7000", tcp(Any, v4("127.0.0.1"), 7000)),
+            ("tcp4://127.0.0.1:0", tcp(V4, v4("127.0.0.1"), 0)),
+            ("tcp6://[::1]:65535", tcp(V6, v4("::1"), 65535)),
+            ("tcp://[::1]:80", tcp(Any, v4("::1"), 80)),
+            ("tcp://localhost:80", tcp(Any, Host::Name("localhost".into()), 80)),
+            ("tcp://:7000", tcp(Any, Host::Unspecified, 7000)),
+            ("tcp://*:7000", tcp(Any, Host::Unspecified, 7000)),
+            ("tcp6://host.example:1", tcp(V6, Host::Name("host.example".into()), 1)),
+            ("udp://127.0.0.1:53", udp(Any, v4("127.0.0.1"), 53)),
+            ("udp4://:9", udp(V4, Host::Unspecified, 9)),
+            ("udp6://[fe80::1]:9", udp(V6, v4("fe80::1"), 9)),
+            ("localhost:7000", tcp(Any, Host::Name("localhost".into()), 7000)),
+            ("127.0.0.1:7000", tcp(Any, v4("127.0.0.1"), 7000)),
+            ("[::1]:7000", tcp(Any, v4("::1"), 7000)),
+            (":7000", tcp(Any, Host::Unspecified, 7000)),
+            ("unix:///tmp/s.sock", unix(UnixKind::Stream, "/tmp/s.sock")),
+            ("unix:/tmp/s.sock", unix(UnixKind::Stream, "/tmp/s.sock")),
+            ("unix:rel/s.sock", unix(UnixKind::Stream, "rel/s.sock")),
+            ("unix:@name", abs(UnixKind::Stream, "name")),
+            ("unix://@name", abs(UnixKind::Stream, "name")),
+            ("unix-dgram:/tmp/d", unix(UnixKind::Dgram, "/tmp/d")),
+            ("unix-dgram:@d", abs(UnixKind::Dgram, "d")),
+            ("unix-seqpacket:///tmp/q", unix(UnixKind::Seqpacket, "/tmp/q")),
+            ("unix-seqpacket:q", unix(UnixKind::Seqpacket, "q")),
+            ("/tmp/s.sock", unix(UnixKind::Stream, "/tmp/s.sock")),
+            ("./s.sock", unix(UnixKind::Stream, "./s.sock")),
+            ("../s.sock", unix(UnixKind::Stream, "../s.sock")),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(Endpoint::parse(input), Ok(expected), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_endpoints() {
+        let cases: &[(&str, &str)] = &[
+            ("", "it is empty"),
+            ("7000", "a bare number is ambiguous"),
+            ("localhost", "no port"),
+            ("localhost:", "the port is missing"),
+            ("localhost:http", "port 'http' is not a number"),
+            ("localhost:65536", "out of range"),
+            ("localhost:-1", "is not a number"),
+            ("::1:80", "needs brackets"),
+            ("[::1:80", "no closing ']'"),
+            ("[::1]80", "no port after the ']'"),
+            ("[1.2.3.4]:80", "not an IPv6 address"),
+            ("tcp4://[::1]:80", "IPv6 address in an IPv4-only"),
+            ("tcp6://127.0.0.1:80", "IPv4 address in an IPv6-only"),
+            ("ftp://host:21", "unknown scheme 'ftp'"),
+            ("tls://host:443", "unknown scheme 'tls'"),
+            ("tcp://bad host:80", "not a valid host name"),
+            ("tcp://a..b:80", "not a valid host name"),
+            ("unix:", "path is empty"),
+            ("unix:@", "abstract name after '@' is empty"),
+            ("unix-dgram:", "path is empty"),
+            ("/tmp/a\0b", "NUL byte"),
+        ];
+        for (input, problem) in cases {
+            let err = Endpoint::parse(input).expect_err(input);
+            assert!(err.problem.contains(problem), "input {input:?}: got {:?}, want {problem:?}", err.problem);
+            let line = err.to_string();
+            assert!(!line.contains('\n'), "error must be one line: {line}");
+            assert!(line.contains("forms: tcp://HOST:PORT"), "error must show the forms: {line}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for input in [
+            "tcp://127.0.0.1:7000",
+            "tcp6://[::1]:1",
+            "udp4://:9",
+            "tcp://localhost:80",
+            "unix:///tmp/s",
+            "unix:rel",
+            "unix:@abs",
+            "unix-dgram:@d",
+            "unix-seqpacket:///x",
+        ] {
+            let e = Endpoint::parse(input).unwrap();
+            assert_eq!(e.to_string(), input);
+            assert_eq!(Endpoint::parse(&e.to_string()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn styles_and_locality() {
+        let style = |s: &str| Endpoint::parse(s).unwrap().style();
+        assert_eq!(style("tcp://:1"), SocketStyle::Stream);
+        assert_eq!(style("/tmp/x"), SocketStyle::Stream);
+        assert_eq!(style("unix-seqpacket:@x"), SocketStyle::Seqpacket);
+        assert_eq!(style("udp://:1"), SocketStyle::Datagram);
+        assert_eq!(style("unix-dgram:@x"), SocketStyle::Datagram);
+        let local = |s: &str| Endpoint::parse(s).unwrap().is_local();
+        assert!(local("127.0.0.2:1") && local("[::1]:1") && local("localhost:1") && local("unix:@x"));
+        assert!(!local(":1") && !local("10.0.0.1:1") && !local("example.com:1"));
+    }
+}

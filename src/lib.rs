@@ -1,0 +1,47 @@
+//! sockit: a socket toolkit. This crate is the library under the `sockit` command: endpoints,
+//! sockets over every family, framing, the services, the server and the client.
+//!
+//! The library never binds a fixed port, installs a signal handler, prints, or exits: entry
+//! points take a bound socket and a cancellation token, and report through return values and
+//! the [`server::Monitor`] trait.
+//!
+//! # Starting a server in your own program
+//!
+//! Bind any endpoint (port 0 picks a free port), run a service on it, and stop it with a token:
+//!
+//! ```
+//! use sockit::{endpoint::Endpoint, net, server, service::Service};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let endpoint: Endpoint = "tcp://127.0.0.1:0".parse()?;
+//! let socket = net::bind(&endpoint, &net::BindOptions::default()).await?;
+//! let address = socket.local_endpoint().trim_start_matches("tcp://").to_owned();
+//!
+//! let shutdown = CancellationToken::new();
+//! let config = server::ServerConfig::new(Service::Upper);
+//! let running = tokio::spawn(server::run(socket, config, shutdown.clone()));
+//!
+//! let mut client = tokio::net::TcpStream::connect(&address).await?;
+//! client.write_all(b"helloworld").await?;
+//! let mut answer = [0u8; 10];
+//! client.read_exact(&mut answer).await?;
+//! assert_eq!(&answer, b"HELLOWORLD");
+//! drop(client);
+//!
+//! shutdown.cancel();
+//! let summary = running.await?;
+//! assert_eq!(summary.connections, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod client;
+pub mod endpoint;
+pub mod framing;
+pub mod net;
+pub mod render;
+pub mod server;
+pub mod service;

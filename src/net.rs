@@ -1,0 +1,810 @@
+//! Sockets for every endpoint: binding, accepting and connecting over TCP, UDP and the three
+//! Unix-domain socket types, with errors a person can act on.
+//!
+//! [`bind`] turns an [`Endpoint`] into a [`ServerSocket`]: a [`Listener`] for connected
+//! families (TCP, `unix:`, `unix-seqpacket:`) or a [`DatagramSocket`] (UDP, `unix-dgram:`).
+//! [`connect`] turns one into a [`ClientSocket`]. Listening sockets get `SO_REUSEADDR` so a
+//! server restarts at once, `:PORT` is one dual-stack socket for IPv4 and IPv6, and a Unix socket
+//! file is handled with care: a stale one left by a crash is replaced, a live one or any other
+//! file is never touched, the mode is set before `listen` so nobody connects in between, and
+//! the file is removed when the socket is dropped (only if it is still ours).
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
+use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
+
+use crate::endpoint::{Endpoint, Family, Host, IpProto, UnixAddr, UnixKind};
+
+/// The longest Unix socket path Linux accepts (`sun_path` is 108 bytes with its final NUL).
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// How to bind a server socket.
+#[derive(Debug, Clone)]
+pub struct BindOptions {
+    /// The listen backlog: connections the kernel completes before `accept` takes them.
+    pub backlog: u32,
+    /// The permission bits of a new Unix socket file.
+    pub unix_mode: u32,
+}
+
+impl Default for BindOptions {
+    fn default() -> Self {
+        BindOptions { backlog: 1024, unix_mode: 0o600 }
+    }
+}
+
+/// Why a socket could not be bound or connected. Each message is one lower-case line that names
+/// the endpoint and, where there is one, a hint.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Another socket holds the address.
+    #[error(
+        "cannot listen on {endpoint}: address already in use (hint: another program listens there; stop it or pick another port, `ss -ltnp` shows who)"
+    )]
+    AddrInUse {
+        /// The endpoint, as written.
+        endpoint: String,
+    },
+    /// The address is not one of this machine's.
+    #[error(
+        "cannot listen on {endpoint}: address not available on this machine (hint: use 127.0.0.1, :PORT or an address `ip addr` lists)"
+    )]
+    AddrNotAvailable {
+        /// The endpoint, as written.
+        endpoint: String,
+    },
+    /// The operating system refused.
+    #[error("cannot {action} {endpoint}: permission denied (hint: {hint})")]
+    PermissionDenied {
+        /// `listen on` or `connect to`.
+        action: &'static str,
+        /// The endpoint, as written.
+        endpoint: String,
+        /// What usually fixes it.
+        hint: &'static str,
+    },
+    /// Nothing accepts connections at the address.
+    #[error(
+        "cannot connect to {endpoint}: nothing is listening there (hint: start a server, e.g. `sockit serve {endpoint} echo`)"
+    )]
+    Refused {
+        /// The endpoint, as written.
+        endpoint: String,
+    },
+    /// The Unix socket path does not exist.
+    #[error("cannot connect to {endpoint}: no such socket file (hint: is the server running, and is the path right?)")]
+    NoSocketFile {
+        /// The endpoint, as written.
+        endpoint: String,
+    },
+    /// The host name did not resolve.
+    #[error("unknown host '{host}' (hint: check the spelling, or use an IP address such as 127.0.0.1)")]
+    UnknownHost {
+        /// The name as written.
+        host: String,
+    },
+    /// The host name resolved, but not to an address of the endpoint's family.
+    #[error("host '{host}' has no {family} address")]
+    NoAddressOfFamily {
+        /// The name as written.
+        host: String,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+    },
+    /// A Unix socket path is longer than the kernel allows.
+    #[error(
+        "unix socket path '{path}' is {len} bytes; the limit is {MAX_UNIX_PATH} (hint: use a shorter or relative path, or an abstract name like unix:@name)"
+    )]
+    PathTooLong {
+        /// The path.
+        path: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A server already listens on the Unix socket path.
+    #[error(
+        "cannot listen on {endpoint}: a server is already listening on that socket (hint: stop it or choose another path)"
+    )]
+    LiveSocket {
+        /// The endpoint, as written.
+        endpoint: String,
+    },
+    /// Something that is not a socket is in the way.
+    #[error("cannot listen on {endpoint}: '{path}' exists and is not a socket; refusing to replace it")]
+    NotASocket {
+        /// The endpoint, as written.
+        endpoint: String,
+        /// The path in the way.
+        path: String,
+    },
+    /// Connecting took longer than allowed.
+    #[error("cannot connect to {endpoint}: timed out after {}", humantime::format_duration(*after))]
+    TimedOut {
+        /// The endpoint, as written.
+        endpoint: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// Any other failure of a system call.
+    #[error("cannot {action} {endpoint}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The endpoint, as written.
+        endpoint: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+}
+
+impl NetError {
+    fn from_io(action: &'static str, endpoint: &Endpoint, e: io::Error) -> NetError {
+        let endpoint_text = endpoint.to_string();
+        let listening = action == "listen on";
+        match e.raw_os_error() {
+            Some(libc::EADDRINUSE) => NetError::AddrInUse { endpoint: endpoint_text },
+            Some(libc::EADDRNOTAVAIL) if listening => NetError::AddrNotAvailable { endpoint: endpoint_text },
+            Some(libc::EACCES) | Some(libc::EPERM) => {
+                let hint = match endpoint {
+                    Endpoint::Ip { .. } if listening => {
+                        "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port from 1024 up"
+                    }
+                    Endpoint::Ip { .. } => "a firewall or security policy refused it",
+                    Endpoint::Unix { .. } if listening => {
+                        "you cannot create files in that directory; choose a path you own"
+                    }
+                    Endpoint::Unix { .. } => {
+                        "the socket file's permissions do not let you in (see the server's --mode)"
+                    }
+                };
+                NetError::PermissionDenied { action, endpoint: endpoint_text, hint }
+            }
+            Some(libc::ECONNREFUSED) => NetError::Refused { endpoint: endpoint_text },
+            Some(libc::ENOENT) if !listening => NetError::NoSocketFile { endpoint: endpoint_text },
+            _ => NetError::Io { action, endpoint: endpoint_text, source: e },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+/// The address of the other end of a connection or datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAddr {
+    /// An IP peer.
+    Inet(SocketAddr),
+    /// A Unix-domain peer with a path or abstract name; datagram replies go there.
+    Unix(UnixAddr),
+    /// A Unix-domain peer without a name (the usual case for a connecting client), with its
+    /// credentials where the kernel reports them.
+    UnixUnnamed {
+        /// The peer's process id, if known.
+        pid: Option<i32>,
+        /// The peer's user id, if known.
+        uid: Option<u32>,
+    },
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Inet(a) => write!(f, "{a}"),
+            PeerAddr::Unix(a) => write!(f, "unix:{a}"),
+            PeerAddr::UnixUnnamed { pid: Some(pid), uid: Some(uid) } => write!(f, "unix(pid {pid}, uid {uid})"),
+            PeerAddr::UnixUnnamed { .. } => f.write_str("unix(unnamed)"),
+        }
+    }
+}
+
+fn peer_from_tokio_unix(addr: &tokio::net::unix::SocketAddr) -> Option<PeerAddr> {
+    if let Some(p) = addr.as_pathname() {
+        return Some(PeerAddr::Unix(UnixAddr::Path(p.to_path_buf())));
+    }
+    addr.as_abstract_name().map(|n| PeerAddr::Unix(UnixAddr::Abstract(n.to_vec())))
+}
+
+fn unix_sockaddr(endpoint: &Endpoint, addr: &UnixAddr) -> Result<SockAddr, NetError> {
+    let bytes: Vec<u8> = match addr {
+        UnixAddr::Path(p) => {
+            use std::os::unix::ffi::OsStrExt;
+            let b = p.as_os_str().as_bytes();
+            if b.len() > MAX_UNIX_PATH {
+                return Err(NetError::PathTooLong { path: p.display().to_string(), len: b.len() });
+            }
+            b.to_vec()
+        }
+        UnixAddr::Abstract(name) => {
+            if name.len() > MAX_UNIX_PATH {
+                return Err(NetError::PathTooLong {
+                    path: format!("@{}", String::from_utf8_lossy(name)),
+                    len: name.len(),
+                });
+            }
+            let mut b = Vec::with_capacity(name.len() + 1);
+            b.push(0);
+            b.extend_from_slice(name);
+            b
+        }
+    };
+    use std::os::unix::ffi::OsStrExt;
+    SockAddr::unix(Path::new(std::ffi::OsStr::from_bytes(&bytes))).map_err(|e| NetError::Io {
+        action: "use",
+        endpoint: endpoint.to_string(),
+        source: e,
+    })
+}
+
+fn std_unix_addr(addr: &UnixAddr) -> io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    match addr {
+        UnixAddr::Path(p) => std::os::unix::net::SocketAddr::from_pathname(p),
+        UnixAddr::Abstract(n) => std::os::unix::net::SocketAddr::from_abstract_name(n),
+    }
+}
+
+async fn resolve(
+    endpoint: &Endpoint,
+    family: Family,
+    host: &Host,
+    port: u16,
+    listening: bool,
+) -> Result<Vec<SocketAddr>, NetError> {
+    let addrs: Vec<SocketAddr> = match host {
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+        Host::Unspecified if listening => match family {
+            Family::V4 => vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)],
+            // `Any` binds one dual-stack IPv6 socket; see `bind_ip`.
+            Family::V6 | Family::Any => vec![SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)],
+        },
+        Host::Unspecified => match family {
+            Family::V6 => vec![SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port)],
+            Family::V4 => vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)],
+            Family::Any => {
+                vec![
+                    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+                    SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
+                ]
+            }
+        },
+        Host::Name(name) => match tokio::net::lookup_host((name.as_str(), port)).await {
+            Ok(it) => it.collect(),
+            Err(_) => return Err(NetError::UnknownHost { host: name.clone() }),
+        },
+    };
+    let wanted: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| match family {
+            Family::Any => true,
+            Family::V4 => a.is_ipv4(),
+            Family::V6 => a.is_ipv6(),
+        })
+        .collect();
+    if wanted.is_empty() {
+        let host = match host {
+            Host::Name(n) => n.clone(),
+            _ => endpoint.to_string(),
+        };
+        return Err(match family {
+            Family::V6 => NetError::NoAddressOfFamily { host, family: "IPv6" },
+            Family::V4 => NetError::NoAddressOfFamily { host, family: "IPv4" },
+            Family::Any => NetError::UnknownHost { host },
+        });
+    }
+    Ok(wanted)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket files
+
+/// A Unix socket file this process created. Dropping it removes the file, but only while the
+/// file at that path is still the one we bound: a file replaced by someone else is left alone.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn claim(path: &Path) -> io::Result<SocketFile> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile { path: path.to_path_buf(), dev: meta.dev(), ino: meta.ino() })
+    }
+
+    /// The path of the socket file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && meta.dev() == self.dev
+            && meta.ino() == self.ino
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Makes room for a new socket at `path`: nothing there is fine; a socket nobody answers on is
+/// a stale leftover and is removed; a live socket or any other kind of file is an error.
+fn clear_stale_socket(endpoint: &Endpoint, path: &Path, ty: Type) -> Result<(), NetError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(NetError::from_io("listen on", endpoint, e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(NetError::NotASocket { endpoint: endpoint.to_string(), path: path.display().to_string() });
+    }
+    let io_err = |e| NetError::from_io("listen on", endpoint, e);
+    let probe = Socket::new(Domain::UNIX, ty.nonblocking(), None).map_err(io_err)?;
+    let addr = SockAddr::unix(path).map_err(io_err)?;
+    match probe.connect(&addr) {
+        // Someone answers (or is too busy to, which is just as alive).
+        Ok(()) => Err(NetError::LiveSocket { endpoint: endpoint.to_string() }),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINPROGRESS) | Some(libc::EPROTOTYPE)) => {
+            Err(NetError::LiveSocket { endpoint: endpoint.to_string() })
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(e)),
+        },
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server sockets
+
+/// A bound server socket: a listener for connected families, a datagram socket otherwise.
+#[derive(Debug)]
+pub enum ServerSocket {
+    /// TCP, `unix:` or `unix-seqpacket:`.
+    Listener(Listener),
+    /// UDP or `unix-dgram:`.
+    Datagram(DatagramSocket),
+}
+
+impl ServerSocket {
+    /// The address the socket is bound to, as an endpoint string (with the real port when 0
+    /// was asked for).
+    pub fn local_endpoint(&self) -> &str {
+        match self {
+            ServerSocket::Listener(l) => &l.local,
+            ServerSocket::Datagram(d) => &d.local,
+        }
+    }
+}
+
+/// A listening socket of any connected family.
+#[derive(Debug)]
+pub struct Listener {
+    inner: ListenerInner,
+    local: String,
+    _file: Option<SocketFile>,
+}
+
+#[derive(Debug)]
+enum ListenerInner {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+    Seqpacket(UnixSeqpacketListener),
+}
+
+/// An accepted or connected socket of a connected family.
+#[derive(Debug)]
+pub enum Conn {
+    /// A byte stream (TCP or `unix:`).
+    Stream(Stream),
+    /// A `unix-seqpacket:` socket: every send is one message.
+    Seqpacket(UnixSeqpacket),
+}
+
+impl Listener {
+    /// Accepts the next connection. Cancel-safe: if the future is dropped, no connection is lost.
+    pub async fn accept(&mut self) -> io::Result<(Conn, PeerAddr)> {
+        match &mut self.inner {
+            ListenerInner::Tcp(l) => {
+                let (s, a) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Conn::Stream(Stream::Tcp(s)), PeerAddr::Inet(a)))
+            }
+            ListenerInner::Unix(l) => {
+                let (s, a) = l.accept().await?;
+                let peer = peer_from_tokio_unix(&a).unwrap_or_else(|| {
+                    let cred = s.peer_cred().ok();
+                    PeerAddr::UnixUnnamed { pid: cred.and_then(|c| c.pid()), uid: cred.map(|c| c.uid()) }
+                });
+                Ok((Conn::Stream(Stream::Unix(s)), peer))
+            }
+            ListenerInner::Seqpacket(l) => {
+                let s = l.accept().await?;
+                let cred = s.peer_cred().ok();
+                let peer =
+                    PeerAddr::UnixUnnamed { pid: cred.as_ref().and_then(|c| c.pid()), uid: cred.map(|c| c.uid()) };
+                Ok((Conn::Seqpacket(s), peer))
+            }
+        }
+    }
+
+    /// The bound address as an endpoint string.
+    pub fn local_endpoint(&self) -> &str {
+        &self.local
+    }
+}
+
+/// A bound datagram socket (UDP or `unix-dgram:`).
+#[derive(Debug)]
+pub struct DatagramSocket {
+    inner: DatagramInner,
+    local: String,
+    _file: Option<SocketFile>,
+}
+
+#[derive(Debug)]
+enum DatagramInner {
+    Udp(UdpSocket),
+    /// The tokio socket for readiness, and a duplicate of its descriptor as a std socket, whose
+    /// `send_to_addr` can reach abstract names that tokio's path-based `send_to` cannot.
+    Unix(UnixDatagram, std::os::unix::net::UnixDatagram),
+}
+
+/// The largest datagram sockit receives: the UDP maximum.
+pub const MAX_DATAGRAM: usize = 65_536;
+
+impl DatagramSocket {
+    /// Receives one datagram into `buf` and says who sent it. Cancel-safe.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<PeerAddr>)> {
+        match &self.inner {
+            DatagramInner::Udp(s) => {
+                let (n, a) = s.recv_from(buf).await?;
+                Ok((n, Some(PeerAddr::Inet(a))))
+            }
+            DatagramInner::Unix(s, _) => {
+                let (n, a) = s.recv_from(buf).await?;
+                Ok((n, peer_from_tokio_unix(&a)))
+            }
+        }
+    }
+
+    /// Sends one datagram to `peer`.
+    pub async fn send_to(&self, buf: &[u8], peer: &PeerAddr) -> io::Result<usize> {
+        match (&self.inner, peer) {
+            (DatagramInner::Udp(s), PeerAddr::Inet(a)) => s.send_to(buf, a).await,
+            (DatagramInner::Unix(s, std_sock), PeerAddr::Unix(a)) => {
+                let addr = std_unix_addr(a)?;
+                s.async_io(Interest::WRITABLE, || std_sock.send_to_addr(buf, &addr)).await
+            }
+            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot answer a peer without an address")),
+        }
+    }
+
+    /// Sends one datagram to the connected peer (client sockets only).
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        match &self.inner {
+            DatagramInner::Udp(s) => s.send(buf).await,
+            DatagramInner::Unix(s, _) => s.send(buf).await,
+        }
+    }
+
+    /// Receives one datagram from the connected peer (client sockets only). Cancel-safe.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.inner {
+            DatagramInner::Udp(s) => s.recv(buf).await,
+            DatagramInner::Unix(s, _) => s.recv(buf).await,
+        }
+    }
+
+    /// The bound address as an endpoint string.
+    pub fn local_endpoint(&self) -> &str {
+        &self.local
+    }
+}
+
+/// Binds `endpoint` for serving: a listener or a datagram socket, ready to use.
+pub async fn bind(endpoint: &Endpoint, opts: &BindOptions) -> Result<ServerSocket, NetError> {
+    match endpoint {
+        Endpoint::Ip { proto, family, host, port } => {
+            let addrs = resolve(endpoint, *family, host, *port, true).await?;
+            let dual_stack = matches!(host, Host::Unspecified) && *family == Family::Any;
+            let mut last = None;
+            for addr in addrs {
+                match bind_ip(endpoint, *proto, addr, dual_stack, opts) {
+                    Ok(s) => return Ok(s),
+                    // A machine without IPv6 still serves `:PORT` on IPv4.
+                    Err(NetError::Io { source, .. })
+                        if dual_stack && matches!(source.raw_os_error(), Some(libc::EAFNOSUPPORT)) =>
+                    {
+                        let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port);
+                        return bind_ip(endpoint, *proto, v4, false, opts);
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.expect("resolve returns at least one address"))
+        }
+        Endpoint::Unix { kind, addr } => bind_unix(endpoint, *kind, addr, opts),
+    }
+}
+
+fn bind_ip(
+    endpoint: &Endpoint,
+    proto: IpProto,
+    addr: SocketAddr,
+    dual_stack: bool,
+    opts: &BindOptions,
+) -> Result<ServerSocket, NetError> {
+    let err = |e| NetError::from_io("listen on", endpoint, e);
+    let ty = match proto {
+        IpProto::Tcp => Type::STREAM,
+        IpProto::Udp => Type::DGRAM,
+    };
+    let socket = Socket::new(Domain::for_address(addr), ty.nonblocking().cloexec(), None).map_err(err)?;
+    // Restart at once after a crash or Ctrl-C, even with connections in TIME-WAIT.
+    if proto == IpProto::Tcp {
+        socket.set_reuse_address(true).map_err(err)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(!dual_stack).map_err(err)?;
+    }
+    socket.bind(&addr.into()).map_err(err)?;
+    let local = socket.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
+    let scheme = match proto {
+        IpProto::Tcp => "tcp",
+        IpProto::Udp => "udp",
+    };
+    let local_text = match (dual_stack, local) {
+        (true, _) => format!("{scheme}://:{} (IPv4 and IPv6)", local.port()),
+        (false, SocketAddr::V6(a)) => format!("{scheme}://[{}]:{}", a.ip(), a.port()),
+        (false, SocketAddr::V4(a)) => format!("{scheme}://{a}"),
+    };
+    match proto {
+        IpProto::Tcp => {
+            socket.listen(backlog(opts)).map_err(err)?;
+            let l = TcpListener::from_std(socket.into()).map_err(err)?;
+            Ok(ServerSocket::Listener(Listener { inner: ListenerInner::Tcp(l), local: local_text, _file: None }))
+        }
+        IpProto::Udp => {
+            let s = UdpSocket::from_std(socket.into()).map_err(err)?;
+            Ok(ServerSocket::Datagram(DatagramSocket { inner: DatagramInner::Udp(s), local: local_text, _file: None }))
+        }
+    }
+}
+
+fn backlog(opts: &BindOptions) -> i32 {
+    opts.backlog.min(i32::MAX as u32) as i32
+}
+
+fn unix_type(kind: UnixKind) -> Type {
+    match kind {
+        UnixKind::Stream => Type::STREAM,
+        UnixKind::Dgram => Type::DGRAM,
+        UnixKind::Seqpacket => Type::SEQPACKET,
+    }
+}
+
+fn bind_unix(
+    endpoint: &Endpoint,
+    kind: UnixKind,
+    addr: &UnixAddr,
+    opts: &BindOptions,
+) -> Result<ServerSocket, NetError> {
+    let err = |e| NetError::from_io("listen on", endpoint, e);
+    let sockaddr = unix_sockaddr(endpoint, addr)?;
+    let ty = unix_type(kind);
+    if let UnixAddr::Path(p) = addr {
+        clear_stale_socket(endpoint, p, ty)?;
+    }
+    let socket = Socket::new(Domain::UNIX, ty.nonblocking().cloexec(), None).map_err(err)?;
+    socket.bind(&sockaddr).map_err(err)?;
+    // From here on the file is ours; the guard removes it on any early return.
+    let file = match addr {
+        UnixAddr::Path(p) => {
+            let file = SocketFile::claim(p).map_err(err)?;
+            // Before listen(): until then nobody can connect, so no client slips in while the
+            // file still has the umask's permissions.
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(opts.unix_mode)).map_err(err)?;
+            Some(file)
+        }
+        UnixAddr::Abstract(_) => None,
+    };
+    let local = endpoint.to_string();
+    let fd: OwnedFd = match kind {
+        UnixKind::Dgram => socket.into(),
+        UnixKind::Stream | UnixKind::Seqpacket => {
+            socket.listen(backlog(opts)).map_err(err)?;
+            socket.into()
+        }
+    };
+    Ok(match kind {
+        UnixKind::Stream => {
+            let l = UnixListener::from_std(fd.into()).map_err(err)?;
+            ServerSocket::Listener(Listener { inner: ListenerInner::Unix(l), local, _file: file })
+        }
+        UnixKind::Seqpacket => {
+            let l = UnixSeqpacketListener::try_from(fd).map_err(err)?;
+            ServerSocket::Listener(Listener { inner: ListenerInner::Seqpacket(l), local, _file: file })
+        }
+        UnixKind::Dgram => {
+            let dup = fd.try_clone().map_err(err)?;
+            let s = UnixDatagram::from_std(fd.into()).map_err(err)?;
+            ServerSocket::Datagram(DatagramSocket { inner: DatagramInner::Unix(s, dup.into()), local, _file: file })
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client sockets
+
+/// A connected client socket.
+#[derive(Debug)]
+pub enum ClientSocket {
+    /// A byte stream or a seqpacket connection.
+    Conn(Conn),
+    /// A datagram socket connected to one peer.
+    Datagram(DatagramSocket),
+}
+
+/// Connects to `endpoint` within `timeout` (name resolution included). IP names that resolve
+/// to several addresses are tried in order, as netcat does.
+pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<ClientSocket, NetError> {
+    match tokio::time::timeout(timeout, connect_inner(endpoint)).await {
+        Ok(r) => r,
+        Err(_) => Err(NetError::TimedOut { endpoint: endpoint.to_string(), after: timeout }),
+    }
+}
+
+async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, NetError> {
+    let err = |e| NetError::from_io("connect to", endpoint, e);
+    match endpoint {
+        Endpoint::Ip { proto, family, host, port } => {
+            if *port == 0 {
+                return Err(NetError::Io {
+                    action: "connect to",
+                    endpoint: endpoint.to_string(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "port 0 cannot be connected to"),
+                });
+            }
+            let addrs = resolve(endpoint, *family, host, *port, false).await?;
+            let mut last = None;
+            for addr in addrs {
+                let attempt = match proto {
+                    IpProto::Tcp => TcpStream::connect(addr).await.map(|s| {
+                        let _ = s.set_nodelay(true);
+                        ClientSocket::Conn(Conn::Stream(Stream::Tcp(s)))
+                    }),
+                    IpProto::Udp => connect_udp(addr).await,
+                };
+                match attempt {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(err(last.expect("resolve returns at least one address")))
+        }
+        Endpoint::Unix { kind, addr } => {
+            let sockaddr = unix_sockaddr(endpoint, addr)?;
+            match kind {
+                UnixKind::Stream => {
+                    let std_addr = std_unix_addr(addr).map_err(err)?;
+                    let s = std::os::unix::net::UnixStream::connect_addr(&std_addr).map_err(err)?;
+                    s.set_nonblocking(true).map_err(err)?;
+                    Ok(ClientSocket::Conn(Conn::Stream(Stream::Unix(UnixStream::from_std(s).map_err(err)?))))
+                }
+                UnixKind::Seqpacket => {
+                    let socket = Socket::new(Domain::UNIX, Type::SEQPACKET.cloexec(), None).map_err(err)?;
+                    socket.connect(&sockaddr).map_err(err)?;
+                    socket.set_nonblocking(true).map_err(err)?;
+                    let fd: OwnedFd = socket.into();
+                    Ok(ClientSocket::Conn(Conn::Seqpacket(UnixSeqpacket::try_from(fd).map_err(err)?)))
+                }
+                UnixKind::Dgram => {
+                    // A datagram client needs an address of its own, or the server could not
+                    // answer it: an abstract name unique to this process and socket.
+                    let socket = Socket::new(Domain::UNIX, Type::DGRAM.nonblocking().cloexec(), None).map_err(err)?;
+                    let own = UnixAddr::Abstract(client_name().into_bytes());
+                    socket.bind(&unix_sockaddr(endpoint, &own)?).map_err(err)?;
+                    socket.connect(&sockaddr).map_err(err)?;
+                    let fd: OwnedFd = socket.into();
+                    let dup = fd.try_clone().map_err(err)?;
+                    let s = UnixDatagram::from_std(fd.into()).map_err(err)?;
+                    let local = format!("unix-dgram:{own}");
+                    Ok(ClientSocket::Datagram(DatagramSocket {
+                        inner: DatagramInner::Unix(s, dup.into()),
+                        local,
+                        _file: None,
+                    }))
+                }
+            }
+        }
+    }
+}
+
+fn client_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("sockit-client-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn connect_udp(addr: SocketAddr) -> io::Result<ClientSocket> {
+    let local: SocketAddr = match addr.ip() {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = UdpSocket::bind(local).await?;
+    s.connect(addr).await?;
+    let local = s.local_addr().map(|a| format!("udp://{a}")).unwrap_or_default();
+    Ok(ClientSocket::Datagram(DatagramSocket { inner: DatagramInner::Udp(s), local, _file: None }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+/// A connected byte stream: TCP or `unix:`.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(TcpStream),
+    /// A Unix-domain stream.
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    /// Half-closes: shuts down the sending side, so the peer reads end-of-stream while this side
+    /// can still read its answer.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Stream {
+    /// Closes the connection with a TCP reset instead of an orderly close (used when the peer
+    /// broke the protocol and unread data would otherwise linger).
+    pub fn set_linger_zero(&self) {
+        if let Stream::Tcp(s) = self {
+            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Rendering bytes for people: a message as one escaped line of text, or as a hex dump.
+//!
+//! Used by the `print` service's output and anything else that shows traffic. Pure functions
+//! over byte slices; the caller decides where the text goes.
+
+use std::fmt::Write;
+
+/// Renders `data` as one line: UTF-8 text as it is, a trailing line ending dropped, and every
+/// control character or invalid byte escaped (`\n`, `\t`, `\x1b`), so one message never spans
+/// or corrupts a terminal line.
+pub fn escaped_line(data: &[u8]) -> String {
+    let data = data.strip_suffix(b"\n").unwrap_or(data);
+    let data = data.strip_suffix(b"\r").unwrap_or(data);
+    let mut out = String::with_capacity(data.len());
+    for chunk in data.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Renders `data` as a classic hex dump: offset, 16 bytes in hex, and their printable ASCII.
+/// Each line ends with `\n`; empty data gives an empty string.
+pub fn hex_dump(data: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, row) in data.chunks(16).enumerate() {
+        let _ = write!(out, "{:08x}  ", i * 16);
+        for col in 0..16 {
+            match row.get(col) {
+                Some(b) => {
+                    let _ = write!(out, "{b:02x} ");
+                }
+                None => out.push_str("   "),
+            }
+            if col == 7 {
+                out.push(' ');
+            }
+        }
+        out.push_str(" |");
+        out.extend(row.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }));
+        out.push_str("|\n");
+    }
+    out
+}
+
+/// Formats a byte count with a binary unit: `512 B`, `1.5 KiB`, `3.0 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_lines() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"hello\n", "hello"),
+            (b"hello\r\n", "hello"),
+            (b"a\nb", "a\\nb"),
+            (b"tab\there", "tab\\there"),
+            (b"\x1b[31mred", "\\u{1b}[31mred"),
+            (b"bad \xff byte", "bad \\xff byte"),
+            ("grüße".as_bytes(), "grüße"),
+            (b"back\\slash", "back\\\\slash"),
+            (b"", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(escaped_line(input), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn hex_dumps() {
+        assert_eq!(hex_dump(b""), "");
+        assert_eq!(
+            hex_dump(b"hello, world\n\x00\x01\x02\x03"),
+            "00000000  68 65 6c 6c 6f 2c 20 77  6f 72 6c 64 0a 00 01 02  |hello, world....|\n\
+             00000010  03                                                |.|\n"
+        );
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+    }
+}

@@ -1,0 +1,546 @@
+//! The server: many clients at once on any bound socket, each message answered by a
+//! [`Service`], with limits, timeouts and an orderly shutdown.
+//!
+//! [`run`] takes a socket the caller bound ([`crate::net::bind`]) and a cancellation token, and
+//! returns a [`Summary`] once the token is cancelled (or after the first client with `once`).
+//! On a listener, every connection runs in its own task, so a client that leaves, resets or
+//! stalls only ever blocks itself. On a datagram socket, each datagram is answered to its
+//! sender. Shutdown is signal, then drain, then a deadline: cancelling the token stops the
+//! accepting, each connection finishes the message it is on and closes, and whatever is still
+//! running after [`ServerConfig::grace`] is cut.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio_seqpacket::UnixSeqpacket;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::framing::{DEFAULT_MAX_FRAME, FrameCodec, FrameError, Framing, text_lines};
+use crate::net::{Conn, DatagramSocket, Listener, MAX_DATAGRAM, PeerAddr, ServerSocket, Stream};
+use crate::service::{Flow, Service};
+
+/// How a server behaves. [`ServerConfig::new`] gives the defaults for a service.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// What to do with each message.
+    pub service: Service,
+    /// How messages are delimited on stream sockets (ignored on packet sockets, whose every
+    /// packet is one message).
+    pub framing: Framing,
+    /// The largest frame a client may send under `line` or `len` framing.
+    pub max_frame: usize,
+    /// At most this many clients at once; more are told so and closed at once.
+    pub max_conns: Option<usize>,
+    /// Close a connection when it has been silent this long (reading or being unable to write).
+    pub idle_timeout: Option<Duration>,
+    /// Serve one client (or one datagram) and stop.
+    pub once: bool,
+    /// After shutdown is asked for, how long connections get to finish before they are cut.
+    pub grace: Duration,
+    /// Told about every connection and problem; the library itself never prints.
+    pub monitor: Arc<dyn Monitor>,
+}
+
+impl ServerConfig {
+    /// A configuration with the defaults: raw framing, 1 MiB frames, no connection limit, no
+    /// idle timeout, a 5-second grace period and no monitor.
+    pub fn new(service: Service) -> ServerConfig {
+        ServerConfig {
+            service,
+            framing: Framing::Raw,
+            max_frame: DEFAULT_MAX_FRAME,
+            max_conns: None,
+            idle_timeout: None,
+            once: false,
+            grace: Duration::from_secs(5),
+            monitor: Arc::new(Silent),
+        }
+    }
+}
+
+/// Observes a running server. Every method has an empty default.
+pub trait Monitor: Send + Sync {
+    /// A connection ended.
+    fn closed(&self, _report: &ConnReport) {}
+    /// A client was turned away.
+    fn refused(&self, _peer: &PeerAddr, _reason: &str) {}
+    /// Something went wrong that did not stop the server (an accept error, a datagram that could
+    /// not be answered).
+    fn problem(&self, _peer: Option<&PeerAddr>, _what: &str) {}
+}
+
+/// A monitor that ignores everything.
+#[derive(Debug, Clone, Copy)]
+pub struct Silent;
+impl Monitor for Silent {}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The client closed its side.
+    PeerClosed,
+    /// The service ended the session (`qa` after `bye`).
+    SessionEnded,
+    /// Nothing moved for the idle timeout.
+    IdleTimeout,
+    /// The server was shutting down.
+    Shutdown,
+    /// The server's grace period ran out while the connection was still busy.
+    Cut,
+    /// The client broke the framing (an oversized or truncated frame).
+    Protocol(String),
+    /// The socket failed (a reset, for instance).
+    Io(String),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::PeerClosed => f.write_str("closed by client"),
+            End::SessionEnded => f.write_str("session ended"),
+            End::IdleTimeout => f.write_str("idle timeout"),
+            End::Shutdown => f.write_str("server shutting down"),
+            End::Cut => f.write_str("cut at shutdown deadline"),
+            End::Protocol(e) => write!(f, "protocol error: {e}"),
+            End::Io(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// What happened on one connection.
+#[derive(Debug, Clone)]
+pub struct ConnReport {
+    /// Who it was.
+    pub peer: PeerAddr,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// How long it lasted.
+    pub duration: Duration,
+    /// Why it ended.
+    pub end: End,
+}
+
+/// Totals over a server's life, returned by [`run`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Connections accepted and served.
+    pub connections: u64,
+    /// Connections turned away (over `max_conns`).
+    pub refused: u64,
+    /// Connections cut at the shutdown deadline.
+    pub cut: u64,
+    /// Datagrams received (datagram sockets).
+    pub datagrams_in: u64,
+    /// Datagrams sent (datagram sockets).
+    pub datagrams_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// How long the server ran.
+    pub uptime: Duration,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    refused: AtomicU64,
+    cut: AtomicU64,
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Counters {
+    fn summary(&self, uptime: Duration) -> Summary {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Summary {
+            connections: get(&self.connections),
+            refused: get(&self.refused),
+            cut: get(&self.cut),
+            datagrams_in: get(&self.datagrams_in),
+            datagrams_out: get(&self.datagrams_out),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            uptime,
+        }
+    }
+}
+
+/// What every connection task shares.
+struct Shared {
+    config: ServerConfig,
+    counters: Counters,
+    /// Cancelled when shutdown is asked for: stop reading, finish, close.
+    shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: stop even in the middle of a write.
+    cut: CancellationToken,
+}
+
+/// Runs a server on `socket` until `shutdown` is cancelled (or, with `once`, until the first
+/// client is done), then drains connections for up to `config.grace` and returns the totals.
+///
+/// The socket is dropped before this returns, which removes a Unix socket file it created.
+pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: CancellationToken) -> Summary {
+    let started = Instant::now();
+    let shared = Arc::new(Shared { config, counters: Counters::default(), shutdown, cut: CancellationToken::new() });
+    match socket {
+        ServerSocket::Listener(listener) => accept_loop(listener, &shared).await,
+        ServerSocket::Datagram(socket) => datagram_loop(socket, &shared).await,
+    }
+    shared.counters.summary(started.elapsed())
+}
+
+async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
+    let tracker = TaskTracker::new();
+    let limit = shared.config.max_conns.map(|n| Arc::new(Semaphore::new(n)));
+    let mut backoff = Duration::from_millis(10);
+    let mut once_done = false;
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (conn, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
+            Err(e) => {
+                // Out of descriptors or memory: say so, wait a little, and go on; the clients
+                // already connected keep being served.
+                shared.config.monitor.problem(None, &format!("accept failed: {e}"));
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let permit = match &limit {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    let max = shared.config.max_conns.unwrap_or(0);
+                    shared.config.monitor.refused(&peer, &format!("over --max-conns {max}"));
+                    let shared = shared.clone();
+                    tracker.spawn(async move { refuse(conn, max, &shared).await });
+                    continue;
+                }
+            },
+        };
+        shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("conn", %peer);
+        let task_shared = shared.clone();
+        tracker.spawn(
+            async move {
+                let report = serve_conn(conn, peer, &task_shared).await;
+                drop(permit);
+                task_shared.config.monitor.closed(&report);
+            }
+            .instrument(span),
+        );
+        if shared.config.once {
+            once_done = true;
+            break;
+        }
+    }
+    // Stop accepting: closing the listener now makes new clients fail fast instead of waiting
+    // in a backlog nobody will drain, and removes the socket file.
+    drop(listener);
+    tracker.close();
+    if once_done {
+        // With --once the one client is served to its end; shutdown still bounds it.
+        tokio::select! {
+            _ = tracker.wait() => return,
+            _ = shared.shutdown.cancelled() => {}
+        }
+    }
+    drain(&tracker, shared).await;
+}
+
+/// Waits for the connections to finish, cutting them when the grace period runs out.
+async fn drain(tracker: &TaskTracker, shared: &Shared) {
+    if tokio::time::timeout(shared.config.grace, tracker.wait()).await.is_err() {
+        shared.cut.cancel();
+        tracker.wait().await;
+    }
+}
+
+/// Tells a client over the limit that the server is busy, in the connection's framing, and
+/// closes. Bounded: a client that does not read is dropped after a second.
+async fn refuse(conn: Conn, max: usize, shared: &Shared) {
+    let text = format!("sockit: server busy ({max} clients connected), try again later");
+    let send = async {
+        match conn {
+            Conn::Stream(mut s) => {
+                let mut buf = BytesMut::new();
+                let codec = FrameCodec::new(shared.config.framing, usize::MAX);
+                let _ = codec.encode_into(text.as_bytes(), &mut buf);
+                if shared.config.framing == Framing::Raw {
+                    buf.extend_from_slice(b"\n");
+                }
+                let _ = s.write_all(&buf).await;
+                let _ = s.shutdown().await;
+            }
+            Conn::Seqpacket(s) => {
+                let _ = s.send(text.as_bytes()).await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+}
+
+async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
+    let started = Instant::now();
+    let mut io = IoCount::default();
+    let end = match conn {
+        Conn::Stream(s) => stream_session(s, &peer, shared, &mut io).await,
+        Conn::Seqpacket(s) => seqpacket_session(s, &peer, shared, &mut io).await,
+    };
+    if end == End::Cut {
+        shared.counters.cut.fetch_add(1, Ordering::Relaxed);
+    }
+    shared.counters.bytes_in.fetch_add(io.bytes_in, Ordering::Relaxed);
+    shared.counters.bytes_out.fetch_add(io.bytes_out, Ordering::Relaxed);
+    ConnReport { peer, bytes_in: io.bytes_in, bytes_out: io.bytes_out, duration: started.elapsed(), end }
+}
+
+#[derive(Default)]
+struct IoCount {
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Passes one received message to the service. With `split_lines`, a service that thinks in
+/// lines gets each line separately and its answers carry the line's own terminator. Every answer
+/// goes to `emit(answer, terminator)`.
+fn dispatch(
+    service: &Service,
+    peer: &PeerAddr,
+    msg: &mut [u8],
+    split_lines: bool,
+    emit: &mut dyn FnMut(&[u8], &[u8]),
+) -> Flow {
+    if split_lines && service.thinks_in_lines() {
+        let lines: Vec<_> = text_lines(msg).collect();
+        for (range, term) in lines {
+            if service.respond(peer, &mut msg[range], &mut |a| emit(a, term)) == Flow::End {
+                return Flow::End;
+            }
+        }
+        Flow::Continue
+    } else {
+        service.respond(peer, msg, &mut |a| emit(a, b""))
+    }
+}
+
+/// Runs `fut` unless the connection has to stop first: an idle timeout, or the shutdown's
+/// deadline cut. `None` says which of those ended it.
+async fn bounded<T>(shared: &Shared, fut: impl Future<Output = T>) -> Result<T, End> {
+    let idle = async {
+        match shared.config.idle_timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = fut => Ok(r),
+        _ = idle => Err(End::IdleTimeout),
+        _ = shared.cut.cancelled() => Err(End::Cut),
+    }
+}
+
+async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io: &mut IoCount) -> End {
+    let config = &shared.config;
+    let mut codec = FrameCodec::new(config.framing, config.max_frame);
+    let split_lines = config.framing == Framing::Raw;
+    // Buffers start empty and grow only when a client sends something, so an idle connection
+    // costs no buffer memory.
+    let mut inbuf = BytesMut::new();
+    let mut out = BytesMut::new();
+    let mut eof = false;
+    let end = loop {
+        // Answer everything already buffered.
+        let mut flow = Flow::Continue;
+        let mut bad_frame = None;
+        loop {
+            let next = if eof { codec.decode_eof(&mut inbuf) } else { codec.decode(&mut inbuf) };
+            match next {
+                Ok(Some(mut msg)) => {
+                    flow = dispatch(&config.service, peer, &mut msg, split_lines, &mut |a, term| {
+                        // Encoding fails only for an answer over max_frame under len framing;
+                        // such an answer is dropped rather than sent malformed.
+                        if codec.encode_into(a, &mut out).is_ok() {
+                            out.extend_from_slice(term);
+                        }
+                    });
+                    if flow == Flow::End {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    bad_frame = Some(e);
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            match bounded(shared, stream.write_all(&out)).await {
+                Ok(Ok(())) => io.bytes_out += out.len() as u64,
+                Ok(Err(e)) => break End::Io(e.to_string()),
+                Err(end) => break end,
+            }
+            out.clear();
+        }
+        if let Some(e) = bad_frame {
+            break match e {
+                FrameError::Io(e) => End::Io(e.to_string()),
+                other => End::Protocol(other.to_string()),
+            };
+        }
+        if flow == Flow::End {
+            break End::SessionEnded;
+        }
+        if eof {
+            break End::PeerClosed;
+        }
+        if inbuf.is_empty() && inbuf.capacity() > 0 {
+            // Give the memory back between messages; a busy connection gets it again cheaply.
+            inbuf = BytesMut::new();
+        }
+        let read = tokio::select! {
+            _ = shared.shutdown.cancelled() => break End::Shutdown,
+            r = bounded(shared, read_some(&mut stream, &mut inbuf)) => r,
+        };
+        match read {
+            Ok(Ok(0)) => eof = true,
+            Ok(Ok(n)) => io.bytes_in += n as u64,
+            Ok(Err(e)) => break End::Io(e.to_string()),
+            Err(end) => break end,
+        }
+    };
+    match &end {
+        End::Protocol(_) => stream.set_linger_zero(),
+        // An orderly close, bounded: a client that stopped reading must not hold us.
+        _ => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+        }
+    }
+    end
+}
+
+/// Reads what is available into `buf`, allocating room only once the socket is readable.
+/// Returns 0 at end of stream. Cancel-safe: nothing is read unless the future completes.
+async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    loop {
+        match stream {
+            Stream::Tcp(s) => s.readable().await?,
+            Stream::Unix(s) => s.readable().await?,
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8192);
+        }
+        let r = match stream {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+        };
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared, io: &mut IoCount) -> End {
+    let config = &shared.config;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut answers: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let received = tokio::select! {
+            _ = shared.shutdown.cancelled() => return End::Shutdown,
+            r = bounded(shared, sock.recv(&mut buf)) => r,
+        };
+        let n = match received {
+            Ok(Ok(info)) if info.bytes_read() == 0 => return End::PeerClosed,
+            Ok(Ok(info)) => info.bytes_read(),
+            Ok(Err(e)) => return End::Io(e.to_string()),
+            Err(end) => return end,
+        };
+        io.bytes_in += n as u64;
+        let flow = dispatch(&config.service, peer, &mut buf[..n], true, &mut |a, term| {
+            answers.push([a, term].concat());
+        });
+        for a in answers.drain(..) {
+            match bounded(shared, sock.send(&a)).await {
+                Ok(Ok(sent)) => io.bytes_out += sent as u64,
+                Ok(Err(e)) => return End::Io(e.to_string()),
+                Err(end) => return end,
+            }
+        }
+        if flow == Flow::End {
+            return End::SessionEnded;
+        }
+    }
+}
+
+async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
+    let config = &shared.config;
+    let counters = &shared.counters;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut answers: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let received = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        let (n, peer) = match received {
+            Ok(x) => x,
+            Err(e) => {
+                // A UDP socket reports an earlier answer's ICMP "port unreachable" here; that
+                // concerns one peer, never the server.
+                config.monitor.problem(None, &format!("receive failed: {e}"));
+                continue;
+            }
+        };
+        counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let peer_for_service = peer.clone().unwrap_or(PeerAddr::UnixUnnamed { pid: None, uid: None });
+        dispatch(&config.service, &peer_for_service, &mut buf[..n], true, &mut |a, term| {
+            answers.push([a, term].concat());
+        });
+        for a in answers.drain(..) {
+            let Some(peer) = &peer else {
+                config
+                    .monitor
+                    .problem(None, "cannot answer a unix-dgram client that has no address (bind the client socket)");
+                continue;
+            };
+            match socket.send_to(&a, peer).await {
+                Ok(sent) => {
+                    counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes_out.fetch_add(sent as u64, Ordering::Relaxed);
+                }
+                Err(e) => config.monitor.problem(Some(peer), &format!("answer not sent: {e}")),
+            }
+        }
+        if config.once {
+            break;
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! What every integration test shares: starting the real `sockit` binary and the seed programs
+//! on port 0 (or a temporary Unix path), learning the address they bound from what they print,
+//! and running commands with a bound on every wait. No fixed ports, no sleeps to wait for a
+//! server: a server is ready when it says so.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest any single wait in a test may take before the test fails.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// The `sockit` binary under test.
+pub fn sockit() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sockit"))
+}
+
+/// The directory of the Python peers (seed programs and helpers).
+pub fn peers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+/// A seed program's path.
+pub fn seed(name: &str) -> PathBuf {
+    peers().join("seeds").join(name)
+}
+
+/// Whether a command is installed.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Skips the test (returning early) with a printed reason when `tool` is missing.
+#[macro_export]
+macro_rules! require {
+    ($tool:expr) => {
+        if !$crate::support::have($tool) {
+            eprintln!("skipping: {} is not installed (.ci/run installs it)", $tool);
+            return;
+        }
+    };
+}
+
+/// Lines a child process writes, collected by a thread as they arrive.
+#[derive(Clone)]
+pub struct Lines {
+    all: Arc<Mutex<Vec<String>>>,
+    rx: Arc<Mutex<Receiver<String>>>,
+}
+
+impl Lines {
+    fn collect(stream: impl Read + Send + 'static) -> Lines {
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let keep = all.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                keep.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Lines { all, rx: Arc::new(Mutex::new(rx)) }
+    }
+
+    /// Waits for the next line that satisfies `pred`, failing the test after [`LIMIT`].
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LIMIT;
+        let rx = self.rx.lock().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no line {what} within {LIMIT:?}; saw: {:#?}", self.all.lock().unwrap()),
+            }
+        }
+    }
+
+    /// Every line so far.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.all.lock().unwrap().clone()
+    }
+}
+
+/// A running `sockit serve`.
+pub struct Server {
+    child: Option<Child>,
+    /// The endpoint it reported, e.g. `tcp://127.0.0.1:43210` or `unix:///tmp/x/s.sock`.
+    pub endpoint: String,
+    pub stderr: Lines,
+    pub stdout: Lines,
+}
+
+/// How a process ended and what it wrote.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stderr: Vec<String>,
+    pub stdout: Vec<String>,
+}
+
+impl Server {
+    /// Starts `sockit serve ARGS…` and waits until it reports where it listens.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = sockit()
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockit serve");
+        let stderr = Lines::collect(child.stderr.take().unwrap());
+        let stdout = Lines::collect(child.stdout.take().unwrap());
+        let banner = stderr
+            .wait_for("'sockit: serving …'", |l| l.starts_with("sockit: serving ") || l.starts_with("sockit: "));
+        assert!(banner.starts_with("sockit: serving "), "server failed to start: {banner}");
+        let on = banner.split(" on ").nth(1).expect("banner names the endpoint");
+        let endpoint = on.split(' ').next().unwrap().to_owned();
+        Server { child: Some(child), endpoint, stderr, stdout }
+    }
+
+    /// `HOST:PORT` of an IP server (the `tcp://` or `udp://` stripped).
+    pub fn addr(&self) -> String {
+        self.endpoint.split("://").nth(1).expect("an IP endpoint").to_owned()
+    }
+
+    /// The port of an IP server.
+    pub fn port(&self) -> u16 {
+        self.addr().rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Asks for an orderly shutdown (SIGINT) and waits for the server to exit.
+    pub fn stop(mut self) -> Finished {
+        self.signal(libc::SIGINT);
+        self.wait()
+    }
+
+    /// Waits for the server to exit by itself (e.g. with --once).
+    pub fn wait(&mut self) -> Finished {
+        let mut child = self.child.take().unwrap();
+        let status = wait_bounded(&mut child, LIMIT).expect("server did not exit in time");
+        // Let the collector threads see end-of-file.
+        std::thread::sleep(Duration::from_millis(50));
+        Finished { status, stderr: self.stderr.snapshot(), stdout: self.stdout.snapshot() }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits for a child for at most `limit`; kills it and returns `None` when time runs out.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The result of a bounded command run.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `cmd` with `input` on stdin, failing the test if it takes longer than [`LIMIT`].
+pub fn run(cmd: &mut Command, input: &[u8]) -> Ran {
+    run_within(cmd, input, LIMIT).unwrap_or_else(|| panic!("{cmd:?} did not finish within {LIMIT:?}"))
+}
+
+/// Runs `cmd` with `input` on stdin for at most `limit`; `None` if it had to be killed.
+pub fn run_within(cmd: &mut Command, input: &[u8], limit: Duration) -> Option<Ran> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = wait_bounded(&mut child, limit)?;
+    let _ = writer.join();
+    Some(Ran { code: status.code(), stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() })
+}
+
+/// `sockit ARGS…` with `input` on stdin.
+pub fn sockit_run(args: &[&str], input: &[u8]) -> Ran {
+    run(sockit().args(args), input)
+}
+
+/// A seed server (Python) running on port 0 through `launch.py`.
+pub struct PythonServer {
+    child: Child,
+    pub port: u16,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+impl PythonServer {
+    /// Starts `python3 launch.py SEED 127.0.0.1 ARGS…` and waits for its `READY port`.
+    pub fn start(seed_name: &str, args: &[&str]) -> PythonServer {
+        let mut child = Command::new("python3")
+            .arg(peers().join("launch.py"))
+            .arg(seed(seed_name))
+            .arg("127.0.0.1")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn python3");
+        let stdout = Lines::collect(child.stdout.take().unwrap());
+        let stderr = Lines::collect(child.stderr.take().unwrap());
+        let ready = stderr.wait_for("READY", |l| l.starts_with("READY "));
+        let port = ready[6..].trim().parse().unwrap();
+        PythonServer { child, port, stdout, stderr }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Waits for the server to exit by itself.
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_bounded(&mut self.child, LIMIT).expect("python server did not exit in time")
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a seed client: `python3 SEED 127.0.0.1 PORT ARGS…` with `input` on stdin.
+pub fn python_client(seed_name: &str, host: &str, port: u16, args: &[&str], input: &[u8]) -> Ran {
+    run(Command::new("python3").arg(seed(seed_name)).arg(host).arg(port.to_string()).args(args), input)
+}
+
+/// Runs inline Python code with `ARGS…` as sys.argv[1:].
+pub fn python(code: &str, args: &[&str], input: &[u8]) -> Ran {
+    run(Command::new("python3").arg("-c").arg(code).args(args), input)
+}
+
+/// A fresh temporary directory (removed when dropped).
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("sockit-test-").tempdir().expect("temp dir")
+}
