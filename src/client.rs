@@ -408,3 +408,71 @@ pub async fn send(
         Err(_) => Err(ClientError::NoAnswer(limit)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Endpoint;
+    use crate::net::{BindOptions, bind, connect};
+    use crate::server::{ServerConfig, run};
+    use crate::service::Service;
+    use tokio_util::sync::CancellationToken;
+
+    /// Starts a server on `endpoint` and returns the endpoint to connect to and its stop token.
+    async fn serve(endpoint: &str, service: Service, framing: Framing) -> (Endpoint, CancellationToken) {
+        let socket = bind(&endpoint.parse().unwrap(), &BindOptions::default()).await.unwrap();
+        let local: Endpoint = socket.local_endpoint().parse().unwrap();
+        let mut config = ServerConfig::new(service);
+        config.framing = framing;
+        let token = CancellationToken::new();
+        tokio::spawn(run(socket, config, token.clone()));
+        (local, token)
+    }
+
+    #[tokio::test]
+    async fn raw_pipe_is_binary_safe_and_half_closes() {
+        let (ep, stop) = serve("tcp://127.0.0.1:0", Service::Echo, Framing::Raw).await;
+        let input: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+        let mut output = Vec::new();
+        let sock = connect(&ep, Duration::from_secs(5)).await.unwrap();
+        let report = pipe(sock, &input[..], &mut output, &ClientOptions::default()).await.unwrap();
+        assert_eq!(output.len(), input.len());
+        assert!(output == input, "echoed bytes differ");
+        assert_eq!((report.sent, report.received), (input.len() as u64, input.len() as u64));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn len_pipe_sends_each_line_as_a_frame() {
+        let (ep, stop) = serve("tcp://127.0.0.1:0", Service::Upper, Framing::Len).await;
+        let opts = ClientOptions { framing: Framing::Len, ..ClientOptions::default() };
+        let mut output = Vec::new();
+        let sock = connect(&ep, Duration::from_secs(5)).await.unwrap();
+        pipe(sock, &b"one\n\nthree"[..], &mut output, &opts).await.unwrap();
+        assert_eq!(output, b"ONE\n\nTHREE\n");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn unix_datagram_client_gets_answers_at_its_own_address() {
+        let name = format!("unix-dgram:@sockit-test-{}-dgram", std::process::id());
+        let (ep, stop) = serve(&name, Service::Upper, Framing::Raw).await;
+        let opts = ClientOptions { answer_timeout: Some(Duration::from_secs(2)), ..ClientOptions::default() };
+        let sock = connect(&ep, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(send(sock, b"hello", &opts, true).await.unwrap(), b"HELLO");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn send_times_out_when_no_answer_comes() {
+        struct Quiet;
+        impl crate::service::MessageSink for Quiet {
+            fn message(&self, _: &crate::net::PeerAddr, _: std::time::SystemTime, _: &[u8]) {}
+        }
+        let (ep, stop) = serve("udp://127.0.0.1:0", Service::Print(Arc::new(Quiet)), Framing::Raw).await;
+        let opts = ClientOptions { answer_timeout: Some(Duration::from_millis(100)), ..ClientOptions::default() };
+        let sock = connect(&ep, Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(send(sock, b"hi", &opts, true).await, Err(ClientError::NoAnswer(_))));
+        stop.cancel();
+    }
+}

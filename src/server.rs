@@ -469,9 +469,20 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
 
 async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared, io: &mut IoCount) -> End {
     let config = &shared.config;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut answers: Vec<Vec<u8>> = Vec::new();
     loop {
+        // The receive buffer exists only while a packet is waiting: an idle connection holds
+        // no buffer memory.
+        let ready = tokio::select! {
+            _ = shared.shutdown.cancelled() => return End::Shutdown,
+            r = bounded(shared, sock.as_async_fd().readable()) => r,
+        };
+        match ready {
+            Ok(Ok(guard)) => drop(guard),
+            Ok(Err(e)) => return End::Io(e.to_string()),
+            Err(end) => return end,
+        }
+        let mut buf = vec![0u8; MAX_DATAGRAM];
         let received = tokio::select! {
             _ = shared.shutdown.cancelled() => return End::Shutdown,
             r = bounded(shared, sock.recv(&mut buf)) => r,
@@ -542,5 +553,122 @@ async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
         if config.once {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Endpoint;
+    use crate::net::{BindOptions, bind};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<End>>);
+    impl Monitor for Recorder {
+        fn closed(&self, r: &ConnReport) {
+            self.0.lock().unwrap().push(r.end.clone());
+        }
+    }
+
+    async fn start(config: ServerConfig) -> (String, CancellationToken, tokio::task::JoinHandle<Summary>) {
+        let endpoint: Endpoint = "tcp://127.0.0.1:0".parse().unwrap();
+        let socket = bind(&endpoint, &BindOptions::default()).await.unwrap();
+        let addr = socket.local_endpoint().trim_start_matches("tcp://").to_owned();
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(run(socket, config, token.clone()));
+        (addr, token, handle)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_closes_a_silent_client() {
+        let rec = Arc::new(Recorder::default());
+        let mut config = ServerConfig::new(Service::Echo);
+        config.idle_timeout = Some(Duration::from_secs(30));
+        config.monitor = rec.clone();
+        let (addr, token, handle) = start(config).await;
+        let mut silent = TcpStream::connect(&addr).await.unwrap();
+        // The paused clock jumps ahead while everything waits on the socket, so this read
+        // returns when the server's 30-second timer fires, not after 30 real seconds.
+        let mut buf = [0u8; 8];
+        assert_eq!(silent.read(&mut buf).await.unwrap(), 0);
+        token.cancel();
+        let summary = handle.await.unwrap();
+        assert_eq!(summary.connections, 1);
+        assert_eq!(*rec.0.lock().unwrap(), vec![End::IdleTimeout]);
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_idle_connections_and_counts_bytes() {
+        let (addr, token, handle) = start(ServerConfig::new(Service::Upper)).await;
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"abc").await.unwrap();
+        let mut buf = [0u8; 3];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ABC");
+        token.cancel();
+        // The server closes our idle connection on its own.
+        assert_eq!(c.read(&mut [0u8; 1]).await.unwrap(), 0);
+        let s = handle.await.unwrap();
+        assert_eq!((s.connections, s.bytes_in, s.bytes_out, s.cut), (1, 3, 3, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grace_period_cuts_a_client_that_never_reads() {
+        let rec = Arc::new(Recorder::default());
+        let mut config = ServerConfig::new(Service::Echo);
+        config.grace = Duration::from_secs(2);
+        config.monitor = rec.clone();
+        let (addr, token, handle) = start(config).await;
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        // Keep sending without reading until the echoes fill every buffer on the way back and
+        // the server blocks writing to us.
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0usize;
+        while let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(100), c.write_all(&chunk)).await {
+            sent += chunk.len();
+            assert!(sent < 512 << 20, "buffers never filled");
+        }
+        token.cancel();
+        let s = handle.await.unwrap();
+        assert_eq!(s.cut, 1);
+        assert_eq!(*rec.0.lock().unwrap(), vec![End::Cut]);
+    }
+
+    #[tokio::test]
+    async fn once_returns_after_the_first_client() {
+        let mut config = ServerConfig::new(Service::Echo);
+        config.once = true;
+        let (addr, _token, handle) = start(config).await;
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"x");
+        assert_eq!(handle.await.unwrap().connections, 1);
+    }
+
+    #[tokio::test]
+    async fn max_conns_refuses_with_a_message_in_the_framing() {
+        let mut config = ServerConfig::new(Service::Echo);
+        config.max_conns = Some(1);
+        config.framing = Framing::Len;
+        let (addr, token, handle) = start(config).await;
+        let mut first = TcpStream::connect(&addr).await.unwrap();
+        first.write_all(b"\0\0\0\x01a").await.unwrap();
+        let mut echo = [0u8; 5];
+        first.read_exact(&mut echo).await.unwrap();
+        let mut second = TcpStream::connect(&addr).await.unwrap();
+        let mut refusal = Vec::new();
+        second.read_to_end(&mut refusal).await.unwrap();
+        let len = u32::from_be_bytes(refusal[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, refusal.len() - 4);
+        assert!(String::from_utf8_lossy(&refusal[4..]).contains("server busy (1 clients connected)"));
+        token.cancel();
+        let s = handle.await.unwrap();
+        assert_eq!((s.connections, s.refused), (1, 1));
     }
 }

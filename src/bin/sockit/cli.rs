@@ -99,9 +99,13 @@ pub struct ServeArgs {
     /// Where to listen.
     pub endpoint: String,
 
-    /// The service and its arguments: echo, upper, reply TEXT, qa, print.
-    #[arg(value_name = "SERVICE", num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
-    pub service: Vec<String>,
+    /// The service: echo (the default), upper, reply, qa, print.
+    #[arg(value_name = "SERVICE")]
+    pub service: Option<String>,
+
+    /// The service's argument: the TEXT of `reply TEXT`.
+    #[arg(value_name = "TEXT")]
+    pub service_arg: Option<String>,
 
     #[command(flatten)]
     pub framing: FramingArgs,

@@ -92,13 +92,10 @@ fn build_service(
     shutdown: &CancellationToken,
     stdout_closed: &Arc<AtomicBool>,
 ) -> anyhow::Result<Service> {
-    let (name, rest) = match args.service.split_first() {
-        Some((name, rest)) => (name.as_str(), rest),
-        None => ("echo", &[][..]),
-    };
+    let name = args.service.as_deref().unwrap_or("echo");
     let no_args = |svc: Service| -> anyhow::Result<Service> {
-        match rest.first() {
-            Some(extra) => Err(Usage(format!("service '{name}' takes no arguments, got '{extra}'")).into()),
+        match &args.service_arg {
+            Some(extra) => Err(Usage(format!("service '{name}' takes no argument, got '{extra}'")).into()),
             None => Ok(svc),
         }
     };
@@ -111,11 +108,10 @@ fn build_service(
     match name {
         "echo" => no_args(Service::Echo),
         "upper" => no_args(Service::Upper),
-        "reply" => match rest {
-            [text] => Ok(Service::Reply(Arc::from(text.as_bytes()))),
-            [] => Err(Usage("service 'reply' needs the TEXT to answer with: serve ENDPOINT reply TEXT".into()).into()),
-            [_, extra, ..] => {
-                Err(Usage(format!("service 'reply' takes one TEXT, got also '{extra}' (quote the text)")).into())
+        "reply" => match &args.service_arg {
+            Some(text) => Ok(Service::Reply(Arc::from(text.as_bytes()))),
+            None => {
+                Err(Usage("service 'reply' needs the TEXT to answer with: serve ENDPOINT reply TEXT".into()).into())
             }
         },
         "qa" => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rustyline::{DefaultEditor, ExternalPrinter};
 use sockit::client::{self, ClientOptions};
-use sockit::endpoint::Endpoint;
+use sockit::endpoint::{Endpoint, SocketStyle};
 use sockit::framing::Framing;
 use sockit::net::ClientSocket;
 use sockit::render;
@@ -14,6 +14,13 @@ use tokio::sync::mpsc;
 
 /// How long to wait for the last answers after Ctrl-D when no --timeout was given.
 const FINAL_WAIT: Duration = Duration::from_secs(2);
+
+/// The same for a datagram server, which cannot say it is done: only answers already on their
+/// way are worth waiting for.
+const FINAL_DATAGRAM_WAIT: Duration = Duration::from_millis(300);
+
+/// How long the prompt thread gets to show the last answers when the server closes.
+const PRINTER_FLUSH: Duration = Duration::from_millis(150);
 
 pub async fn interactive(
     socket: ClientSocket,
@@ -33,7 +40,12 @@ pub async fn interactive(
         } else {
             "an empty line sends nothing"
         };
-        eprintln!("connected to {endpoint} (framing {}; {empty}); Ctrl-D quits", opts.framing);
+        let framing = match endpoint.style() {
+            SocketStyle::Stream => format!("framing {}", opts.framing),
+            SocketStyle::Seqpacket => "each line one packet".to_owned(),
+            SocketStyle::Datagram => "each line one datagram".to_owned(),
+        };
+        eprintln!("connected to {endpoint} ({framing}; {empty}); Ctrl-D quits");
     }
     let (tx, mut lines) = mpsc::channel::<String>(16);
     // A plain thread, not a runtime task: readline blocks, and the process may end while it does.
@@ -70,9 +82,14 @@ pub async fn interactive(
             msg = reader.recv() => match msg? {
                 Some(msg) => show(&mut printer, &msg),
                 None => {
+                    // The printer hands answers to the prompt thread, which shows them a moment
+                    // later; the server's last words (qa's "bye") would be lost if we restored
+                    // the terminal and left at once.
+                    tokio::time::sleep(PRINTER_FLUSH).await;
                     drop(_terminal);
                     if !quiet {
-                        eprintln!("\nconnection closed by the server");
+                        // Carriage return and erase-line: replace the abandoned prompt.
+                        eprintln!("\r\x1b[Kconnection closed by the server");
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -81,7 +98,8 @@ pub async fn interactive(
     }
     // Ctrl-D: say we are done and show what is still on its way.
     writer.close().await?;
-    let wait = opts.answer_timeout.unwrap_or(FINAL_WAIT);
+    let default_wait = if writer.peer_can_close() { FINAL_WAIT } else { FINAL_DATAGRAM_WAIT };
+    let wait = opts.answer_timeout.unwrap_or(default_wait);
     let _ = tokio::time::timeout(wait, async {
         while let Ok(Some(msg)) = reader.recv().await {
             let text = String::from_utf8_lossy(&msg).into_owned();
