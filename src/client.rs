@@ -48,6 +48,9 @@ pub enum ClientError {
     /// The server sent a frame the framing rejects.
     #[error("bad answer from server: {0}")]
     Frame(FrameError),
+    /// The server closed the connection without sending anything back.
+    #[error("no answer: the server closed the connection without answering")]
+    ClosedWithoutAnswer,
     /// No answer arrived in time.
     #[error("no answer within {} (the message was sent; hint: --timeout waits longer)", humantime::format_duration(*.0))]
     NoAnswer(Duration),
@@ -392,8 +395,10 @@ pub async fn send(
         return Ok(Vec::new());
     }
     let mut answer = Vec::new();
+    let mut answered = false;
     let read_answer = async {
         while let Some(m) = reader.recv().await? {
+            answered = true;
             answer.extend_from_slice(&m);
             if !raw_stream {
                 break;
@@ -403,6 +408,7 @@ pub async fn send(
     };
     let outcome = tokio::time::timeout(limit, read_answer).await;
     match outcome {
+        Ok(Ok(())) if !answered => Err(ClientError::ClosedWithoutAnswer),
         Ok(r) => r.map(|()| answer),
         Err(_) if raw_stream && !answer.is_empty() => Ok(answer),
         Err(_) => Err(ClientError::NoAnswer(limit)),

@@ -32,6 +32,10 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let stdout_closed = Arc::new(AtomicBool::new(false));
     let service = build_service(&args, &shutdown, &stdout_closed)?;
+    // Signals are watched before the socket exists: a Ctrl-C at any moment after this is an
+    // orderly stop that removes the socket file, never the default handler's abrupt exit.
+    let cut_now = CancellationToken::new();
+    spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
     let bind_opts = BindOptions { backlog: args.backlog, unix_mode: args.mode };
     let socket = net::bind(&endpoint, &bind_opts).await?;
     if !quiet {
@@ -53,8 +57,6 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         monitor: Arc::new(LogMonitor { quiet }),
     };
 
-    let cut_now = CancellationToken::new();
-    spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
     let summary = tokio::select! {
         s = server::run(socket, config, shutdown.clone()) => Some(s),
         _ = cut_now.cancelled() => None,

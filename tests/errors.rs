@@ -1,0 +1,452 @@
+//! Bad input and failing operations: every mistake gets one clear line on stderr and the right
+//! exit code (2 for a usage error, 1 for a runtime failure, with a hint where one helps), and
+//! never a panic. Also: a closed stdout (`sockit … | head -1`) is a quiet, successful exit, and
+//! `--help`, `--version`, `completions` and `man` work.
+
+mod support;
+
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Asserts `ran` failed with `code`, wrote exactly one line on stderr containing every needle,
+/// nothing on stdout, and did not panic.
+#[track_caller]
+fn assert_one_line_error(ran: &Ran, code: i32, needles: &[&str]) {
+    let what = format!("stderr: {:?}, stdout: {:?}", ran.stderr, ran.stdout_text());
+    assert!(!ran.stderr.contains("panicked"), "panic! {what}");
+    assert_eq!(ran.code, Some(code), "exit code; {what}");
+    assert_eq!(ran.stderr.lines().count(), 1, "expected one line; {what}");
+    assert!(ran.stderr.starts_with("sockit: "), "{what}");
+    for n in needles {
+        assert!(ran.stderr.contains(n), "expected {n:?}; {what}");
+    }
+    assert!(ran.stdout.is_empty(), "{what}");
+}
+
+/// Asserts a usage error reported by the argument parser: exit 2, one `error:` line containing
+/// every needle, and otherwise only the parser's standard pointers (a usage synopsis, a tip, the
+/// possible values, "For more information, try '--help'.").
+#[track_caller]
+fn assert_parser_usage_error(ran: &Ran, needles: &[&str]) {
+    let what = format!("stderr: {:?}", ran.stderr);
+    assert!(!ran.stderr.contains("panicked"), "panic! {what}");
+    assert_eq!(ran.code, Some(2), "exit code; {what}");
+    let lines: Vec<&str> = ran.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "{what}");
+    assert!(lines[0].starts_with("error: "), "{what}");
+    for n in needles {
+        assert!(lines[0].contains(n), "expected {n:?} in the error line; {what}");
+    }
+    for extra in &lines[1..] {
+        let extra = extra.trim_start();
+        let pointer = ["Usage: sockit ", "tip: ", "[possible values: ", "For more information, try '--help'"]
+            .iter()
+            .any(|p| extra.starts_with(p));
+        assert!(pointer, "unexpected line {extra:?}; {what}");
+    }
+    assert!(ran.stdout.is_empty(), "{what}");
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A UDP port on 127.0.0.1 that nothing listens on.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+
+const BAD_ENDPOINTS: &[&str] =
+    &["7000", "localhost", "ftp://x:1", "::1:80", "[::1", "host:99999", "unix:", "unix:@", "tcp4://[::1]:1"];
+
+#[test]
+fn invalid_endpoints_are_one_line_usage_errors_for_serve_connect_and_send() {
+    for ep in BAD_ENDPOINTS {
+        for args in [vec!["serve", ep], vec!["connect", ep], vec!["send", ep, "hi"]] {
+            let ran = sockit_run(&args, b"");
+            let what = format!("sockit {}", args.join(" "));
+            assert!(!ran.stderr.contains("panicked"), "{what}: {}", ran.stderr);
+            assert_eq!(ran.code, Some(2), "{what}: {}", ran.stderr);
+            assert_eq!(ran.stderr.lines().count(), 1, "{what}: {}", ran.stderr);
+            assert!(ran.stderr.contains("invalid endpoint"), "{what}: {}", ran.stderr);
+            assert!(ran.stderr.contains(&format!("'{ep}'")), "{what} should quote the input: {}", ran.stderr);
+            assert!(ran.stderr.contains("forms:"), "{what}: {}", ran.stderr);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage errors
+
+#[test]
+fn unknown_service_is_a_usage_error() {
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "chargen"], b"");
+    assert_one_line_error(&ran, 2, &["unknown service 'chargen'", "echo, upper"]);
+}
+
+#[test]
+fn reply_without_text_is_a_usage_error() {
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "reply"], b"");
+    assert_one_line_error(&ran, 2, &["'reply' needs the TEXT"]);
+}
+
+#[test]
+fn service_arguments_that_do_not_fit_are_usage_errors() {
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "echo", "extra"], b"");
+    assert_one_line_error(&ran, 2, &["service 'echo' takes no argument", "'extra'"]);
+    // One TEXT only: more is the parser's business.
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "reply", "a", "b"], b"");
+    assert_parser_usage_error(&ran, &["'b'"]);
+}
+
+#[test]
+fn dict_with_a_service_other_than_qa_is_a_usage_error() {
+    let dir = temp_dir();
+    let dict = dir.path().join("d.txt");
+    std::fs::write(&dict, "hi = hello\n").unwrap();
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "echo", "--dict", dict.to_str().unwrap()], b"");
+    assert_one_line_error(&ran, 2, &["--dict", "qa"]);
+}
+
+#[test]
+fn unreadable_or_malformed_dict_file_is_a_usage_error() {
+    let dir = temp_dir();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "# answers\nhow are u = fine\nthis line has no equals sign\n").unwrap();
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "qa", "--dict", bad.to_str().unwrap()], b"");
+    assert_one_line_error(&ran, 2, &["--dict", "line 3", "question = answer"]);
+
+    let missing = dir.path().join("missing.txt");
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "qa", "--dict", missing.to_str().unwrap()], b"");
+    assert_one_line_error(&ran, 2, &["cannot read --dict", "missing.txt"]);
+}
+
+#[test]
+fn len_framing_on_a_udp_endpoint_is_a_usage_error() {
+    let udp = "udp://127.0.0.1:9";
+    for args in [
+        vec!["serve", "udp://127.0.0.1:0", "--framing", "len"],
+        vec!["send", udp, "hi", "--framing", "len"],
+        vec!["connect", udp, "--framing", "line"],
+    ] {
+        let ran = sockit_run(&args, b"");
+        assert_one_line_error(&ran, 2, &["applies to stream sockets", "leave --framing out"]);
+    }
+}
+
+#[test]
+fn unknown_framing_is_a_usage_error() {
+    for cmd in [vec!["serve", "127.0.0.1:0"], vec!["send", "127.0.0.1:9", "hi"]] {
+        let mut args = cmd.clone();
+        args.extend(["--framing", "xml"]);
+        let ran = sockit_run(&args, b"");
+        assert_parser_usage_error(&ran, &["'xml'", "raw, line or len"]);
+    }
+}
+
+#[test]
+fn bad_durations_are_usage_errors() {
+    let cases: &[&[&str]] = &[
+        &["serve", "127.0.0.1:0", "--idle-timeout", "soon"],
+        &["serve", "127.0.0.1:0", "--grace=-1"],
+        &["send", "127.0.0.1:9", "hi", "--timeout", "5 parsecs"],
+        &["connect", "127.0.0.1:9", "--connect-timeout", "later"],
+    ];
+    for args in cases {
+        let ran = sockit_run(args, b"");
+        assert_parser_usage_error(&ran, &["duration"]);
+    }
+}
+
+#[test]
+fn bad_mode_is_a_usage_error() {
+    for mode in ["999", "rw-r--r--", "77777"] {
+        let ran = sockit_run(&["serve", "unix:/tmp/never-made.sock", "--mode", mode], b"");
+        assert_parser_usage_error(&ran, &["octal file mode"]);
+    }
+}
+
+#[test]
+fn zero_limits_and_bad_sizes_are_usage_errors() {
+    for args in [
+        ["serve", "127.0.0.1:0", "--max-conns", "0"],
+        ["serve", "127.0.0.1:0", "--backlog", "0"],
+        ["serve", "127.0.0.1:0", "--max-frame", "0"],
+        ["serve", "127.0.0.1:0", "--max-frame", "12Q"],
+    ] {
+        let ran = sockit_run(&args, b"");
+        assert_parser_usage_error(&ran, &[args[2]]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime errors
+
+#[test]
+fn port_in_use_is_a_runtime_error_with_a_hint() {
+    let server = Server::start(&["127.0.0.1:0", "echo"]);
+    let ran = sockit_run(&["serve", &server.addr(), "echo"], b"");
+    assert_one_line_error(&ran, 1, &["address already in use", "hint:", &server.addr()]);
+}
+
+#[test]
+fn nothing_listening_is_a_runtime_error_with_a_hint() {
+    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    for args in [vec!["send", &addr, "hi"], vec!["connect", &addr]] {
+        let ran = sockit_run(&args, b"hello\n");
+        assert_one_line_error(&ran, 1, &["nothing is listening", "hint:", &addr]);
+    }
+}
+
+#[test]
+fn unknown_host_is_a_runtime_error_with_a_hint() {
+    for args in [vec!["send", "nosuchhost.invalid:80", "hi"], vec!["connect", "nosuchhost.invalid:80"]] {
+        let ran = sockit_run(&args, b"");
+        assert_one_line_error(&ran, 1, &["unknown host 'nosuchhost.invalid'", "hint:"]);
+    }
+}
+
+#[test]
+fn unix_path_longer_than_the_kernel_limit_is_a_runtime_error() {
+    let long = format!("unix:/tmp/{}.sock", "x".repeat(110));
+    for args in [vec!["serve", &long], vec!["connect", &long], vec!["send", &long, "hi"]] {
+        let ran = sockit_run(&args, b"");
+        assert_one_line_error(&ran, 1, &["limit is 107", "hint:"]);
+    }
+}
+
+#[test]
+fn connecting_to_a_missing_unix_socket_file_is_a_runtime_error() {
+    let dir = temp_dir();
+    let ep = format!("unix:{}", dir.path().join("nobody.sock").display());
+    for args in [vec!["connect", &ep], vec!["send", &ep, "hi"]] {
+        let ran = sockit_run(&args, b"");
+        assert_one_line_error(&ran, 1, &["no such socket file", "hint:"]);
+    }
+}
+
+#[test]
+fn binding_a_privileged_port_unprivileged_is_permission_denied_with_a_hint() {
+    require!("setpriv");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: not running as root, so setpriv cannot switch to an unprivileged user");
+        return;
+    }
+    let start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    if start <= 80 {
+        eprintln!("skipping: ip_unprivileged_port_start is {start}, so anyone may bind port 80");
+        return;
+    }
+    let ran = run(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_sockit"))
+            .args(["serve", "127.0.0.1:80", "echo"]),
+        b"",
+    );
+    assert_one_line_error(&ran, 1, &["permission denied", "1024"]);
+}
+
+#[test]
+fn udp_send_to_a_port_nobody_listens_on_fails_clearly() {
+    let ep = format!("udp://127.0.0.1:{}", free_udp_port());
+    let ran = sockit_run(&["send", &ep, "anyone?", "--timeout", "1s"], b"");
+    assert!(
+        ran.stderr.contains("nothing is listening") || ran.stderr.contains("no answer"),
+        "stderr: {:?}",
+        ran.stderr
+    );
+    assert_one_line_error(&ran, 1, &[&ep]);
+}
+
+#[test]
+fn send_to_a_tcp_server_that_holds_the_connection_without_answering_says_no_answer() {
+    // Listening but never accepting: the kernel completes the connection, nobody answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let ran = sockit_run(&["send", &addr, "hello?", "--timeout", "300ms"], b"");
+    assert_one_line_error(&ran, 1, &["no answer", "300ms", "--timeout"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+/// `sockit send` to a `serve print` server, which reads the message, answers nothing and closes
+/// when the client half-closes.
+fn send_to_print_server(framing: &[&str]) {
+    let mut serve_args = vec!["127.0.0.1:0", "print"];
+    serve_args.extend(framing);
+    let server = Server::start(&serve_args);
+    let addr = server.addr();
+    let mut args = vec!["send", &addr, "hello?", "--timeout", "300ms"];
+    args.extend(framing);
+    let ran = sockit_run(&args, b"");
+    // The message did arrive.
+    server.stdout.wait_for("the printed message", |l| l.ends_with(" hello?"));
+    assert_one_line_error(&ran, 1, &["no answer"]);
+}
+
+#[test]
+fn send_to_a_tcp_print_server_that_never_answers_says_no_answer() {
+    send_to_print_server(&[]);
+}
+
+#[test]
+fn send_line_framed_to_a_tcp_print_server_that_never_answers_says_no_answer() {
+    send_to_print_server(&["--framing", "line"]);
+}
+
+#[test]
+fn send_to_a_udp_print_server_that_never_answers_says_no_answer() {
+    let server = Server::start(&["udp://127.0.0.1:0", "print"]);
+    let ep = server.endpoint.clone();
+    let ran = sockit_run(&["send", &ep, "hello?", "--timeout", "300ms"], b"");
+    assert_one_line_error(&ran, 1, &["no answer", "300ms"]);
+    server.stdout.wait_for("the printed message", |l| l.ends_with(" hello?"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A closed stdout
+
+#[test]
+fn serve_print_piped_into_head_exits_quietly_and_successfully() {
+    let dir = temp_dir();
+    let path = dir.path().join("print.sock");
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(r#"set -o pipefail; "$0" serve "unix:$1" print | head -1"#)
+        .arg(env!("CARGO_BIN_EXE_sockit"))
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let out_t = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let stderr = child.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let err_t = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if line.starts_with("sockit: serving ") {
+                let _ = ready_tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    ready_rx.recv_timeout(LIMIT).expect("the server's banner");
+    // Send messages until the server, whose first line head printed, finds its stdout closed at
+    // the next one and exits.
+    let deadline = Instant::now() + LIMIT;
+    let mut sent = 0;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit after head closed its stdout");
+        if let Ok(mut c) = UnixStream::connect(&path) {
+            let _ = c.write_all(format!("message {sent}\n").as_bytes());
+            sent += 1;
+        }
+        // Pacing, so the loop does not spin while the server notices.
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = out_t.join().unwrap();
+    let err = err_t.join().unwrap();
+    assert!(sent >= 2, "at least two messages were needed");
+    assert_eq!(status.code(), Some(0), "pipeline status (pipefail); stderr: {err:#?}");
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    assert!(out.trim_end().ends_with(" message 0"), "{out:?}");
+    for line in &err {
+        let l = line.to_lowercase();
+        assert!(
+            !l.contains("panicked") && !l.contains("error") && !l.contains("broken pipe") && !l.contains("cannot"),
+            "stderr: {err:#?}"
+        );
+    }
+    assert!(!path.exists(), "the socket file was left behind");
+}
+
+#[test]
+fn connect_piped_into_head_exits_quietly_and_successfully() {
+    // A server that sends as much as it can until the client goes away.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let talker = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_write_timeout(Some(LIMIT)).unwrap();
+        let chunk = [b'z'; 64 * 1024];
+        let deadline = Instant::now() + LIMIT;
+        while Instant::now() < deadline {
+            if s.write_all(&chunk).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let ran = run(
+        Command::new("bash")
+            .arg("-c")
+            .arg(r#"set -o pipefail; "$0" connect "$1" < /dev/null | head -c1"#)
+            .arg(env!("CARGO_BIN_EXE_sockit"))
+            .arg(&addr),
+        b"",
+    );
+    assert_eq!(ran.code, Some(0), "pipeline status (pipefail); stderr: {:?}", ran.stderr);
+    assert_eq!(ran.stdout, b"z");
+    assert_eq!(ran.stderr, "", "a closed stdout is not an error");
+    assert!(talker.join().unwrap(), "sockit kept the connection open after its output closed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Help, version, completions, manual
+
+#[test]
+fn help_and_version_exit_zero() {
+    let ran = sockit_run(&["--help"], b"");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stdout_text().contains("Usage: sockit"), "{}", ran.stdout_text());
+    assert!(ran.stdout_text().contains("Endpoints:"));
+
+    let ran = sockit_run(&["serve", "--help"], b"");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stdout_text().contains("Services:"));
+
+    let ran = sockit_run(&["--version"], b"");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(ran.stdout_text().trim(), format!("sockit {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(ran.stderr, "");
+}
+
+#[test]
+fn completions_and_man_page_are_printed() {
+    let ran = sockit_run(&["completions", "bash"], b"");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stdout_text().contains("sockit"), "{}", ran.stdout_text());
+    assert!(ran.stdout_text().contains("complete"), "{}", ran.stdout_text());
+
+    let ran = sockit_run(&["man"], b"");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stdout_text().contains(".TH sockit"), "{}", ran.stdout_text());
+
+    let ran = sockit_run(&["completions", "tcsh"], b"");
+    assert_parser_usage_error(&ran, &["tcsh"]);
+}
