@@ -58,7 +58,7 @@ pub enum ClientError {
     #[error("nothing is listening there (the datagram was refused)")]
     DatagramRefused,
     /// The connection failed.
-    #[error("connection failed: {0}")]
+    #[error("connection failed")]
     Io(#[from] io::Error),
     /// Writing our own output failed.
     #[error("cannot write output: {0}")]
@@ -289,10 +289,14 @@ impl Packets {
             Packets::Dgram(d) => d.send(msg).await,
         }
     }
-    /// Receives one message; `Ok(None)` when a seqpacket peer closed. Cancel-safe.
+    /// Receives one message; `Ok(None)` when a seqpacket peer closed (an empty packet is a
+    /// message). Cancel-safe.
     async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self {
-            Packets::Seq(s) => s.recv(buf).await.map(|i| (i.bytes_read() > 0).then_some(i.bytes_read())),
+            Packets::Seq(s) => {
+                let n = s.recv(buf).await?.bytes_read();
+                Ok((n > 0 || !crate::net::seqpacket_peer_closed(s)).then_some(n))
+            }
             Packets::Dgram(d) => d.recv(buf).await.map(Some),
         }
     }

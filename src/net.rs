@@ -137,14 +137,14 @@ pub enum NetError {
         after: Duration,
     },
     /// Any other failure of a system call.
-    #[error("cannot {action} {endpoint}: {source}")]
+    #[error("cannot {action} {endpoint}: {error}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// The endpoint, as written.
         endpoint: String,
-        /// The operating system's error.
-        source: io::Error,
+        /// The operating system's error (shown in the message, so not a `source`).
+        error: io::Error,
     },
 }
 
@@ -172,7 +172,7 @@ impl NetError {
             }
             Some(libc::ECONNREFUSED) => NetError::Refused { endpoint: endpoint_text },
             Some(libc::ENOENT) if !listening => NetError::NoSocketFile { endpoint: endpoint_text },
-            _ => NetError::Io { action, endpoint: endpoint_text, source: e },
+            _ => NetError::Io { action, endpoint: endpoint_text, error: e },
         }
     }
 }
@@ -242,7 +242,7 @@ fn unix_sockaddr(endpoint: &Endpoint, addr: &UnixAddr) -> Result<SockAddr, NetEr
     SockAddr::unix(Path::new(std::ffi::OsStr::from_bytes(&bytes))).map_err(|e| NetError::Io {
         action: "use",
         endpoint: endpoint.to_string(),
-        source: e,
+        error: e,
     })
 }
 
@@ -449,6 +449,16 @@ impl Listener {
     }
 }
 
+/// Whether a seqpacket peer has shut down its sending side. A zero-length `recv` on a seqpacket
+/// socket is either an empty message or the end of the connection; only the latter sets
+/// `POLLRDHUP`. (An empty message sent just before the peer closes is taken as the end.)
+pub fn seqpacket_peer_closed(sock: &UnixSeqpacket) -> bool {
+    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd, a zero timeout; the descriptor is owned by `sock`.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n < 0 || pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
 /// A bound datagram socket (UDP or `unix-dgram:`).
 #[derive(Debug)]
 pub struct DatagramSocket {
@@ -528,8 +538,8 @@ pub async fn bind(endpoint: &Endpoint, opts: &BindOptions) -> Result<ServerSocke
                 match bind_ip(endpoint, *proto, addr, dual_stack, opts) {
                     Ok(s) => return Ok(s),
                     // A machine without IPv6 still serves `:PORT` on IPv4.
-                    Err(NetError::Io { source, .. })
-                        if dual_stack && matches!(source.raw_os_error(), Some(libc::EAFNOSUPPORT)) =>
+                    Err(NetError::Io { error, .. })
+                        if dual_stack && matches!(error.raw_os_error(), Some(libc::EAFNOSUPPORT)) =>
                     {
                         let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port);
                         return bind_ip(endpoint, *proto, v4, false, opts);
@@ -678,7 +688,7 @@ async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, NetError> {
                 return Err(NetError::Io {
                     action: "connect to",
                     endpoint: endpoint.to_string(),
-                    source: io::Error::new(io::ErrorKind::InvalidInput, "port 0 cannot be connected to"),
+                    error: io::Error::new(io::ErrorKind::InvalidInput, "port 0 cannot be connected to"),
                 });
             }
             let addrs = resolve(endpoint, *family, host, *port, false).await?;

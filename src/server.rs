@@ -336,7 +336,8 @@ fn dispatch(
     split_lines: bool,
     emit: &mut dyn FnMut(&[u8], &[u8]),
 ) -> Flow {
-    if split_lines && service.thinks_in_lines() {
+    // An empty message (a datagram, a packet) has no lines but is still a message.
+    if split_lines && service.thinks_in_lines() && !msg.is_empty() {
         let lines: Vec<_> = text_lines(msg).collect();
         for (range, term) in lines {
             if service.respond(peer, &mut msg[range], &mut |a| emit(a, term)) == Flow::End {
@@ -488,7 +489,9 @@ async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared
             r = bounded(shared, sock.recv(&mut buf)) => r,
         };
         let n = match received {
-            Ok(Ok(info)) if info.bytes_read() == 0 => return End::PeerClosed,
+            Ok(Ok(info)) if info.bytes_read() == 0 && crate::net::seqpacket_peer_closed(&sock) => {
+                return End::PeerClosed;
+            }
             Ok(Ok(info)) => info.bytes_read(),
             Ok(Err(e)) => return End::Io(e.to_string()),
             Err(end) => return end,

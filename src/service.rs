@@ -29,6 +29,12 @@ pub enum Flow {
 pub trait MessageSink: Send + Sync {
     /// Called once per message, in arrival order for each peer.
     fn message(&self, peer: &PeerAddr, at: SystemTime, data: &[u8]);
+
+    /// Whether unframed chunks should be split into lines first (text display), or passed
+    /// whole (a hex dump, which shows every byte received, line endings included).
+    fn wants_lines(&self) -> bool {
+        true
+    }
 }
 
 /// A question/answer dictionary for the `qa` service.
@@ -157,7 +163,11 @@ impl Service {
 
     /// Whether the service treats each line of an unframed chunk as its own message.
     pub fn thinks_in_lines(&self) -> bool {
-        matches!(self, Service::Reply(_) | Service::Qa(_) | Service::Print(_))
+        match self {
+            Service::Reply(_) | Service::Qa(_) => true,
+            Service::Print(sink) => sink.wants_lines(),
+            Service::Echo | Service::Upper => false,
+        }
     }
 
     /// Handles one message from `peer`, passing each answer to `answer`. The message buffer is

@@ -56,6 +56,7 @@ macro_rules! require {
 pub struct Lines {
     all: Arc<Mutex<Vec<String>>>,
     rx: Arc<Mutex<Receiver<String>>>,
+    reader: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Lines {
@@ -63,14 +64,22 @@ impl Lines {
         let all = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let keep = all.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
                 keep.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
             }
         });
-        Lines { all, rx: Arc::new(Mutex::new(rx)) }
+        Lines { all, rx: Arc::new(Mutex::new(rx)), reader: Arc::new(Mutex::new(Some(reader))) }
+    }
+
+    /// Waits until the process's end of the pipe is closed and every line is collected.
+    pub fn finish(&self) -> Vec<String> {
+        if let Some(reader) = self.reader.lock().unwrap().take() {
+            let _ = reader.join();
+        }
+        self.snapshot()
     }
 
     /// Waits for the next line that satisfies `pred`, failing the test after [`LIMIT`].
@@ -161,9 +170,7 @@ impl Server {
     pub fn wait(&mut self) -> Finished {
         let mut child = self.child.take().unwrap();
         let status = wait_bounded(&mut child, LIMIT).expect("server did not exit in time");
-        // Let the collector threads see end-of-file.
-        std::thread::sleep(Duration::from_millis(50));
-        Finished { status, stderr: self.stderr.snapshot(), stdout: self.stdout.snapshot() }
+        Finished { status, stderr: self.stderr.finish(), stdout: self.stdout.finish() }
     }
 }
 

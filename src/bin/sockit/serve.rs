@@ -207,6 +207,10 @@ struct StdoutSink {
 }
 
 impl MessageSink for StdoutSink {
+    fn wants_lines(&self) -> bool {
+        !self.hex
+    }
+
     fn message(&self, peer: &PeerAddr, at: SystemTime, data: &[u8]) {
         if self.closed.load(Ordering::Relaxed) {
             return;
