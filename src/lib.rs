@@ -38,6 +38,7 @@
 //! # }
 //! ```
 
+pub mod bench;
 pub mod client;
 pub mod endpoint;
 pub mod framing;

@@ -10,6 +10,7 @@
 //! running after [`ServerConfig::grace`] is cut.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -308,9 +309,14 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
 async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
     let started = Instant::now();
     let mut io = IoCount::default();
-    let end = match conn {
-        Conn::Stream(s) => stream_session(s, &peer, shared, &mut io).await,
-        Conn::Seqpacket(s) => seqpacket_session(s, &peer, shared, &mut io).await,
+    // The message session on a stream is the common case and is kept inline; the others are
+    // boxed, so that their larger state does not make every connection's task bigger.
+    let end = match (conn, &shared.config.service) {
+        (Conn::Stream(s), Service::Discard) => Box::pin(discard_session(s, shared, &mut io)).await,
+        (Conn::Stream(s), Service::Source) => Box::pin(source_session(Sink::Stream(s), shared, &mut io)).await,
+        (Conn::Seqpacket(s), Service::Source) => Box::pin(source_session(Sink::Packets(s), shared, &mut io)).await,
+        (Conn::Stream(s), _) => stream_session(s, &peer, shared, &mut io).await,
+        (Conn::Seqpacket(s), _) => Box::pin(seqpacket_session(s, &peer, shared, &mut io)).await,
     };
     if end == End::Cut {
         shared.counters.cut.fetch_add(1, Ordering::Relaxed);
@@ -350,19 +356,84 @@ fn dispatch(
     }
 }
 
-/// Runs `fut` unless the connection has to stop first: an idle timeout, or the shutdown's
-/// deadline cut. `None` says which of those ended it.
-async fn bounded<T>(shared: &Shared, fut: impl Future<Output = T>) -> Result<T, End> {
-    let idle = async {
-        match shared.config.idle_timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
+/// The limits on a session's waits: its idle timer and the server's stop signals.
+///
+/// The timer exists only when an idle timeout is configured, is boxed so that it takes no room
+/// in every connection's task, and is reset for each wait rather than created anew. The waits
+/// are [`Limited`] futures rather than `select!` inside an `async fn`, which would store the
+/// wrapped future several times over and make every idle connection's task much larger.
+struct Bounds<'a> {
+    shared: &'a Shared,
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<'a> Bounds<'a> {
+    fn new(shared: &'a Shared) -> Bounds<'a> {
+        Bounds { shared, idle: shared.config.idle_timeout.map(|t| Box::pin(tokio::time::sleep(t))) }
+    }
+
+    fn limit<F: Future>(&mut self, fut: F, stop: &'a CancellationToken, on_stop: Stop) -> Limited<'_, F> {
+        if let (Some(timer), Some(t)) = (&mut self.idle, self.shared.config.idle_timeout) {
+            timer.as_mut().reset(tokio::time::Instant::now() + t);
         }
-    };
-    tokio::select! {
-        r = fut => Ok(r),
-        _ = idle => Err(End::IdleTimeout),
-        _ = shared.cut.cancelled() => Err(End::Cut),
+        Limited { fut, idle: self.idle.as_mut(), stop: stop.cancelled(), on_stop }
+    }
+
+    /// A read: ends at shutdown (a connection stops at a message boundary) or when idle.
+    fn read<F: Future>(&mut self, fut: F) -> Limited<'_, F> {
+        let shutdown = &self.shared.shutdown;
+        self.limit(fut, shutdown, Stop::Shutdown)
+    }
+
+    /// A write: ends when the grace period is over (an answer is finished if there is time) or
+    /// when idle (a client that stopped reading).
+    fn write<F: Future>(&mut self, fut: F) -> Limited<'_, F> {
+        let cut = &self.shared.cut;
+        self.limit(fut, cut, Stop::Cut)
+    }
+}
+
+/// Which stop signal a wait obeys.
+#[derive(Clone, Copy)]
+enum Stop {
+    Shutdown,
+    Cut,
+}
+
+pin_project_lite::pin_project! {
+    /// A future that finishes with `fut`'s output, or with the reason it was stopped first.
+    /// Cancel-safe exactly when `fut` is.
+    struct Limited<'a, F> {
+        #[pin]
+        fut: F,
+        idle: Option<&'a mut Pin<Box<tokio::time::Sleep>>>,
+        #[pin]
+        stop: tokio_util::sync::WaitForCancellationFuture<'a>,
+        on_stop: Stop,
+    }
+}
+
+impl<F: Future> Future for Limited<'_, F> {
+    type Output = Result<F::Output, End>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        if let Some(timer) = this.idle
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(End::IdleTimeout));
+        }
+        if this.stop.poll(cx).is_ready() {
+            return Poll::Ready(Err(match this.on_stop {
+                Stop::Shutdown => End::Shutdown,
+                Stop::Cut => End::Cut,
+            }));
+        }
+        Poll::Pending
     }
 }
 
@@ -375,6 +446,7 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
     let mut inbuf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut eof = false;
+    let mut bounds = Bounds::new(shared);
     let end = loop {
         // Answer everything already buffered.
         let mut flow = Flow::Continue;
@@ -402,7 +474,7 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
             }
         }
         if !out.is_empty() {
-            match bounded(shared, stream.write_all(&out)).await {
+            match bounds.write(stream.write_all(&out)).await {
                 Ok(Ok(())) => io.bytes_out += out.len() as u64,
                 Ok(Err(e)) => break End::Io(e.to_string()),
                 Err(end) => break end,
@@ -425,11 +497,7 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
             // Give the memory back between messages; a busy connection gets it again cheaply.
             inbuf = BytesMut::new();
         }
-        let read = tokio::select! {
-            _ = shared.shutdown.cancelled() => break End::Shutdown,
-            r = bounded(shared, read_some(&mut stream, &mut inbuf)) => r,
-        };
-        match read {
+        match bounds.read(read_some(&mut stream, &mut inbuf)).await {
             Ok(Ok(0)) => eof = true,
             Ok(Ok(n)) => io.bytes_in += n as u64,
             Ok(Err(e)) => break End::Io(e.to_string()),
@@ -462,8 +530,97 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
             Stream::Unix(s) => s.try_read_buf(buf),
         };
         match r {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Readiness can be spurious (a new socket often reports it once): give the
+                // room back, or every idle connection would keep a buffer.
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+                continue;
+            }
             other => return other,
+        }
+    }
+}
+
+/// The `discard` service on a stream: read and drop everything until the client closes. On
+/// TCP the kernel drops the bytes itself (`recv` with `MSG_TRUNC`), so nothing is copied.
+async fn discard_session(mut stream: Stream, shared: &Shared, io: &mut IoCount) -> End {
+    let mut buf = Vec::new();
+    let mut bounds = Bounds::new(shared);
+    loop {
+        match bounds.read(discard_some(&mut stream, &mut buf)).await {
+            Ok(Ok(0)) => return End::PeerClosed,
+            Ok(Ok(n)) => io.bytes_in += n as u64,
+            Ok(Err(e)) => return End::Io(e.to_string()),
+            Err(end) => return end,
+        }
+    }
+}
+
+/// How much one `discard` read may take at once.
+const DISCARD_CHUNK: usize = 1 << 20;
+
+/// Reads and drops what is available; returns 0 at end of stream. Cancel-safe.
+async fn discard_some(stream: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    match stream {
+        Stream::Tcp(s) => loop {
+            s.readable().await?;
+            let r = s.try_io(tokio::io::Interest::READABLE, || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: with MSG_TRUNC, TCP discards up to DISCARD_CHUNK bytes without
+                // writing to the buffer, so a null buffer is never touched (tcp(7)).
+                let n = unsafe {
+                    libc::recv(s.as_raw_fd(), std::ptr::null_mut(), DISCARD_CHUNK, libc::MSG_TRUNC | libc::MSG_DONTWAIT)
+                };
+                if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
+            });
+            match r {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        },
+        Stream::Unix(s) => {
+            use tokio::io::AsyncReadExt;
+            s.readable().await?;
+            buf.resize(DISCARD_CHUNK.min(256 * 1024), 0);
+            s.read(buf).await
+        }
+    }
+}
+
+/// Where the `source` service writes.
+enum Sink {
+    Stream(Stream),
+    Packets(UnixSeqpacket),
+}
+
+/// The bytes `source` sends, over and over: a fixed pattern, made once per process.
+fn source_pattern() -> &'static [u8] {
+    static PATTERN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| (0..256 * 1024).map(|i| (i % 251) as u8).collect())
+}
+
+/// The `source` service: write the pattern until the client goes away.
+async fn source_session(mut sink: Sink, shared: &Shared, io: &mut IoCount) -> End {
+    let pattern = source_pattern();
+    let mut bounds = Bounds::new(shared);
+    loop {
+        let write = async {
+            match &mut sink {
+                Sink::Stream(s) => s.write(pattern).await,
+                Sink::Packets(s) => s.send(&pattern[..MAX_DATAGRAM / 2]).await,
+            }
+        };
+        // An endless answer is cut at shutdown, not at the end of the grace period.
+        match bounds.read(write).await {
+            Ok(Ok(n)) => io.bytes_out += n as u64,
+            // A client of an endless source ends by closing: that is its normal goodbye.
+            Ok(Err(e)) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => {
+                return End::PeerClosed;
+            }
+            Ok(Err(e)) => return End::Io(e.to_string()),
+            Err(end) => return end,
         }
     }
 }
@@ -471,24 +628,17 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
 async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared, io: &mut IoCount) -> End {
     let config = &shared.config;
     let mut answers: Vec<Vec<u8>> = Vec::new();
+    let mut bounds = Bounds::new(shared);
     loop {
         // The receive buffer exists only while a packet is waiting: an idle connection holds
         // no buffer memory.
-        let ready = tokio::select! {
-            _ = shared.shutdown.cancelled() => return End::Shutdown,
-            r = bounded(shared, sock.as_async_fd().readable()) => r,
-        };
-        match ready {
+        match bounds.read(sock.as_async_fd().readable()).await {
             Ok(Ok(guard)) => drop(guard),
             Ok(Err(e)) => return End::Io(e.to_string()),
             Err(end) => return end,
         }
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let received = tokio::select! {
-            _ = shared.shutdown.cancelled() => return End::Shutdown,
-            r = bounded(shared, sock.recv(&mut buf)) => r,
-        };
-        let n = match received {
+        let n = match bounds.read(sock.recv(&mut buf)).await {
             Ok(Ok(info)) if info.bytes_read() == 0 && crate::net::seqpacket_peer_closed(&sock) => {
                 return End::PeerClosed;
             }
@@ -501,7 +651,7 @@ async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared
             answers.push([a, term].concat());
         });
         for a in answers.drain(..) {
-            match bounded(shared, sock.send(&a)).await {
+            match bounds.write(sock.send(&a)).await {
                 Ok(Ok(sent)) => io.bytes_out += sent as u64,
                 Ok(Err(e)) => return End::Io(e.to_string()),
                 Err(end) => return end,
@@ -673,5 +823,27 @@ mod tests {
         token.cancel();
         let s = handle.await.unwrap();
         assert_eq!((s.connections, s.refused), (1, 1));
+    }
+}
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    /// Every idle connection costs its task's future, so its size is the server's memory per
+    /// connection (BENCHMARKS.md: at most 2 KiB resident per connection, the task included).
+    /// This failed at 1,544 bytes before waits became `Limited` futures and rare sessions boxed.
+    #[tokio::test]
+    async fn connection_task_stays_small() {
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let shared = Shared {
+            config: ServerConfig::new(Service::Echo),
+            counters: Counters::default(),
+            shutdown: CancellationToken::new(),
+            cut: CancellationToken::new(),
+        };
+        let peer = PeerAddr::UnixUnnamed { pid: None, uid: None };
+        let task = serve_conn(Conn::Stream(Stream::Unix(a)), peer, &shared);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "a connection's future is {size} bytes; keep it at most 1024");
     }
 }

@@ -141,6 +141,11 @@ pub enum Service {
     Qa(Arc<QaDict>),
     /// Hands every message to a sink with its sender and arrival time; answers nothing.
     Print(Arc<dyn MessageSink>),
+    /// Reads and throws away everything (a sink for throughput tests); answers nothing.
+    Discard,
+    /// Sends an endless stream of bytes to every client until it closes, ignoring what it sends
+    /// (a source for throughput tests). Needs a connection: on datagram sockets it discards.
+    Source,
 }
 
 impl fmt::Debug for Service {
@@ -158,6 +163,8 @@ impl Service {
             Service::Reply(_) => "reply",
             Service::Qa(_) => "qa",
             Service::Print(_) => "print",
+            Service::Discard => "discard",
+            Service::Source => "source",
         }
     }
 
@@ -166,7 +173,7 @@ impl Service {
         match self {
             Service::Reply(_) | Service::Qa(_) => true,
             Service::Print(sink) => sink.wants_lines(),
-            Service::Echo | Service::Upper => false,
+            Service::Echo | Service::Upper | Service::Discard | Service::Source => false,
         }
     }
 
@@ -186,6 +193,9 @@ impl Service {
                 return flow;
             }
             Service::Print(sink) => sink.message(peer, SystemTime::now(), msg),
+            // The server streams these without messages on connected sockets; a datagram is
+            // simply dropped.
+            Service::Discard | Service::Source => {}
         }
         Flow::Continue
     }

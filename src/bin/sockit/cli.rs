@@ -42,6 +42,9 @@ pub enum Command {
     /// Send one message, print the answer, exit.
     #[command(after_help = SEND_HELP)]
     Send(SendArgs),
+    /// Measure a server: echo latency and rate, bulk throughput, connection rate, UDP rate.
+    #[command(after_help = BENCH_HELP)]
+    Bench(BenchArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -58,6 +61,8 @@ Services:
   reply TEXT    answer every message with TEXT
   qa            answer questions from a dictionary (--dict FILE, --default-answer); 'bye' ends
   print         print every message with its sender and time (--hex for a dump); answer nothing
+  discard       read and throw away everything (a sink for `sockit bench … bulk`)
+  source        send an endless stream to every client (for `sockit bench … bulk --reverse`)
 
 Examples:
   sockit serve 127.0.0.1:7000 upper          the seed's upper-case server, for many clients
@@ -82,6 +87,72 @@ Examples:
   sockit send udp://127.0.0.1:9999 hello
   sockit send unix:/tmp/echo.sock 'frame me' --framing len";
 
+const BENCH_HELP: &str = "\
+Modes:
+  echo      round trips of --size bytes over -c connections to an echo server; every answer is
+            checked; latency percentiles (with --rate: open loop, corrected for coordinated
+            omission)
+  bulk      -P streams of writes into a discard server (--reverse: reads from a source server)
+  connect   connections per second: connect, one --size exchange with an echo server, close
+  udp       datagrams per second and loss against a datagram echo server
+
+Examples:
+  sockit serve 127.0.0.1:7000 echo &   sockit bench 127.0.0.1:7000 -c 50 --size 64 -d 10s
+  sockit serve 127.0.0.1:7001 discard & sockit bench 127.0.0.1:7001 bulk -P 2
+  sockit bench 127.0.0.1:7000 echo --rate 20000 --json
+  sockit serve udp://127.0.0.1:7002 echo & sockit bench udp://127.0.0.1:7002 udp";
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The server to measure.
+    pub endpoint: String,
+
+    /// echo (the default), bulk, connect or udp.
+    #[arg(value_name = "MODE", default_value = "echo", value_parser = ["echo", "bulk", "connect", "udp"])]
+    pub mode: String,
+
+    /// Concurrent connections (echo, connect) or sockets (udp) [default: 50; udp 4].
+    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: Option<u32>,
+
+    /// Parallel streams (bulk).
+    #[arg(short = 'P', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub parallel: u32,
+
+    /// Message size, or write size for bulk (e.g. 64, 16K, 1M) [default: 64; bulk 128K].
+    #[arg(short = 's', long, value_name = "BYTES", value_parser = parse_size)]
+    pub size: Option<usize>,
+
+    /// How long to measure.
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Open loop: requests (or datagrams) per second in total.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+
+    /// bulk: read from a `source` server instead of writing to a `discard` server.
+    #[arg(long)]
+    pub reverse: bool,
+
+    /// echo: first open N idle connections and keep them open while measuring (spread over
+    /// 127.0.0.2, 127.0.0.3, … on a loopback TCP endpoint).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub hold: usize,
+
+    /// How often to report progress.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Give up connecting after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
 #[derive(Debug, Args)]
 pub struct FramingArgs {
     /// How messages are delimited on stream sockets: raw (each read), line (\n), or len (4-byte
@@ -99,7 +170,7 @@ pub struct ServeArgs {
     /// Where to listen.
     pub endpoint: String,
 
-    /// The service: echo (the default), upper, reply, qa, print.
+    /// The service: echo (the default), upper, reply, qa, print, discard, source.
     #[arg(value_name = "SERVICE")]
     pub service: Option<String>,
 

@@ -1,6 +1,7 @@
 //! The `sockit` command: parses the command line, builds library objects from it, runs them,
 //! and turns the outcome into output and an exit code (0 success, 1 runtime error, 2 usage).
 
+mod bench;
 mod cli;
 mod connect;
 mod serve;
@@ -67,6 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args, cli.quiet).await,
         Command::Connect(args) => connect::connect(args, cli.quiet).await,
         Command::Send(args) => connect::send(args).await,
+        Command::Bench(args) => bench::run(args, cli.quiet).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut out);
@@ -101,6 +103,19 @@ fn init_logging(verbose: u8) {
     };
     let filter = EnvFilter::try_from_env("SOCKIT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Raises the soft limit on open files to the hard limit, as servers and load generators that
+/// hold many connections need (the default soft limit is often 1024).
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// Parses an endpoint argument; a bad one is a usage error.

@@ -29,6 +29,9 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    if endpoint.style() == SocketStyle::Datagram && args.service.as_deref() == Some("source") {
+        return Err(Usage(format!("source streams to connected clients; {endpoint} is a datagram socket")).into());
+    }
     let shutdown = CancellationToken::new();
     let stdout_closed = Arc::new(AtomicBool::new(false));
     let service = build_service(&args, &shutdown, &stdout_closed)?;
@@ -36,6 +39,7 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     // orderly stop that removes the socket file, never the default handler's abrupt exit.
     let cut_now = CancellationToken::new();
     spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
+    crate::raise_fd_limit();
     let bind_opts = BindOptions { backlog: args.backlog, unix_mode: args.mode };
     let socket = net::bind(&endpoint, &bind_opts).await?;
     if !quiet {
@@ -137,7 +141,12 @@ fn build_service(
             closed: stdout_closed.clone(),
             shutdown: shutdown.clone(),
         }))),
-        other => Err(Usage(format!("unknown service '{other}' (choose echo, upper, reply TEXT, qa or print)")).into()),
+        "discard" => no_args(Service::Discard),
+        "source" => no_args(Service::Source),
+        other => Err(Usage(format!(
+            "unknown service '{other}' (choose echo, upper, reply TEXT, qa, print, discard or source)"
+        ))
+        .into()),
     }
 }
 

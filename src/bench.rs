@@ -1,0 +1,734 @@
+//! The load generator behind `sockit bench`: echo latency and rate, bulk throughput, connection
+//! rate and UDP rate, against any server on any endpoint.
+//!
+//! [`run`] takes a [`BenchConfig`] and a cancellation token and returns a [`BenchResult`];
+//! while it runs it sends a [`Progress`] every interval to an optional channel. It never prints.
+//! Every echo answer is checked byte for byte, and latencies go into HdrHistograms (one per
+//! connection, merged at the end). With a rate, the echo test runs open loop and measures each
+//! request from the moment it was scheduled, not from when it was sent, so a stalled server
+//! cannot hide its stall by slowing the generator down (coordinated omission).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::endpoint::{Endpoint, Host, IpProto, SocketStyle};
+use crate::net::{self, ClientSocket, Conn, DatagramSocket, NetError, Stream};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Request/answer round trips against an echo server, over `connections` connections.
+    Echo,
+    /// One-way throughput into a `discard` server (or out of a `source` server with `reverse`).
+    Bulk,
+    /// New connections per second: connect, one echo exchange, close.
+    Connect,
+    /// Datagrams per second and loss against a datagram echo server.
+    Udp,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Echo => "echo",
+            Mode::Bulk => "bulk",
+            Mode::Connect => "connect",
+            Mode::Udp => "udp",
+        })
+    }
+}
+
+/// How to run a benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The server.
+    pub endpoint: Endpoint,
+    /// What to measure.
+    pub mode: Mode,
+    /// Concurrent connections (echo, connect) or sockets (udp).
+    pub connections: usize,
+    /// Parallel streams (bulk).
+    pub streams: usize,
+    /// Message size (echo, connect, udp) or write size (bulk), in bytes.
+    pub size: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Open loop: requests (or datagrams) per second in total, spread over the connections.
+    pub rate: Option<f64>,
+    /// Bulk: receive from a `source` server instead of sending to a `discard` server.
+    pub reverse: bool,
+    /// Echo: idle connections to open (and keep) before measuring.
+    pub hold: usize,
+    /// How often to report progress and record an interval.
+    pub interval: Duration,
+    /// The limit on each connect.
+    pub connect_timeout: Duration,
+}
+
+impl BenchConfig {
+    /// A configuration with the usual defaults for `mode`: 50 connections (4 sockets for udp),
+    /// one stream, 64-byte messages or 128 KiB writes, 10 seconds.
+    pub fn new(endpoint: Endpoint, mode: Mode) -> BenchConfig {
+        BenchConfig {
+            endpoint,
+            mode,
+            connections: if mode == Mode::Udp { 4 } else { 50 },
+            streams: 1,
+            size: if mode == Mode::Bulk { 128 * 1024 } else { 64 },
+            duration: Duration::from_secs(10),
+            rate: None,
+            reverse: false,
+            hold: 0,
+            interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A live report, sent every interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Time since the measurement started.
+    pub elapsed: Duration,
+    /// Requests (or datagrams, or connections) per second in the last interval.
+    pub requests_per_s: f64,
+    /// Payload throughput in the last interval.
+    pub gbit_per_s: f64,
+    /// Errors so far.
+    pub errors: u64,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// The slowest.
+    pub max: f64,
+    /// The mean.
+    pub mean: f64,
+}
+
+/// One interval of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Interval {
+    /// Seconds since the start, at the end of the interval.
+    pub t: f64,
+    /// Requests completed in the interval.
+    pub requests: u64,
+    /// Payload throughput in the interval.
+    pub gbit_per_s: f64,
+}
+
+/// Datagram counts for `udp`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct UdpCounts {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Answers received.
+    pub received: u64,
+    /// The fraction of datagrams without an answer.
+    pub loss: f64,
+}
+
+/// Idle connections held during an echo run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Held {
+    /// How many were asked for.
+    pub requested: usize,
+    /// How many were open when the measurement started.
+    pub established: usize,
+    /// The last reason a connection could not be opened, if any failed.
+    pub error: Option<String>,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// What was measured.
+    pub mode: Mode,
+    /// The server.
+    pub endpoint: String,
+    /// Concurrent connections or sockets.
+    pub connections: usize,
+    /// Parallel streams (bulk).
+    pub streams: usize,
+    /// Message or write size.
+    pub size: usize,
+    /// How long the measurement ran.
+    pub duration_s: f64,
+    /// Requests (echo), connections (connect), answered datagrams (udp), writes or reads (bulk).
+    pub requests: u64,
+    /// Requests per second.
+    pub requests_per_s: f64,
+    /// Payload bytes moved (each direction counted once: what was sent, or for reverse bulk,
+    /// what was received).
+    pub bytes: u64,
+    /// Payload throughput.
+    pub gbit_per_s: f64,
+    /// Failed requests or connections (wrong answers, resets, timeouts).
+    pub errors: u64,
+    /// Round-trip latency (echo, connect, udp).
+    pub latency_us: Option<Latency>,
+    /// Per-interval figures.
+    pub intervals: Vec<Interval>,
+    /// Datagram counts (udp).
+    pub udp: Option<UdpCounts>,
+    /// Held idle connections (echo with `hold`).
+    pub hold: Option<Held>,
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The configuration does not fit the endpoint or the mode.
+    #[error("{0}")]
+    Config(String),
+    /// The server could not be reached at the start.
+    #[error(transparent)]
+    Connect(#[from] NetError),
+    /// Every connection failed during the run.
+    #[error("every connection failed; the last error: {0}")]
+    AllFailed(String),
+}
+
+/// Counters shared by the workers and the interval sampler.
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    /// UDP only.
+    sent: AtomicU64,
+}
+
+/// What a worker gives back: its latencies and its last error, if any.
+struct WorkerOutcome {
+    hist: Histogram<u64>,
+    error: Option<String>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Nanoseconds from 1 ns to 100 s, three significant figures.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn record(hist: &mut Histogram<u64>, d: Duration) {
+    let _ = hist.record((d.as_nanos() as u64).clamp(1, 100_000_000_000));
+}
+
+/// How long one request may take before the worker counts it as an error and gives up on the
+/// connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a benchmark. Cancelling `cancel` ends it early with the figures so far.
+pub async fn run(
+    config: BenchConfig,
+    progress: Option<mpsc::Sender<Progress>>,
+    cancel: CancellationToken,
+) -> Result<BenchResult, BenchError> {
+    check(&config)?;
+    let config = Arc::new(config);
+    let counters = Arc::new(Counters::default());
+
+    // Connect everything first, so that connection set-up is not part of the measurement.
+    let (held, hold_error) = if config.hold > 0 { hold_connections(&config).await? } else { (Vec::new(), None) };
+    let sockets = match config.mode {
+        Mode::Connect => Vec::new(),
+        Mode::Bulk => connect_all(&config, config.streams).await?,
+        Mode::Echo | Mode::Udp => connect_all(&config, config.connections).await?,
+    };
+
+    let start = Instant::now();
+    let deadline = start + config.duration;
+    let stop = cancel.child_token();
+    let mut workers = tokio::task::JoinSet::new();
+    let worker_count = match config.mode {
+        Mode::Connect => config.connections,
+        _ => sockets.len(),
+    };
+    let mut sockets = sockets.into_iter();
+    for i in 0..worker_count {
+        let (config, counters, stop) = (config.clone(), counters.clone(), stop.clone());
+        let socket = sockets.next();
+        let per_worker_rate = config.rate.map(|r| r / worker_count as f64);
+        workers.spawn(async move {
+            let ctx = Worker { config: &config, counters: &counters, stop: &stop, deadline, start };
+            match (config.mode, socket) {
+                (Mode::Echo, Some(s)) => ctx.echo(s, per_worker_rate, i as u64).await,
+                (Mode::Bulk, Some(s)) => ctx.bulk(s).await,
+                (Mode::Connect, _) => ctx.connect_loop().await,
+                (Mode::Udp, Some(s)) => ctx.udp(s, per_worker_rate).await,
+                _ => unreachable!("every worker but connect's has a socket"),
+            }
+        });
+    }
+
+    let intervals = sample(&config, &counters, start, deadline, &stop, progress).await;
+    stop.cancel();
+    let mut hist = new_histogram();
+    let mut last_error = None;
+    while let Some(done) = workers.join_next().await {
+        if let Ok(outcome) = done {
+            let _ = hist.add(&outcome.hist);
+            last_error = outcome.error.or(last_error);
+        }
+    }
+    let held = held.len();
+    let elapsed = start.elapsed().min(config.duration.max(Duration::from_millis(1))).as_secs_f64().max(1e-9);
+
+    let requests = counters.requests.load(Ordering::Relaxed);
+    let bytes = counters.bytes.load(Ordering::Relaxed);
+    let errors = counters.errors.load(Ordering::Relaxed);
+    if requests == 0 && bytes == 0 {
+        if let Some(e) = last_error {
+            return Err(BenchError::AllFailed(e));
+        }
+    }
+    let latency = (!hist.is_empty()).then(|| {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            p50: us(hist.value_at_quantile(0.50)),
+            p90: us(hist.value_at_quantile(0.90)),
+            p99: us(hist.value_at_quantile(0.99)),
+            p999: us(hist.value_at_quantile(0.999)),
+            max: us(hist.max()),
+            mean: hist.mean() / 1000.0,
+        }
+    });
+    let udp = (config.mode == Mode::Udp).then(|| {
+        let sent = counters.sent.load(Ordering::Relaxed);
+        let received = requests.min(sent);
+        UdpCounts { sent, received, loss: if sent == 0 { 0.0 } else { (sent - received) as f64 / sent as f64 } }
+    });
+    Ok(BenchResult {
+        mode: config.mode,
+        endpoint: config.endpoint.to_string(),
+        connections: if config.mode == Mode::Bulk { 0 } else { config.connections },
+        streams: if config.mode == Mode::Bulk { config.streams } else { 0 },
+        size: config.size,
+        duration_s: elapsed,
+        requests,
+        requests_per_s: requests as f64 / elapsed,
+        bytes,
+        gbit_per_s: bytes as f64 * 8.0 / elapsed / 1e9,
+        errors,
+        latency_us: latency.filter(|_| config.mode != Mode::Bulk),
+        intervals,
+        udp,
+        hold: (config.hold > 0).then_some(Held { requested: config.hold, established: held, error: hold_error }),
+    })
+}
+
+fn check(config: &BenchConfig) -> Result<(), BenchError> {
+    let bad = |m: &str| Err(BenchError::Config(m.to_owned()));
+    let style = config.endpoint.style();
+    match (config.mode, style) {
+        (Mode::Udp, SocketStyle::Datagram) => {}
+        (Mode::Udp, _) => return bad("udp mode needs a datagram endpoint (udp://… or unix-dgram:…)"),
+        (_, SocketStyle::Datagram) => {
+            return bad("echo, bulk and connect need a connected endpoint; use the udp mode for datagrams");
+        }
+        _ => {}
+    }
+    if config.connections == 0 || config.streams == 0 {
+        return bad("connections and streams must be at least 1");
+    }
+    if config.size == 0 {
+        return bad("the size must be at least 1 byte");
+    }
+    if config.mode == Mode::Udp && config.size < UDP_HEADER {
+        return bad("udp datagrams carry a 16-byte header: the size must be at least 16");
+    }
+    if config.mode == Mode::Udp && config.size > net::MAX_DATAGRAM - 1024 {
+        return bad("udp datagrams are at most 64 KiB");
+    }
+    if config.hold > 0 && config.mode != Mode::Echo {
+        return bad("holding idle connections is for the echo mode");
+    }
+    if let Some(r) = config.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return bad("the rate must be a positive number per second");
+    }
+    Ok(())
+}
+
+async fn connect_all(config: &BenchConfig, n: usize) -> Result<Vec<ClientSocket>, BenchError> {
+    let mut all = Vec::with_capacity(n);
+    for _ in 0..n {
+        all.push(net::connect(&config.endpoint, config.connect_timeout).await?);
+    }
+    Ok(all)
+}
+
+/// How many connections to put on one 127.0.0.x source address: below the ephemeral port
+/// range (28,232 ports on Linux by default).
+const HOLD_PER_SOURCE: usize = 25_000;
+
+/// Opens `config.hold` idle connections. On a 127.0.0.0/8 TCP endpoint they are spread over
+/// source addresses 127.0.0.2, 127.0.0.3, … so that more than one address's worth of ephemeral
+/// ports can be held.
+async fn hold_connections(config: &BenchConfig) -> Result<(Vec<ClientSocket>, Option<String>), BenchError> {
+    let target = match &config.endpoint {
+        Endpoint::Ip { proto: IpProto::Tcp, host: Host::Ip(ip @ IpAddr::V4(v4)), port, .. } if v4.is_loopback() => {
+            Some(SocketAddr::new(*ip, *port))
+        }
+        _ => None,
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..config.hold {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+        let endpoint = config.endpoint.clone();
+        let timeout = config.connect_timeout;
+        tasks.spawn(async move {
+            let _permit = permit;
+            match target {
+                Some(addr) => {
+                    let source = Ipv4Addr::new(127, 0, 0, 2 + (i / HOLD_PER_SOURCE) as u8);
+                    let sock = tokio::net::TcpSocket::new_v4()?;
+                    // Let connect() pick the port by the whole address 4-tuple: bind() alone
+                    // would reserve a port per source address, which TIME-WAIT sockets from an
+                    // earlier run also hold.
+                    set_bind_address_no_port(&sock)?;
+                    sock.bind(SocketAddr::new(source.into(), 0))?;
+                    let s = tokio::time::timeout(timeout, sock.connect(addr))
+                        .await
+                        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+                    Ok(ClientSocket::Conn(Conn::Stream(Stream::Tcp(s))))
+                }
+                None => net::connect(&endpoint, timeout).await.map_err(std::io::Error::other),
+            }
+        });
+    }
+    let mut held = Vec::with_capacity(config.hold);
+    let mut last_error = None;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => last_error = Some(e.to_string()),
+            Err(e) => last_error = Some(e.to_string()),
+        }
+    }
+    if held.is_empty()
+        && let Some(e) = last_error
+    {
+        return Err(BenchError::AllFailed(e));
+    }
+    Ok((held, last_error))
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+), which socket2 does not wrap.
+fn set_bind_address_no_port(sock: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid descriptor and a pointer to a c_int of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Samples the counters every interval until the deadline (or cancellation), reporting
+/// progress and recording the intervals.
+async fn sample(
+    config: &BenchConfig,
+    counters: &Counters,
+    start: Instant,
+    deadline: Instant,
+    stop: &CancellationToken,
+    progress: Option<mpsc::Sender<Progress>>,
+) -> Vec<Interval> {
+    let mut intervals = Vec::new();
+    let mut last = (start, 0u64, 0u64);
+    loop {
+        let next = (last.0 + config.interval).min(deadline);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = stop.cancelled() => break,
+        }
+        let now = Instant::now();
+        let requests = counters.requests.load(Ordering::Relaxed);
+        let bytes = counters.bytes.load(Ordering::Relaxed);
+        let secs = now.duration_since(last.0).as_secs_f64().max(1e-9);
+        let gbit_per_s = (bytes - last.2) as f64 * 8.0 / secs / 1e9;
+        intervals.push(Interval {
+            t: now.duration_since(start).as_secs_f64(),
+            requests: requests - last.1,
+            gbit_per_s,
+        });
+        if let Some(tx) = &progress {
+            let _ = tx.try_send(Progress {
+                elapsed: now.duration_since(start),
+                requests_per_s: (requests - last.1) as f64 / secs,
+                gbit_per_s,
+                errors: counters.errors.load(Ordering::Relaxed),
+            });
+        }
+        last = (now, requests, bytes);
+        if now >= deadline {
+            break;
+        }
+    }
+    intervals
+}
+
+/// One worker's view of the run.
+struct Worker<'a> {
+    config: &'a BenchConfig,
+    counters: &'a Counters,
+    stop: &'a CancellationToken,
+    deadline: Instant,
+    start: Instant,
+}
+
+impl Worker<'_> {
+    fn running(&self) -> bool {
+        !self.stop.is_cancelled() && Instant::now() < self.deadline
+    }
+
+    fn failed(&self, hist: Histogram<u64>, e: impl std::fmt::Display) -> WorkerOutcome {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        WorkerOutcome { hist, error: Some(e.to_string()) }
+    }
+
+    /// Closed loop (or, with a rate, open loop): send a message, read the whole answer, check
+    /// it, record the latency.
+    async fn echo(&self, socket: ClientSocket, rate: Option<f64>, worker: u64) -> WorkerOutcome {
+        let mut hist = new_histogram();
+        let ClientSocket::Conn(conn) = socket else { unreachable!("checked: connected endpoint") };
+        let size = self.config.size;
+        let mut msg: Vec<u8> = (0..size).map(|i| (i as u64 * 7 + worker) as u8).collect();
+        let mut answer = vec![0u8; size];
+        let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
+        let mut seq: u64 = 0;
+        let mut conn = conn;
+        while self.running() {
+            seq += 1;
+            // Each request differs, so a server answering the previous one is caught.
+            let stamp = seq.to_le_bytes();
+            let n = stamp.len().min(size);
+            msg[..n].copy_from_slice(&stamp[..n]);
+            let scheduled = match period {
+                Some(p) => {
+                    let at = self.start + p.mul_f64(seq as f64 - 1.0);
+                    if at >= self.deadline {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = self.stop.cancelled() => break,
+                    }
+                    at
+                }
+                None => Instant::now(),
+            };
+            let exchange = async {
+                match &mut conn {
+                    Conn::Stream(s) => {
+                        s.write_all(&msg).await?;
+                        s.read_exact(&mut answer).await?;
+                    }
+                    Conn::Seqpacket(s) => {
+                        s.send(&msg).await?;
+                        let got = s.recv(&mut answer).await?.bytes_read();
+                        if got != size {
+                            return Err(std::io::Error::other(format!("answer of {got} bytes, expected {size}")));
+                        }
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+                Ok(Ok(())) if answer == msg => {}
+                Ok(Ok(())) => return self.failed(hist, "the answer differs from the message sent"),
+                Ok(Err(e)) => return self.failed(hist, e),
+                Err(_) => return self.failed(hist, "no answer within 5s"),
+            }
+            record(&mut hist, scheduled.elapsed());
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            self.counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        }
+        WorkerOutcome { hist, error: None }
+    }
+
+    /// Writes (or, reversed, reads) as fast as the connection takes it.
+    async fn bulk(&self, socket: ClientSocket) -> WorkerOutcome {
+        let hist = new_histogram();
+        let ClientSocket::Conn(Conn::Stream(mut s)) = socket else {
+            return self.failed(hist, "bulk needs a stream endpoint");
+        };
+        let mut buf: Vec<u8> = (0..self.config.size).map(|i| (i % 251) as u8).collect();
+        while self.running() {
+            let step = async { if self.config.reverse { s.read(&mut buf).await } else { s.write(&buf).await } };
+            let n = tokio::select! {
+                r = step => r,
+                _ = tokio::time::sleep_until(self.deadline.into()) => break,
+                _ = self.stop.cancelled() => break,
+            };
+            match n {
+                Ok(0) if self.config.reverse => return self.failed(hist, "the server closed the stream"),
+                Ok(n) => {
+                    self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                    self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => return self.failed(hist, e),
+            }
+        }
+        let _ = s.shutdown().await;
+        WorkerOutcome { hist, error: None }
+    }
+
+    /// Connect, exchange one message, close; over and over.
+    async fn connect_loop(&self) -> WorkerOutcome {
+        let mut hist = new_histogram();
+        let size = self.config.size;
+        let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut answer = vec![0u8; size];
+        let mut last_error = None;
+        while self.running() {
+            let t0 = Instant::now();
+            let cycle = async {
+                let socket = net::connect(&self.config.endpoint, self.config.connect_timeout)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                match socket {
+                    ClientSocket::Conn(Conn::Stream(mut s)) => {
+                        s.write_all(&msg).await?;
+                        s.read_exact(&mut answer).await?;
+                    }
+                    ClientSocket::Conn(Conn::Seqpacket(s)) => {
+                        s.send(&msg).await?;
+                        s.recv(&mut answer).await?;
+                    }
+                    ClientSocket::Datagram(_) => unreachable!("checked: connected endpoint"),
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, cycle).await {
+                Ok(Ok(())) if answer == msg => {
+                    record(&mut hist, t0.elapsed());
+                    self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                    self.counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
+                }
+                Ok(Ok(())) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    last_error = Some("the answer differs from the message sent".to_owned());
+                }
+                // A failed connection is a data point, not the end: count it and go on.
+                Ok(Err(e)) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    last_error = Some(e.to_string());
+                }
+                Err(_) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    last_error = Some("connect and exchange took over 5s".to_owned());
+                }
+            }
+        }
+        WorkerOutcome { hist, error: last_error }
+    }
+
+    /// Sends datagrams (a window of them at a time, or paced at the rate) and counts the answers;
+    /// each carries its send time, so every answer gives a round-trip time.
+    async fn udp(&self, socket: ClientSocket, rate: Option<f64>) -> WorkerOutcome {
+        let mut hist = new_histogram();
+        let ClientSocket::Datagram(sock) = socket else { unreachable!("checked: datagram endpoint") };
+        let size = self.config.size;
+        let mut msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut buf = vec![0u8; net::MAX_DATAGRAM];
+        let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
+        let mut in_flight = 0usize;
+        let mut seq = 0u64;
+        let mut next_send = Instant::now();
+        let send_more = |in_flight: usize, next: Instant| match period {
+            Some(_) => Instant::now() >= next,
+            None => in_flight < UDP_WINDOW,
+        };
+        while self.running() {
+            if send_more(in_flight, next_send) {
+                seq += 1;
+                let sent_at = self.start.elapsed().as_nanos() as u64;
+                msg[..8].copy_from_slice(&sent_at.to_le_bytes());
+                msg[8..16].copy_from_slice(&seq.to_le_bytes());
+                match sock.send(&msg).await {
+                    Ok(_) => {
+                        in_flight += 1;
+                        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => return self.failed(hist, e),
+                }
+                if let Some(p) = period {
+                    next_send += p;
+                }
+                continue;
+            }
+            // Wait for an answer, the next send time, or a lull that says the window was lost.
+            let wait_until = match period {
+                Some(_) => next_send,
+                None => Instant::now() + UDP_LOSS_WAIT,
+            };
+            tokio::select! {
+                r = sock.recv(&mut buf) => match r {
+                    Ok(n) => self.udp_answer(&buf[..n], &msg, &mut hist, &mut in_flight),
+                    Err(e) => return self.failed(hist, e),
+                },
+                _ = tokio::time::sleep_until(wait_until.into()) => {
+                    if period.is_none() {
+                        in_flight = 0;
+                    }
+                }
+                _ = self.stop.cancelled() => break,
+            }
+        }
+        // Answers still on their way count.
+        let drain_until = Instant::now() + UDP_LOSS_WAIT;
+        while let Ok(Ok(n)) = tokio::time::timeout_at(drain_until.into(), sock.recv(&mut buf)).await {
+            self.udp_answer(&buf[..n], &msg, &mut hist, &mut in_flight);
+        }
+        drop::<DatagramSocket>(sock);
+        WorkerOutcome { hist, error: None }
+    }
+
+    fn udp_answer(&self, answer: &[u8], msg: &[u8], hist: &mut Histogram<u64>, in_flight: &mut usize) {
+        if answer.len() != msg.len() || answer[UDP_HEADER..] != msg[UDP_HEADER..] {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let sent_at = u64::from_le_bytes(answer[..8].try_into().expect("8 bytes"));
+        let now = self.start.elapsed().as_nanos() as u64;
+        record(hist, Duration::from_nanos(now.saturating_sub(sent_at)));
+        *in_flight = in_flight.saturating_sub(1);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(answer.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Each UDP datagram starts with its send time and sequence number.
+const UDP_HEADER: usize = 16;
+/// Datagrams in flight per socket when no rate is given.
+const UDP_WINDOW: usize = 32;
+/// How long a UDP worker waits before taking the datagrams in flight as lost.
+const UDP_LOSS_WAIT: Duration = Duration::from_millis(50);
