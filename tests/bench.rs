@@ -1,0 +1,149 @@
+//! `sockit bench` against real sockit servers, with short runs: every mode produces sane
+//! figures, every answer is checked, and bad input is refused. These check function, not
+//! speed: performance is measured by bench/compare and written down in BENCHMARKS.md.
+
+mod support;
+use serde_json::Value;
+use support::*;
+
+/// Runs `sockit bench ARGS… --json` and returns the parsed result.
+fn bench(args: &[&str]) -> Value {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let ran = sockit_run(&all, b"");
+    assert_eq!(ran.code, Some(0), "bench {args:?} failed: {}", ran.stderr);
+    serde_json::from_slice(&ran.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", ran.stdout_text()))
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("no number '{key}' in {v}"))
+}
+
+#[test]
+fn echo_closed_loop_checks_answers_and_reports_latency() {
+    let server = Server::start(&["127.0.0.1:0", "echo"]);
+    let r = bench(&[&server.endpoint, "-c", "4", "--size", "100", "-d", "400ms", "--interval", "100ms"]);
+    assert_eq!(r["mode"], "echo");
+    assert!(num(&r, "requests") > 10.0, "{r}");
+    assert_eq!(num(&r, "errors"), 0.0);
+    assert_eq!(num(&r, "bytes"), num(&r, "requests") * 100.0);
+    let lat = &r["latency_us"];
+    assert!(num(lat, "p50") > 0.0 && num(lat, "p50") <= num(lat, "p99") && num(lat, "p99") <= num(lat, "max"));
+    assert!(r["intervals"].as_array().unwrap().len() >= 3, "{r}");
+}
+
+#[test]
+fn echo_open_loop_keeps_to_the_rate() {
+    let server = Server::start(&["127.0.0.1:0", "echo"]);
+    let r = bench(&[&server.endpoint, "-c", "2", "--rate", "1000", "-d", "500ms"]);
+    let n = num(&r, "requests");
+    // 1000/s for half a second: about 500, never more.
+    assert!((300.0..=501.0).contains(&n), "requests {n}");
+}
+
+#[test]
+fn echo_detects_a_server_that_answers_wrongly() {
+    // `upper` changes the lower-case letters in the benchmark's messages.
+    let server = Server::start(&["127.0.0.1:0", "upper"]);
+    let ran = sockit_run(&["bench", &server.endpoint, "-c", "2", "-d", "300ms"], b"");
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("the answer differs from the message sent"), "{}", ran.stderr);
+}
+
+#[test]
+fn echo_over_unix_seqpacket() {
+    let dir = temp_dir();
+    let ep = format!("unix-seqpacket:{}/e.sock", dir.path().display());
+    let _server = Server::start(&[&ep, "echo"]);
+    let r = bench(&[&ep, "-c", "2", "-d", "300ms"]);
+    assert!(num(&r, "requests") > 10.0 && num(&r, "errors") == 0.0, "{r}");
+}
+
+#[test]
+fn echo_holds_idle_connections_while_measuring() {
+    let server = Server::start(&["127.0.0.1:0", "echo"]);
+    let r = bench(&[&server.endpoint, "-c", "1", "--hold", "300", "-d", "300ms"]);
+    assert_eq!(r["hold"]["established"], 300, "{r}");
+    assert!(r["hold"]["error"].is_null(), "{r}");
+    assert!(num(&r, "requests") > 10.0);
+}
+
+#[test]
+fn bulk_into_discard_and_out_of_source() {
+    let sink = Server::start(&["127.0.0.1:0", "discard"]);
+    let r = bench(&[&sink.endpoint, "bulk", "-P", "2", "-d", "300ms"]);
+    assert!(num(&r, "gbit_per_s") > 0.01 && num(&r, "bytes") > 0.0, "{r}");
+    assert_eq!(num(&r, "streams"), 2.0);
+    assert!(r["latency_us"].is_null());
+    let done = sink.stop();
+    // The server saw what the benchmark says it sent (it counts bytes, the bench counts writes
+    // accepted by the kernel, which all arrive before the close).
+    let summary = done.stderr.iter().find(|l| l.starts_with("sockit: stopped")).cloned().unwrap_or_default();
+    assert!(summary.contains("2 connections"), "{summary}");
+
+    let source = Server::start(&["127.0.0.1:0", "source"]);
+    let r = bench(&[&source.endpoint, "bulk", "--reverse", "-d", "300ms"]);
+    assert!(num(&r, "gbit_per_s") > 0.01, "{r}");
+}
+
+#[test]
+fn connect_rate_opens_a_connection_per_exchange() {
+    let server = Server::start(&["127.0.0.1:0", "echo"]);
+    let r = bench(&[&server.endpoint, "connect", "-c", "4", "-d", "300ms"]);
+    let n = num(&r, "requests");
+    assert!(n > 10.0 && num(&r, "errors") == 0.0, "{r}");
+    let done = server.stop();
+    let logged = done.stderr.iter().filter(|l| l.contains("closed by client")).count() as f64;
+    assert!(logged >= n, "{logged} connections logged, {n} counted");
+}
+
+#[test]
+fn udp_rate_and_loss_against_a_datagram_echo() {
+    let server = Server::start(&["udp://127.0.0.1:0", "echo"]);
+    let r = bench(&[&server.endpoint, "udp", "-c", "2", "-d", "300ms"]);
+    let udp = &r["udp"];
+    assert!(num(udp, "sent") > 10.0 && num(udp, "received") > 0.0, "{r}");
+    assert!(num(udp, "loss") < 0.5, "{r}");
+    assert_eq!(num(&r, "errors"), 0.0);
+
+    let dir = temp_dir();
+    let ep = format!("unix-dgram:{}/d.sock", dir.path().display());
+    let _unix = Server::start(&[&ep, "echo"]);
+    let r = bench(&[&ep, "udp", "-c", "1", "--rate", "500", "-d", "300ms"]);
+    assert!(num(&r["udp"], "received") > 50.0, "{r}");
+}
+
+#[test]
+fn bench_refuses_modes_that_do_not_fit_the_endpoint() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["127.0.0.1:9", "udp"], "udp mode needs a datagram endpoint"),
+        (&["udp://127.0.0.1:9", "echo"], "need a connected endpoint"),
+        (&["udp://127.0.0.1:9", "udp", "--size", "8"], "at least 16"),
+        (&["127.0.0.1:9", "--rate", "0"], "rate must be a positive number"),
+        (&["127.0.0.1:9", "bulk", "--hold", "5"], "holding idle connections is for the echo mode"),
+        (&["127.0.0.1:9", "-d", "0s"], "--duration must be longer than zero"),
+        (&["127.0.0.1:9", "sideways"], "invalid value 'sideways'"),
+        (&["nonsense"], "invalid endpoint"),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["bench"];
+        all.extend_from_slice(args);
+        let ran = sockit_run(&all, b"");
+        assert_eq!(ran.code, Some(2), "{args:?}: {}", ran.stderr);
+        assert!(ran.stderr.contains(want), "{args:?}: {}", ran.stderr);
+        assert!(!ran.stderr.contains("panicked"));
+    }
+}
+
+#[test]
+fn bench_against_nothing_is_a_runtime_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let ran = sockit_run(&["bench", &format!("127.0.0.1:{port}"), "-d", "200ms"], b"");
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("nothing is listening"), "{}", ran.stderr);
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+}
