@@ -143,7 +143,12 @@ impl PyUnixServer {
             match rx.recv_timeout(LIMIT) {
                 Ok(line) if line == "READY" => break,
                 Ok(line) => seen.push(line),
-                Err(_) => panic!("python unix server not ready within {LIMIT:?}; stderr: {seen:#?}"),
+                Err(_) => {
+                    // Never leave the server running after a failed start.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("python unix server not ready within {LIMIT:?}; stderr: {seen:#?}");
+                }
             }
         }
         PyUnixServer { child, stdout: Some(stdout) }

@@ -131,12 +131,14 @@ impl Server {
             .expect("spawn sockit serve");
         let stderr = Lines::collect(child.stderr.take().unwrap());
         let stdout = Lines::collect(child.stdout.take().unwrap());
-        let banner = stderr
-            .wait_for("'sockit: serving …'", |l| l.starts_with("sockit: serving ") || l.starts_with("sockit: "));
+        // From here on a guard owns the child, so a failed start (a panic below) still kills
+        // it instead of leaving a server running after the test.
+        let mut guard = Server { child: Some(child), endpoint: String::new(), stderr, stdout };
+        let banner = guard.stderr.wait_for("'sockit: serving …'", |l| l.starts_with("sockit: "));
         assert!(banner.starts_with("sockit: serving "), "server failed to start: {banner}");
         let on = banner.split(" on ").nth(1).expect("banner names the endpoint");
-        let endpoint = on.split(' ').next().unwrap().to_owned();
-        Server { child: Some(child), endpoint, stderr, stdout }
+        guard.endpoint = on.split(' ').next().unwrap().to_owned();
+        guard
     }
 
     /// `HOST:PORT` of an IP server (the `tcp://` or `udp://` stripped).
@@ -275,9 +277,10 @@ impl PythonServer {
             .expect("spawn python3");
         let stdout = Lines::collect(child.stdout.take().unwrap());
         let stderr = Lines::collect(child.stderr.take().unwrap());
-        let ready = stderr.wait_for("READY", |l| l.starts_with("READY "));
-        let port = ready[6..].trim().parse().unwrap();
-        PythonServer { child, port, stdout, stderr }
+        let mut guard = PythonServer { child, port: 0, stdout, stderr };
+        let ready = guard.stderr.wait_for("READY", |l| l.starts_with("READY "));
+        guard.port = ready[6..].trim().parse().unwrap();
+        guard
     }
 
     /// `127.0.0.1:PORT`.
