@@ -247,14 +247,18 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
         shared.counters.connections.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", %peer);
         let task_shared = shared.clone();
-        tracker.spawn(
-            async move {
-                let report = serve_conn(conn, peer, &task_shared).await;
-                drop(permit);
-                task_shared.config.monitor.closed(&report);
-            }
-            .instrument(span),
-        );
+        let task = async move {
+            let report = serve_conn(conn, peer, &task_shared).await;
+            drop(permit);
+            task_shared.config.monitor.closed(&report);
+        };
+        // A span costs on every poll even when nothing records it: attach it only when debug
+        // logging is on.
+        if span.is_disabled() {
+            tracker.spawn(task);
+        } else {
+            tracker.spawn(task.instrument(span));
+        }
         if shared.config.once {
             once_done = true;
             break;
