@@ -362,9 +362,12 @@ fn check(config: &BenchConfig) -> Result<(), BenchError> {
         return bad("holding idle connections is for the echo mode");
     }
     if let Some(r) = config.rate
-        && !(r.is_finite() && r > 0.0)
+        && !(r.is_finite() && r >= MIN_RATE)
     {
-        return bad("the rate must be a positive number per second");
+        return bad("the rate must be at least 0.001 per second");
+    }
+    if config.duration > MAX_DURATION {
+        return bad("the duration must be at most a year");
     }
     Ok(())
 }
@@ -725,6 +728,11 @@ impl Worker<'_> {
         self.counters.bytes.fetch_add(answer.len() as u64, Ordering::Relaxed);
     }
 }
+
+/// The slowest open-loop rate: one request in about 17 minutes.
+const MIN_RATE: f64 = 0.001;
+/// The longest run: keeps every deadline computable.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Each UDP datagram starts with its send time and sequence number.
 const UDP_HEADER: usize = 16;

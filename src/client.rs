@@ -60,6 +60,12 @@ pub enum ClientError {
     /// The connection failed.
     #[error("connection failed")]
     Io(#[from] io::Error),
+    /// A message is longer than the framing allows (`--max-frame`).
+    #[error("cannot send: {0} (hint: --max-frame raises the limit)")]
+    MessageTooLarge(FrameError),
+    /// Reading our own input failed.
+    #[error("cannot read input: {0}")]
+    Input(io::Error),
     /// Writing our own output failed.
     #[error("cannot write output: {0}")]
     Output(io::Error),
@@ -126,9 +132,22 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut report = PipeReport::default();
     let upstream = async {
-        let n = tokio::io::copy(&mut input, &mut wr).await?;
-        wr.shutdown().await?;
-        Ok::<u64, io::Error>(n)
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        loop {
+            let n = input.read(&mut buf).await.map_err(ClientError::Input)?;
+            if n == 0 {
+                break;
+            }
+            // The server may close while we are still sending; its answer, if any, is still
+            // worth reading, so a failed send only ends the sending.
+            if wr.write_all(&buf[..n]).await.is_err() {
+                return Ok(sent);
+            }
+            sent += n as u64;
+        }
+        let _ = wr.shutdown().await;
+        Ok::<u64, ClientError>(sent)
     };
     let downstream = async {
         let mut buf = vec![0u8; 64 * 1024];
@@ -151,11 +170,7 @@ where
             report.received = down?;
             return Ok(report);
         }
-        up = &mut upstream => {
-            // The server may have closed while we were still sending; its answer, if any, is
-            // still worth reading, so a send failure only ends the sending.
-            report.sent = up.unwrap_or(0);
-        }
+        up = &mut upstream => report.sent = up?,
     }
     match within(opts.answer_timeout, downstream).await {
         Some(down) => report.received = down?,
@@ -219,9 +234,7 @@ impl MessageWriter {
         match &mut self.inner {
             WriterInner::Stream(w) => {
                 self.frame.clear();
-                self.codec
-                    .encode_into(msg, &mut self.frame)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                self.codec.encode_into(msg, &mut self.frame).map_err(ClientError::MessageTooLarge)?;
                 w.write_all(&self.frame).await?;
             }
             WriterInner::Packets(p) => {
@@ -320,7 +333,9 @@ async fn write_message<W: AsyncWrite + Unpin>(output: &mut W, msg: &[u8]) -> Res
     output.flush().await.map_err(ClientError::Output)
 }
 
-/// The pipe for framed streams and packet sockets: each input line is one message.
+/// The pipe for framed streams and packet sockets: each input line is one message. Sending and
+/// receiving run at the same time, so a server that answers while we still send never waits
+/// for us (nor we for it).
 async fn pipe_messages<R, W>(
     socket: ClientSocket,
     input: R,
@@ -332,52 +347,73 @@ where
     W: AsyncWrite + Unpin,
 {
     let (mut writer, mut reader) = split(socket, opts);
-    let mut report = PipeReport::default();
-    let mut lines = BufReader::new(input);
-    let mut line = Vec::new();
-    loop {
-        tokio::select! {
-            // read_until keeps what it read if the other branch wins, so `line` is cleared only
-            // once a whole line was sent.
-            r = lines.read_until(b'\n', &mut line) => {
-                if r? == 0 {
-                    break;
-                }
-                let body = line.strip_suffix(b"\n").unwrap_or(&line);
-                writer.send(body).await?;
-                report.sent += body.len() as u64;
-                line.clear();
+    let peer_can_close = writer.peer_can_close();
+    let limit = if matches!(writer.inner, WriterInner::Stream(_)) { opts.max_frame } else { MAX_DATAGRAM };
+    let sent = std::cell::Cell::new(0u64);
+    let received = std::cell::Cell::new(0u64);
+    let upstream = async {
+        let mut lines = BufReader::new(input);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if read_line_limited(&mut lines, &mut line, limit).await.map_err(ClientError::Input)? == 0 {
+                break;
             }
-            r = reader.recv() => match r? {
-                Some(msg) => {
-                    report.received += msg.len() as u64;
-                    write_message(&mut output, &msg).await?;
-                }
-                None => return Ok(report),
-            },
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            match writer.send(body).await {
+                Ok(()) => sent.set(sent.get() + body.len() as u64),
+                // Nothing listens, or our own input is at fault: say so.
+                Err(e @ (ClientError::DatagramRefused | ClientError::MessageTooLarge(_))) => return Err(e),
+                // The server went away; what it sent before is still read below.
+                Err(_) => return Ok(()),
+            }
         }
-    }
-    // The input ended. A stream or seqpacket server sees the half-close and closes when done; a
-    // datagram server cannot say it is done, so the answers in flight get a bounded wait.
-    writer.close().await?;
-    let wait = if writer.peer_can_close() {
-        opts.answer_timeout
-    } else {
-        Some(opts.answer_timeout.unwrap_or(DEFAULT_DATAGRAM_WAIT))
+        // The input ended. A stream or seqpacket server sees the half-close and closes when
+        // done; a datagram server cannot say it is done, so its answers get a bounded wait.
+        let _ = writer.close().await;
+        Ok::<(), ClientError>(())
     };
-    let drain = async {
+    let downstream = async {
         while let Some(msg) = reader.recv().await? {
-            report.received += msg.len() as u64;
+            received.set(received.get() + msg.len() as u64);
             write_message(&mut output, &msg).await?;
         }
         Ok::<(), ClientError>(())
     };
-    match within(wait, drain).await {
+    tokio::pin!(upstream, downstream);
+    let report = || PipeReport { sent: sent.get(), received: received.get() };
+    tokio::select! {
+        down = &mut downstream => {
+            down?;
+            return Ok(report());
+        }
+        up = &mut upstream => up?,
+    }
+    let wait =
+        if peer_can_close { opts.answer_timeout } else { Some(opts.answer_timeout.unwrap_or(DEFAULT_DATAGRAM_WAIT)) };
+    match within(wait, downstream).await {
         Some(r) => r?,
-        None if !writer.peer_can_close() => {}
+        None if !peer_can_close => {}
         None => return Err(ClientError::NoAnswer(wait.unwrap_or_default())),
     }
-    Ok(report)
+    Ok(report())
+}
+
+/// Reads one line (up to and including `\n`) into `line`, refusing lines longer than `limit`
+/// bytes (the newline aside) instead of buffering them without end. Returns 0 at end of input.
+async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(
+    input: &mut R,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<usize> {
+    let n = (&mut *input).take(limit as u64 + 1).read_until(b'\n', line).await?;
+    if line.len() > limit && !line.ends_with(b"\n") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a line is longer than the {limit}-byte limit (--max-frame)"),
+        ));
+    }
+    Ok(n)
 }
 
 /// Sends one message and returns the answer: on a stream under `raw` framing, everything the

@@ -215,6 +215,29 @@ impl Encoder<&[u8]> for FrameCodec {
     }
 }
 
+/// Takes the next text message from an unframed stream buffer, for services that think in
+/// lines: a whole line if the buffer holds a `\n` (returned without it, with its terminator
+/// `"\n"` or `"\r\n"`), otherwise everything buffered (with no terminator), as [`text_lines`]
+/// splits a chunk, but one line at a time so that answers can be written out in between.
+pub fn next_text_line(src: &mut BytesMut) -> Option<(BytesMut, &'static [u8])> {
+    if src.is_empty() {
+        return None;
+    }
+    match src.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            let mut line = src.split_to(i + 1);
+            line.truncate(i);
+            if line.last() == Some(&b'\r') {
+                line.truncate(i - 1);
+                Some((line, b"\r\n"))
+            } else {
+                Some((line, b"\n"))
+            }
+        }
+        None => Some((src.split(), b"")),
+    }
+}
+
 /// Splits a raw chunk into lines for services that think in lines (`qa`, `reply`, `print`)
 /// when no framing delimits messages: each `\n`-terminated piece is one message, and a trailing
 /// piece without `\n` is one more. Each item is the range of the text without its terminator and
@@ -348,6 +371,17 @@ mod tests {
         assert_eq!(lines(b"\n"), vec![(&b""[..], &b"\n"[..])]);
         assert_eq!(lines(b"\r\n\r"), vec![(&b""[..], &b"\r\n"[..]), (b"\r", b"")]);
         assert!(lines(b"").is_empty());
+    }
+
+    #[test]
+    fn next_text_line_takes_one_line_or_the_rest() {
+        let mut buf = BytesMut::from(&b"a\nb\r\ntail"[..]);
+        let mut got = Vec::new();
+        while let Some((line, term)) = next_text_line(&mut buf) {
+            got.push((line.to_vec(), term));
+        }
+        assert_eq!(got, vec![(b"a".to_vec(), &b"\n"[..]), (b"b".to_vec(), &b"\r\n"[..]), (b"tail".to_vec(), &b""[..])]);
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -390,6 +390,14 @@ impl ServerSocket {
             ServerSocket::Datagram(d) => &d.local,
         }
     }
+
+    /// Whether one socket serves both IPv4 and IPv6 (`:PORT`).
+    pub fn is_dual_stack(&self) -> bool {
+        match self {
+            ServerSocket::Listener(l) => l.dual_stack,
+            ServerSocket::Datagram(d) => d.dual_stack,
+        }
+    }
 }
 
 /// A listening socket of any connected family.
@@ -397,6 +405,7 @@ impl ServerSocket {
 pub struct Listener {
     inner: ListenerInner,
     local: String,
+    dual_stack: bool,
     _file: Option<SocketFile>,
 }
 
@@ -464,6 +473,7 @@ pub fn seqpacket_peer_closed(sock: &UnixSeqpacket) -> bool {
 pub struct DatagramSocket {
     inner: DatagramInner,
     local: String,
+    dual_stack: bool,
     _file: Option<SocketFile>,
 }
 
@@ -501,6 +511,16 @@ impl DatagramSocket {
                 let addr = std_unix_addr(a)?;
                 s.async_io(Interest::WRITABLE, || std_sock.send_to_addr(buf, &addr)).await
             }
+            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot answer a peer without an address")),
+        }
+    }
+
+    /// Sends one datagram to `peer` if the socket can take it now; `WouldBlock` otherwise. A
+    /// server answers this way, so that one peer that does not read never makes it wait.
+    pub fn try_send_to(&self, buf: &[u8], peer: &PeerAddr) -> io::Result<usize> {
+        match (&self.inner, peer) {
+            (DatagramInner::Udp(s), PeerAddr::Inet(a)) => socket2::SockRef::from(s).send_to(buf, &(*a).into()),
+            (DatagramInner::Unix(_, std_sock), PeerAddr::Unix(a)) => std_sock.send_to_addr(buf, &std_unix_addr(a)?),
             _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot answer a peer without an address")),
         }
     }
@@ -580,7 +600,7 @@ fn bind_ip(
         IpProto::Udp => "udp",
     };
     let local_text = match (dual_stack, local) {
-        (true, _) => format!("{scheme}://:{} (IPv4 and IPv6)", local.port()),
+        (true, _) => format!("{scheme}://:{}", local.port()),
         (false, SocketAddr::V6(a)) => format!("{scheme}://[{}]:{}", a.ip(), a.port()),
         (false, SocketAddr::V4(a)) => format!("{scheme}://{a}"),
     };
@@ -588,11 +608,21 @@ fn bind_ip(
         IpProto::Tcp => {
             socket.listen(backlog(opts)).map_err(err)?;
             let l = TcpListener::from_std(socket.into()).map_err(err)?;
-            Ok(ServerSocket::Listener(Listener { inner: ListenerInner::Tcp(l), local: local_text, _file: None }))
+            Ok(ServerSocket::Listener(Listener {
+                inner: ListenerInner::Tcp(l),
+                local: local_text,
+                dual_stack,
+                _file: None,
+            }))
         }
         IpProto::Udp => {
             let s = UdpSocket::from_std(socket.into()).map_err(err)?;
-            Ok(ServerSocket::Datagram(DatagramSocket { inner: DatagramInner::Udp(s), local: local_text, _file: None }))
+            Ok(ServerSocket::Datagram(DatagramSocket {
+                inner: DatagramInner::Udp(s),
+                local: local_text,
+                dual_stack,
+                _file: None,
+            }))
         }
     }
 }
@@ -645,16 +675,26 @@ fn bind_unix(
     Ok(match kind {
         UnixKind::Stream => {
             let l = UnixListener::from_std(fd.into()).map_err(err)?;
-            ServerSocket::Listener(Listener { inner: ListenerInner::Unix(l), local, _file: file })
+            ServerSocket::Listener(Listener { inner: ListenerInner::Unix(l), local, dual_stack: false, _file: file })
         }
         UnixKind::Seqpacket => {
             let l = UnixSeqpacketListener::try_from(fd).map_err(err)?;
-            ServerSocket::Listener(Listener { inner: ListenerInner::Seqpacket(l), local, _file: file })
+            ServerSocket::Listener(Listener {
+                inner: ListenerInner::Seqpacket(l),
+                local,
+                dual_stack: false,
+                _file: file,
+            })
         }
         UnixKind::Dgram => {
             let dup = fd.try_clone().map_err(err)?;
             let s = UnixDatagram::from_std(fd.into()).map_err(err)?;
-            ServerSocket::Datagram(DatagramSocket { inner: DatagramInner::Unix(s, dup.into()), local, _file: file })
+            ServerSocket::Datagram(DatagramSocket {
+                inner: DatagramInner::Unix(s, dup.into()),
+                local,
+                dual_stack: false,
+                _file: file,
+            })
         }
     })
 }
@@ -712,16 +752,12 @@ async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, NetError> {
             let sockaddr = unix_sockaddr(endpoint, addr)?;
             match kind {
                 UnixKind::Stream => {
-                    let std_addr = std_unix_addr(addr).map_err(err)?;
-                    let s = std::os::unix::net::UnixStream::connect_addr(&std_addr).map_err(err)?;
-                    s.set_nonblocking(true).map_err(err)?;
+                    let fd = connect_unix(endpoint, &sockaddr, Type::STREAM).await?;
+                    let s = std::os::unix::net::UnixStream::from(fd);
                     Ok(ClientSocket::Conn(Conn::Stream(Stream::Unix(UnixStream::from_std(s).map_err(err)?))))
                 }
                 UnixKind::Seqpacket => {
-                    let socket = Socket::new(Domain::UNIX, Type::SEQPACKET.cloexec(), None).map_err(err)?;
-                    socket.connect(&sockaddr).map_err(err)?;
-                    socket.set_nonblocking(true).map_err(err)?;
-                    let fd: OwnedFd = socket.into();
+                    let fd = connect_unix(endpoint, &sockaddr, Type::SEQPACKET).await?;
                     Ok(ClientSocket::Conn(Conn::Seqpacket(UnixSeqpacket::try_from(fd).map_err(err)?)))
                 }
                 UnixKind::Dgram => {
@@ -738,10 +774,31 @@ async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, NetError> {
                     Ok(ClientSocket::Datagram(DatagramSocket {
                         inner: DatagramInner::Unix(s, dup.into()),
                         local,
+                        dual_stack: false,
                         _file: None,
                     }))
                 }
             }
+        }
+    }
+}
+
+/// Connects a Unix stream or seqpacket socket without blocking the thread. A blocking connect
+/// to a listener whose queue is full would sleep in the kernel, out of reach of any timeout;
+/// non-blocking, it fails with `EAGAIN` instead, and is tried again after a short wait (the
+/// caller's timeout bounds the whole).
+async fn connect_unix(endpoint: &Endpoint, addr: &SockAddr, ty: Type) -> Result<OwnedFd, NetError> {
+    let err = |e| NetError::from_io("connect to", endpoint, e);
+    let mut wait = Duration::from_millis(1);
+    loop {
+        let socket = Socket::new(Domain::UNIX, ty.nonblocking().cloexec(), None).map_err(err)?;
+        match socket.connect(addr) {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => return Err(err(e)),
         }
     }
 }
@@ -762,7 +819,7 @@ async fn connect_udp(addr: SocketAddr) -> io::Result<ClientSocket> {
     let s = UdpSocket::bind(local).await?;
     s.connect(addr).await?;
     let local = s.local_addr().map(|a| format!("udp://{a}")).unwrap_or_default();
-    Ok(ClientSocket::Datagram(DatagramSocket { inner: DatagramInner::Udp(s), local, _file: None }))
+    Ok(ClientSocket::Datagram(DatagramSocket { inner: DatagramInner::Udp(s), local, dual_stack: false, _file: None }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -815,6 +872,22 @@ impl Stream {
     pub fn set_linger_zero(&self) {
         if let Stream::Tcp(s) = self {
             let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dual-stack endpoint used to read `tcp://:PORT (IPv4 and IPv6)`, which does not parse.
+    #[tokio::test]
+    async fn local_endpoints_parse_back() {
+        for text in ["tcp://127.0.0.1:0", ":0", "udp://127.0.0.1:0", "unix:@sockit-net-test"] {
+            let socket = bind(&text.parse().unwrap(), &BindOptions::default()).await.unwrap();
+            let local = socket.local_endpoint();
+            let parsed: Endpoint = local.parse().unwrap_or_else(|e| panic!("{text} -> {local}: {e}"));
+            assert_eq!(parsed.style(), text.parse::<Endpoint>().unwrap().style());
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::framing::{DEFAULT_MAX_FRAME, FrameCodec, FrameError, Framing, text_lines};
+use crate::framing::{DEFAULT_MAX_FRAME, FrameCodec, FrameError, Framing, next_text_line, text_lines};
 use crate::net::{Conn, DatagramSocket, Listener, MAX_DATAGRAM, PeerAddr, ServerSocket, Stream};
 use crate::service::{Flow, Service};
 
@@ -336,28 +336,34 @@ struct IoCount {
     bytes_out: u64,
 }
 
-/// Passes one received message to the service. With `split_lines`, a service that thinks in
-/// lines gets each line separately and its answers carry the line's own terminator. Every answer
-/// goes to `emit(answer, terminator)`.
-fn dispatch(
-    service: &Service,
-    peer: &PeerAddr,
-    msg: &mut [u8],
-    split_lines: bool,
-    emit: &mut dyn FnMut(&[u8], &[u8]),
-) -> Flow {
-    // An empty message (a datagram, a packet) has no lines but is still a message.
-    if split_lines && service.thinks_in_lines() && !msg.is_empty() {
-        let lines: Vec<_> = text_lines(msg).collect();
-        for (range, term) in lines {
-            if service.respond(peer, &mut msg[range], &mut |a| emit(a, term)) == Flow::End {
-                return Flow::End;
-            }
-        }
-        Flow::Continue
-    } else {
-        service.respond(peer, msg, &mut |a| emit(a, b""))
+/// The most answer bytes one received packet may produce: a datagram of 65,536 newlines to a
+/// service with a long reply would otherwise multiply into gigabytes.
+const PACKET_ANSWER_BUDGET: usize = 1 << 20;
+
+/// Answers one received packet (datagram or seqpacket message): a service that thinks in lines
+/// gets each line separately, its answers carrying the line's own terminator, each answer one
+/// packet in `answers`. Stops early when the answers pass [`PACKET_ANSWER_BUDGET`], and says so
+/// with `true` in the second place.
+fn answer_packet(service: &Service, peer: &PeerAddr, msg: &mut [u8], answers: &mut Vec<Vec<u8>>) -> (Flow, bool) {
+    let total = std::cell::Cell::new(0usize);
+    let mut emit = |a: &[u8], term: &[u8]| {
+        total.set(total.get() + a.len() + term.len());
+        answers.push([a, term].concat());
+    };
+    // An empty message has no lines but is still a message.
+    if !service.thinks_in_lines() || msg.is_empty() {
+        return (service.respond(peer, msg, &mut |a| emit(a, b"")), false);
     }
+    let lines: Vec<_> = text_lines(msg).collect();
+    for (range, term) in lines {
+        if service.respond(peer, &mut msg[range], &mut |a| emit(a, term)) == Flow::End {
+            return (Flow::End, false);
+        }
+        if total.get() > PACKET_ANSWER_BUDGET {
+            return (Flow::Continue, true);
+        }
+    }
+    (Flow::Continue, false)
 }
 
 /// The limits on a session's waits: its idle timer and the server's stop signals.
@@ -378,7 +384,9 @@ impl<'a> Bounds<'a> {
 
     fn limit<F: Future>(&mut self, fut: F, stop: &'a CancellationToken, on_stop: Stop) -> Limited<'_, F> {
         if let (Some(timer), Some(t)) = (&mut self.idle, self.shared.config.idle_timeout) {
-            timer.as_mut().reset(tokio::time::Instant::now() + t);
+            // Checked: an absurd timeout means "never", not a panic.
+            let now = tokio::time::Instant::now();
+            timer.as_mut().reset(now.checked_add(t).unwrap_or(now + Duration::from_secs(365 * 24 * 3600)));
         }
         Limited { fut, idle: self.idle.as_mut(), stop: stop.cancelled(), on_stop }
     }
@@ -444,7 +452,8 @@ impl<F: Future> Future for Limited<'_, F> {
 async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io: &mut IoCount) -> End {
     let config = &shared.config;
     let mut codec = FrameCodec::new(config.framing, config.max_frame);
-    let split_lines = config.framing == Framing::Raw;
+    // Under raw framing, services that think in lines answer each line of a chunk.
+    let text_lines = config.framing == Framing::Raw && config.service.thinks_in_lines();
     // Buffers start empty and grow only when a client sends something, so an idle connection
     // costs no buffer memory.
     let mut inbuf = BytesMut::new();
@@ -452,14 +461,21 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
     let mut eof = false;
     let mut bounds = Bounds::new(shared);
     let end = loop {
-        // Answer everything already buffered.
+        // Answer what is buffered, but write once the answers pass the high-water mark, so that
+        // a burst of questions with long answers never piles up in memory.
         let mut flow = Flow::Continue;
         let mut bad_frame = None;
-        loop {
-            let next = if eof { codec.decode_eof(&mut inbuf) } else { codec.decode(&mut inbuf) };
+        while out.len() < OUT_HIGH_WATER {
+            let next = if text_lines {
+                Ok(next_text_line(&mut inbuf))
+            } else if eof {
+                codec.decode_eof(&mut inbuf).map(|m| m.map(|m| (m, &b""[..])))
+            } else {
+                codec.decode(&mut inbuf).map(|m| m.map(|m| (m, &b""[..])))
+            };
             match next {
-                Ok(Some(mut msg)) => {
-                    flow = dispatch(&config.service, peer, &mut msg, split_lines, &mut |a, term| {
+                Ok(Some((mut msg, term))) => {
+                    flow = config.service.respond(peer, &mut msg, &mut |a| {
                         // Encoding fails only for an answer over max_frame under len framing;
                         // such an answer is dropped rather than sent malformed.
                         if codec.encode_into(a, &mut out).is_ok() {
@@ -477,13 +493,9 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
                 }
             }
         }
-        if !out.is_empty() {
-            match bounds.write(stream.write_all(&out)).await {
-                Ok(Ok(())) => io.bytes_out += out.len() as u64,
-                Ok(Err(e)) => break End::Io(e.to_string()),
-                Err(end) => break end,
-            }
-            out.clear();
+        let answered_all = out.len() < OUT_HIGH_WATER;
+        if let Err(end) = write_out(&mut stream, &mut out, &mut bounds, io).await {
+            break end;
         }
         if let Some(e) = bad_frame {
             break match e {
@@ -493,6 +505,10 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
         }
         if flow == Flow::End {
             break End::SessionEnded;
+        }
+        if !answered_all {
+            // The answers were written out at the high-water mark; more questions may wait.
+            continue;
         }
         if eof {
             break End::PeerClosed;
@@ -510,12 +526,42 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
     };
     match &end {
         End::Protocol(_) => stream.set_linger_zero(),
+        // The client has closed: dropping the socket sends our FIN after everything written,
+        // so a shutdown call would only cost a system call per connection.
+        End::PeerClosed => {}
         // An orderly close, bounded: a client that stopped reading must not hold us.
         _ => {
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
         }
     }
     end
+}
+
+/// How many answer bytes a session buffers before it writes them out.
+const OUT_HIGH_WATER: usize = 64 * 1024;
+
+/// Writes out all of `out` and clears it. Each partial write resets the idle timer, so a slow
+/// reader that keeps taking data is not "idle"; one that takes nothing is.
+async fn write_out(
+    stream: &mut Stream,
+    out: &mut BytesMut,
+    bounds: &mut Bounds<'_>,
+    io: &mut IoCount,
+) -> Result<(), End> {
+    let mut pos = 0;
+    while pos < out.len() {
+        match bounds.write(stream.write(&out[pos..])).await {
+            Ok(Ok(0)) => return Err(End::Io("the connection took no more bytes".into())),
+            Ok(Ok(n)) => {
+                pos += n;
+                io.bytes_out += n as u64;
+            }
+            Ok(Err(e)) => return Err(End::Io(e.to_string())),
+            Err(end) => return Err(end),
+        }
+    }
+    out.clear();
+    Ok(())
 }
 
 /// Reads what is available into `buf`, allocating room only once the socket is readable.
@@ -550,10 +596,9 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
 /// The `discard` service on a stream: read and drop everything until the client closes. On
 /// TCP the kernel drops the bytes itself (`recv` with `MSG_TRUNC`), so nothing is copied.
 async fn discard_session(mut stream: Stream, shared: &Shared, io: &mut IoCount) -> End {
-    let mut buf = Vec::new();
     let mut bounds = Bounds::new(shared);
     loop {
-        match bounds.read(discard_some(&mut stream, &mut buf)).await {
+        match bounds.read(discard_some(&mut stream)).await {
             Ok(Ok(0)) => return End::PeerClosed,
             Ok(Ok(n)) => io.bytes_in += n as u64,
             Ok(Err(e)) => return End::Io(e.to_string()),
@@ -566,7 +611,7 @@ async fn discard_session(mut stream: Stream, shared: &Shared, io: &mut IoCount) 
 const DISCARD_CHUNK: usize = 1 << 20;
 
 /// Reads and drops what is available; returns 0 at end of stream. Cancel-safe.
-async fn discard_some(stream: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn discard_some(stream: &mut Stream) -> std::io::Result<usize> {
     match stream {
         Stream::Tcp(s) => loop {
             s.readable().await?;
@@ -584,12 +629,18 @@ async fn discard_some(stream: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result
                 other => return other,
             }
         },
-        Stream::Unix(s) => {
-            use tokio::io::AsyncReadExt;
+        Stream::Unix(s) => loop {
             s.readable().await?;
-            buf.resize(DISCARD_CHUNK.min(256 * 1024), 0);
-            s.read(buf).await
-        }
+            // One scratch buffer per thread, used only between two awaits: a connection keeps
+            // no buffer of its own.
+            thread_local! {
+                static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 256 * 1024]);
+            }
+            match SCRATCH.with(|b| s.try_read(&mut b.borrow_mut())) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        },
     }
 }
 
@@ -646,14 +697,20 @@ async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared
             Ok(Ok(info)) if info.bytes_read() == 0 && crate::net::seqpacket_peer_closed(&sock) => {
                 return End::PeerClosed;
             }
+            Ok(Ok(info)) if info.truncated() => {
+                return End::Protocol(format!("packet larger than the {MAX_DATAGRAM}-byte maximum"));
+            }
             Ok(Ok(info)) => info.bytes_read(),
             Ok(Err(e)) => return End::Io(e.to_string()),
             Err(end) => return end,
         };
         io.bytes_in += n as u64;
-        let flow = dispatch(&config.service, peer, &mut buf[..n], true, &mut |a, term| {
-            answers.push([a, term].concat());
-        });
+        let (flow, cut_short) = answer_packet(&config.service, peer, &mut buf[..n], &mut answers);
+        if cut_short {
+            config
+                .monitor
+                .problem(Some(peer), "answers to one packet passed 1 MiB; the rest of its lines were dropped");
+        }
         for a in answers.drain(..) {
             match bounds.write(sock.send(&a)).await {
                 Ok(Ok(sent)) => io.bytes_out += sent as u64,
@@ -689,9 +746,13 @@ async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
         counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
         counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         let peer_for_service = peer.clone().unwrap_or(PeerAddr::UnixUnnamed { pid: None, uid: None });
-        dispatch(&config.service, &peer_for_service, &mut buf[..n], true, &mut |a, term| {
-            answers.push([a, term].concat());
-        });
+        let (_, cut_short) = answer_packet(&config.service, &peer_for_service, &mut buf[..n], &mut answers);
+        if cut_short {
+            config
+                .monitor
+                .problem(peer.as_ref(), "answers to one datagram passed 1 MiB; the rest of its lines were dropped");
+        }
+        let mut dropped = 0;
         for a in answers.drain(..) {
             let Some(peer) = &peer else {
                 config
@@ -699,13 +760,20 @@ async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
                     .problem(None, "cannot answer a unix-dgram client that has no address (bind the client socket)");
                 continue;
             };
-            match socket.send_to(&a, peer).await {
+            // Never wait for one peer: a Unix datagram client that stops reading fills its queue,
+            // and waiting for room would stop the server for everyone. Its answers are dropped,
+            // as a network would drop them.
+            match socket.try_send_to(&a, peer) {
                 Ok(sent) => {
                     counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
                     counters.bytes_out.fetch_add(sent as u64, Ordering::Relaxed);
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => dropped += 1,
                 Err(e) => config.monitor.problem(Some(peer), &format!("answer not sent: {e}")),
             }
+        }
+        if dropped > 0 {
+            config.monitor.problem(peer.as_ref(), &format!("{dropped} answer(s) dropped: the peer is not reading"));
         }
         if config.once {
             break;

@@ -120,7 +120,7 @@ fn bench_refuses_modes_that_do_not_fit_the_endpoint() {
         (&["127.0.0.1:9", "udp"], "udp mode needs a datagram endpoint"),
         (&["udp://127.0.0.1:9", "echo"], "need a connected endpoint"),
         (&["udp://127.0.0.1:9", "udp", "--size", "8"], "at least 16"),
-        (&["127.0.0.1:9", "--rate", "0"], "rate must be a positive number"),
+        (&["127.0.0.1:9", "--rate", "0"], "the rate must be at least 0.001 per second"),
         (&["127.0.0.1:9", "bulk", "--hold", "5"], "holding idle connections is for the echo mode"),
         (&["127.0.0.1:9", "-d", "0s"], "--duration must be longer than zero"),
         (&["127.0.0.1:9", "sideways"], "invalid value 'sideways'"),

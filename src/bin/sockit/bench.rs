@@ -51,11 +51,11 @@ pub async fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let printer = tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
             if live {
-                eprint!("\r\x1b[K{}", progress_line(mode, &p));
+                note_inline!("\r\x1b[K{}", progress_line(mode, &p));
             }
         }
         if live {
-            eprint!("\r\x1b[K");
+            note_inline!("\r\x1b[K");
         }
     });
     let outcome = bench::run(config, Some(tx), cancel).await;

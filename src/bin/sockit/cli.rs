@@ -266,14 +266,22 @@ pub struct SendArgs {
     pub no_wait: bool,
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`1.5`).
+/// The longest duration any option takes: a year is "forever" for a socket, and bounding it
+/// keeps every deadline computable (`now + duration` cannot overflow).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`1.5`), up to a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{s}' is not a duration of zero or more seconds"));
+    let d = if let Ok(secs) = s.parse::<f64>() {
+        Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a duration of zero or more seconds"))?
+    } else {
+        humantime::parse_duration(s).map_err(|_| format!("'{s}' is not a duration (examples: 30s, 500ms, 2m, 1.5)"))?
+    };
+    if d > MAX_DURATION {
+        return Err(format!("'{s}' is longer than the limit of one year"));
     }
-    humantime::parse_duration(s).map_err(|_| format!("'{s}' is not a duration (examples: 30s, 500ms, 2m, 1.5)"))
+    Ok(d)
 }
 
 /// Parses a size in bytes with an optional binary suffix: `65536`, `64K`, `16M`, `1G`.
@@ -314,6 +322,8 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1e19").unwrap_err().contains("one year"));
+        assert!(parse_duration("400days").is_err());
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub async fn connect(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode>
     }
     let opts = options(&endpoint, &args.client, args.timeout)?;
     let socket = net::connect(&endpoint, args.client.connect_timeout).await?;
-    if std::io::stdin().is_terminal() {
+    // The prompt needs a terminal to read from and one to draw on; with either redirected,
+    // the pipe is what a user wants (`sockit connect … > answers.txt`).
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
         return crate::terminal::interactive(socket, &opts, &endpoint, quiet).await;
     }
     client::pipe(socket, tokio::io::stdin(), tokio::io::stdout(), &opts)

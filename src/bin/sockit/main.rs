@@ -1,6 +1,26 @@
 //! The `sockit` command: parses the command line, builds library objects from it, runs them,
 //! and turns the outcome into output and an exit code (0 success, 1 runtime error, 2 usage).
 
+/// Writes a line to stderr, ignoring failure: `eprintln!` panics when stderr is a closed pipe
+/// (`sockit serve … 2>&1 | head -1`), which would kill the task that printed (a signal handler,
+/// a connection's logger) and leave the server deaf to Ctrl-C.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// The same without the newline (for progress lines that rewrite themselves).
+macro_rules! note_inline {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut err = std::io::stderr();
+        let _ = write!(err, $($arg)*);
+        let _ = err.flush();
+    }};
+}
+
 mod bench;
 mod cli;
 mod connect;
@@ -37,7 +57,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sockit: cannot start the async runtime: {e}");
+            note!("sockit: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -48,11 +68,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if e.is::<OutputClosed>() || is_stdout_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) if e.is::<Usage>() => {
-            eprintln!("sockit: {e}");
+            note!("sockit: {e}");
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("sockit: {e:#}");
+            note!("sockit: {e:#}");
             ExitCode::from(1)
         }
     }

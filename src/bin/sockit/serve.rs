@@ -48,8 +48,10 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             SocketStyle::Seqpacket => "one message per packet".to_owned(),
             SocketStyle::Datagram => "one message per datagram".to_owned(),
         };
-        eprintln!("sockit: serving {} on {} ({framing}); Ctrl-C stops", service.name(), socket.local_endpoint());
+        let both = if socket.is_dual_stack() { " (IPv4 and IPv6)" } else { "" };
+        note!("sockit: serving {} on {}{both} ({framing}); Ctrl-C stops", service.name(), socket.local_endpoint());
     }
+    let monitor = Arc::new(LogMonitor::new(quiet));
     let config = ServerConfig {
         service,
         framing: args.framing.framing,
@@ -58,13 +60,24 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         idle_timeout: args.idle_timeout,
         once: args.once,
         grace: args.grace,
-        monitor: Arc::new(LogMonitor { quiet }),
+        monitor: monitor.clone(),
+    };
+    let flusher = {
+        let monitor = monitor.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LOG_FLUSH).await;
+                monitor.flush();
+            }
+        })
     };
 
     let summary = tokio::select! {
         s = server::run(socket, config, shutdown.clone()) => Some(s),
         _ = cut_now.cancelled() => None,
     };
+    flusher.abort();
+    monitor.flush();
     if stdout_closed.load(Ordering::Relaxed) {
         return Err(OutputClosed.into());
     }
@@ -85,9 +98,9 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                     line += &format!(", {} cut at the deadline", s.cut);
                 }
                 line += &format!(", {} in, {} out", render::bytes(s.bytes_in), render::bytes(s.bytes_out));
-                eprintln!("{line}");
+                note!("{line}");
             }
-            None => eprintln!("sockit: stopped at once"),
+            None => note!("sockit: stopped at once"),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -161,48 +174,81 @@ fn spawn_signal_watch(
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::spawn(async move {
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        // Act first, then tell: nothing that goes wrong while telling may keep us running.
+        shutdown.cancel();
         if !quiet {
-            eprintln!(
+            note!(
                 "sockit: shutting down: no new clients; connections get {} to finish (Ctrl-C again to stop now)",
                 humantime::format_duration(grace)
             );
         }
-        shutdown.cancel();
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         cut_now.cancel();
     });
     Ok(())
 }
 
-/// Logs one line per connection on stderr.
+/// Logs one line per connection on stderr. Lines are gathered and written together, within
+/// [`LOG_FLUSH`] of happening and always before the summary, so that a busy server makes one
+/// write per batch instead of one per connection.
 struct LogMonitor {
     quiet: bool,
+    pending: std::sync::Mutex<String>,
+}
+
+/// How long a log line may wait to be written.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+/// Past this many buffered bytes, a line is written at once (the buffer stays bounded).
+const LOG_BUFFER_MAX: usize = 64 * 1024;
+
+impl LogMonitor {
+    fn new(quiet: bool) -> LogMonitor {
+        LogMonitor { quiet, pending: std::sync::Mutex::new(String::new()) }
+    }
+
+    fn log(&self, line: std::fmt::Arguments<'_>) {
+        if self.quiet {
+            return;
+        }
+        use std::fmt::Write as _;
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(pending, "{line}");
+            pending.len() >= LOG_BUFFER_MAX
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Writes out what is buffered. Failures are ignored: a closed stderr must not stop a server.
+    fn flush(&self) {
+        let text = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if !text.is_empty() {
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+    }
 }
 
 impl Monitor for LogMonitor {
     fn closed(&self, r: &ConnReport) {
-        if !self.quiet {
-            eprintln!(
-                "{}: {} in, {} out, {:.3}s, {}",
-                r.peer,
-                render::bytes(r.bytes_in),
-                render::bytes(r.bytes_out),
-                r.duration.as_secs_f64(),
-                r.end
-            );
-        }
+        self.log(format_args!(
+            "{}: {} in, {} out, {:.3}s, {}",
+            r.peer,
+            render::bytes(r.bytes_in),
+            render::bytes(r.bytes_out),
+            r.duration.as_secs_f64(),
+            r.end
+        ));
     }
     fn refused(&self, peer: &PeerAddr, reason: &str) {
-        if !self.quiet {
-            eprintln!("{peer}: refused, {reason}");
-        }
+        self.log(format_args!("{peer}: refused, {reason}"));
     }
     fn problem(&self, peer: Option<&PeerAddr>, what: &str) {
-        if !self.quiet {
-            match peer {
-                Some(p) => eprintln!("{p}: {what}"),
-                None => eprintln!("sockit: {what}"),
-            }
+        match peer {
+            Some(p) => self.log(format_args!("{p}: {what}")),
+            None => self.log(format_args!("sockit: {what}")),
         }
     }
 }
@@ -235,7 +281,7 @@ impl MessageSink for StdoutSink {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 self.closed.store(true, Ordering::Relaxed);
             } else {
-                eprintln!("sockit: cannot write to stdout: {e}");
+                note!("sockit: cannot write to stdout: {e}");
             }
             self.shutdown.cancel();
         }

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rustyline::{DefaultEditor, ExternalPrinter};
-use sockit::client::{self, ClientOptions};
+use rustyline::{DefaultEditor, ExternalPrinter as _};
+use sockit::client::{self, ClientError, ClientOptions};
 use sockit::endpoint::{Endpoint, SocketStyle};
 use sockit::framing::Framing;
 use sockit::net::ClientSocket;
@@ -45,7 +45,7 @@ pub async fn interactive(
             SocketStyle::Seqpacket => "each line one packet".to_owned(),
             SocketStyle::Datagram => "each line one datagram".to_owned(),
         };
-        eprintln!("connected to {endpoint} ({framing}; {empty}); Ctrl-D quits");
+        note!("connected to {endpoint} ({framing}; {empty}); Ctrl-D quits");
     }
     let (tx, mut lines) = mpsc::channel::<String>(16);
     // A plain thread, not a runtime task: readline blocks, and the process may end while it does.
@@ -61,52 +61,55 @@ pub async fn interactive(
             }
         }
     });
-    let show = |printer: &mut dyn ExternalPrinter, msg: &[u8]| {
-        let text = match opts.framing {
-            Framing::Raw => String::from_utf8_lossy(msg.strip_suffix(b"\n").unwrap_or(msg)).into_owned(),
-            _ => render::escaped_line(msg),
-        };
-        let _ = printer.print(text);
+    let render = |msg: &[u8]| match opts.framing {
+        Framing::Raw => String::from_utf8_lossy(msg.strip_suffix(b"\n").unwrap_or(msg)).into_owned(),
+        _ => render::escaped_line(msg),
     };
-    loop {
-        tokio::select! {
-            line = lines.recv() => match line {
-                Some(line) => {
-                    if line.is_empty() && !opts.framing.carries_empty_messages() {
-                        continue;
-                    }
-                    writer.send(line.as_bytes()).await?;
-                }
-                None => break,
-            },
-            msg = reader.recv() => match msg? {
-                Some(msg) => show(&mut printer, &msg),
-                None => {
-                    // The printer hands answers to the prompt thread, which shows them a moment
-                    // later; the server's last words (qa's "bye") would be lost if we restored
-                    // the terminal and left at once.
-                    tokio::time::sleep(PRINTER_FLUSH).await;
-                    drop(_terminal);
-                    if !quiet {
-                        // Carriage return and erase-line: replace the abandoned prompt.
-                        eprintln!("\r\x1b[Kconnection closed by the server");
-                    }
-                    return Ok(ExitCode::SUCCESS);
-                }
-            },
+    let peer_can_close = writer.peer_can_close();
+    // Set once the prompt is gone (Ctrl-D): answers are then printed plainly.
+    let prompt_done = std::cell::Cell::new(false);
+    // Sending and receiving run at the same time: a send that waits for room must never stop
+    // answers from being shown (and read), or both sides could wait for each other.
+    let sending = async {
+        while let Some(line) = lines.recv().await {
+            if line.is_empty() && !opts.framing.carries_empty_messages() {
+                continue;
+            }
+            writer.send(line.as_bytes()).await?;
         }
+        // Ctrl-D: say we are done; answers still on their way are shown below.
+        prompt_done.set(true);
+        writer.close().await
+    };
+    let receiving = async {
+        while let Some(msg) = reader.recv().await? {
+            if prompt_done.get() {
+                println!("{}", render(&msg));
+            } else {
+                let _ = printer.print(render(&msg));
+            }
+        }
+        Ok::<(), ClientError>(())
+    };
+    tokio::pin!(sending, receiving);
+    tokio::select! {
+        r = &mut receiving => {
+            r?;
+            // The printer hands answers to the prompt thread, which shows them a moment later;
+            // the server's last words (qa's "bye") would be lost if we restored the terminal
+            // and left at once.
+            tokio::time::sleep(PRINTER_FLUSH).await;
+            drop(_terminal);
+            if !quiet {
+                // Carriage return and erase-line: replace the abandoned prompt.
+                note!("\r\x1b[Kconnection closed by the server");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        s = &mut sending => s?,
     }
-    // Ctrl-D: say we are done and show what is still on its way.
-    writer.close().await?;
-    let default_wait = if writer.peer_can_close() { FINAL_WAIT } else { FINAL_DATAGRAM_WAIT };
-    let wait = opts.answer_timeout.unwrap_or(default_wait);
-    let _ = tokio::time::timeout(wait, async {
-        while let Ok(Some(msg)) = reader.recv().await {
-            let text = String::from_utf8_lossy(&msg).into_owned();
-            println!("{}", text.strip_suffix('\n').unwrap_or(&text));
-        }
-    })
-    .await;
+    let wait = opts.answer_timeout.unwrap_or(if peer_can_close { FINAL_WAIT } else { FINAL_DATAGRAM_WAIT });
+    let _ = tokio::time::timeout(wait, receiving).await;
     Ok(ExitCode::SUCCESS)
 }
 

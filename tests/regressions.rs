@@ -1,0 +1,209 @@
+//! Regression tests, each named after a bug found in review: the trigger that exposed it, and
+//! the behaviour that is right.
+
+mod support;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A `unix-dgram` client that stops reading fills its receive queue; the server used to wait
+/// for room there and stop answering everyone.
+#[test]
+fn a_unix_dgram_client_that_never_reads_does_not_freeze_the_server() {
+    let dir = temp_dir();
+    let path = dir.path().join("d.sock");
+    let server = Server::start(&[&format!("unix-dgram:{}", path.display()), "echo"]);
+    let deaf = UnixDatagram::bind(dir.path().join("deaf.sock")).unwrap();
+    for _ in 0..200 {
+        deaf.send_to(b"answer me, I will not read", &path).unwrap();
+    }
+    let good = UnixDatagram::bind(dir.path().join("good.sock")).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    good.send_to(b"hello", &path).unwrap();
+    let mut buf = [0u8; 64];
+    let n = good.recv(&mut buf).expect("the server still answers others");
+    assert_eq!(&buf[..n], b"hello");
+    server.stderr.wait_for("a note about dropped answers", |l| l.contains("dropped: the peer is not reading"));
+    let done = server.stop();
+    assert!(done.status.success());
+}
+
+/// `connect` sent a line and waited for room before reading answers; with a server that was
+/// itself waiting to send answers, both sides stopped for good.
+#[test]
+fn a_pipe_keeps_reading_answers_while_it_sends() {
+    let dir = temp_dir();
+    let ep = format!("unix-dgram:{}/d.sock", dir.path().display());
+    let _server = Server::start(&[&ep, "echo"]);
+    let input: Vec<u8> = (0..30_000).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    let ran = run_within(sockit().args(["connect", &ep, "--timeout", "1s"]), &input, Duration::from_secs(60))
+        .expect("the pipe finished");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(!ran.stdout.is_empty());
+
+    // The same over a stream: a long answer to every line, more than the socket buffers hold.
+    let long = "x".repeat(4096);
+    let server = Server::start(&["127.0.0.1:0", "reply", &long, "--framing", "line"]);
+    let lines = "q\n".repeat(2000);
+    let ran = run_within(sockit().args(["connect", &server.addr(), "--framing", "line"]), lines.as_bytes(), LIMIT)
+        .expect("the pipe finished");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(ran.stdout.len(), 2000 * 4097);
+}
+
+/// `eprintln!` panicked once stderr was a closed pipe (`sockit serve … 2>&1 | head -1`); the
+/// signal task died with it and Ctrl-C was ignored from then on.
+#[test]
+fn a_server_with_a_closed_stderr_still_stops_on_sigint() {
+    let mut child = sockit()
+        .args(["serve", "127.0.0.1:0", "echo"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut banner = Vec::new();
+    let mut byte = [0u8; 1];
+    while !banner.ends_with(b"\n") {
+        assert_eq!(err.read(&mut byte).unwrap(), 1, "the server exited before its banner");
+        banner.push(byte[0]);
+    }
+    let banner = String::from_utf8(banner).unwrap();
+    let addr = banner.split("tcp://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    drop(err); // The reader goes away, as `head -1` does.
+    // A connection makes the server log to the closed stderr.
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    c.read_exact(&mut one).unwrap();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_bounded(&mut child, Duration::from_secs(10)).expect("the server stopped on SIGINT");
+    assert!(status.success(), "{status:?}");
+}
+
+/// A Unix connect to a listener with a full queue blocked the thread in the kernel, out of
+/// reach of `--connect-timeout`.
+#[test]
+fn connect_timeout_holds_when_a_unix_listen_queue_is_full() {
+    let dir = temp_dir();
+    let ep = format!("unix:{}/s.sock", dir.path().display());
+    let server = Server::start(&[&ep, "echo", "--backlog", "1"]);
+    server.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let mut last = None;
+    for _ in 0..4 {
+        let ran = run_within(
+            sockit().args(["send", &ep, "hi", "--connect-timeout", "500ms", "--timeout", "300ms"]),
+            b"",
+            Duration::from_secs(10),
+        )
+        .expect("send gave up by itself");
+        last = Some(ran);
+    }
+    server.signal(libc::SIGCONT);
+    let last = last.unwrap();
+    assert_eq!(last.code, Some(1), "{}", last.stderr);
+    assert!(last.stderr.contains("timed out") || last.stderr.contains("no answer"), "{}", last.stderr);
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+/// Packets over the 64 KiB receive buffer were cut short without a word.
+#[test]
+fn an_oversized_seqpacket_packet_is_a_protocol_error() {
+    let dir = temp_dir();
+    let path = dir.path().join("q.sock");
+    let server = Server::start(&[&format!("unix-seqpacket:{}", path.display()), "echo"]);
+    let code = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.send(b"x" * 100000)
+print(repr(s.recv(200000)))
+"#;
+    let ran = python(code, &[path.to_str().unwrap()], b"");
+    assert_eq!(ran.stdout_text().trim(), "b''", "{}", ran.stderr);
+    server.stderr.wait_for("the protocol error", |l| l.contains("packet larger than the 65536-byte maximum"));
+}
+
+/// A raw chunk of newlines to a `reply` with a long text built every answer in memory before
+/// writing any (8 KiB of newlines times the text). Answers are now written out whenever 64 KiB
+/// pile up; this checks that they still all arrive, whole and in order, through that path.
+#[test]
+fn many_lines_to_a_long_reply_are_all_answered() {
+    let long = "y".repeat(10_000);
+    let server = Server::start(&["127.0.0.1:0", "reply", &long]);
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(&[b'\n'; 5000]).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    assert_eq!(all.len(), 5000 * 10_001);
+    assert!(all.chunks(10_001).all(|a| a[..10_000].iter().all(|&b| b == b'y') && a[10_000] == b'\n'));
+}
+
+/// `connect` buffered an input line of any length; now a line over `--max-frame` is refused.
+#[test]
+fn an_input_line_over_max_frame_is_refused() {
+    let server = Server::start(&["127.0.0.1:0", "echo", "--framing", "len"]);
+    let line = format!("{}\n", "z".repeat(100));
+    let ran = sockit_run(&["connect", &server.addr(), "--framing", "len", "--max-frame", "16"], line.as_bytes());
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("longer than the 16-byte limit"), "{}", ran.stderr);
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+}
+
+/// A failure to read stdin was swallowed: the server never saw the end of input and the pipe
+/// hung, or exited 0.
+#[test]
+fn an_unreadable_input_is_an_error() {
+    let server = Server::start(&["127.0.0.1:0", "echo"]);
+    let dir = temp_dir();
+    let stdin = std::fs::File::open(dir.path()).unwrap(); // a directory: read() fails with EISDIR
+    let mut child = sockit()
+        .args(["connect", &server.addr()])
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(10)).expect("connect ended by itself");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot read input"), "{err}");
+}
+
+/// A message too large for `--max-frame` was reported as "connection failed".
+#[test]
+fn a_message_too_large_to_send_says_so() {
+    let server = Server::start(&["127.0.0.1:0", "echo", "--framing", "len"]);
+    let ran = sockit_run(&["send", &server.addr(), "more than ten", "--framing", "len", "--max-frame", "10"], b"");
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("cannot send: frame of 13 bytes exceeds the maximum of 10 bytes"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--max-frame"), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("connection failed"), "{}", ran.stderr);
+}
+
+/// Durations too large to add to a clock panicked every connection (`--idle-timeout 1e19`).
+#[test]
+fn absurd_durations_are_usage_errors() {
+    for args in [
+        &["serve", "127.0.0.1:0", "--idle-timeout", "1e19"][..],
+        &["bench", "127.0.0.1:9", "-d", "1e19"],
+        &["bench", "127.0.0.1:9", "--rate", "1e-20"],
+    ] {
+        let ran = sockit_run(args, b"");
+        assert_eq!(ran.code, Some(2), "{args:?}: {}", ran.stderr);
+        assert!(!ran.stderr.contains("panicked"), "{args:?}: {}", ran.stderr);
+    }
+}
