@@ -2,6 +2,8 @@
 //! (rustyline) on its own thread, answers printed above the prompt as they arrive.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustyline::{DefaultEditor, ExternalPrinter as _};
@@ -49,6 +51,10 @@ pub async fn interactive(
     }
     let (tx, mut lines) = mpsc::channel::<String>(16);
     // A plain thread, not a runtime task: readline blocks, and the process may end while it does.
+    // Set by the prompt thread the moment it stops reading lines: answers the printer is
+    // handed after that would never be shown (rustyline prints them only while it reads).
+    let prompt_closed = Arc::new(AtomicBool::new(false));
+    let closed_by_thread = prompt_closed.clone();
     std::thread::spawn(move || {
         // Ctrl-D, Ctrl-C, or a terminal that went away end the loop; dropping `tx` tells the
         // other side.
@@ -60,14 +66,13 @@ pub async fn interactive(
                 break;
             }
         }
+        closed_by_thread.store(true, Ordering::SeqCst);
     });
     let render = |msg: &[u8]| match opts.framing {
         Framing::Raw => String::from_utf8_lossy(msg.strip_suffix(b"\n").unwrap_or(msg)).into_owned(),
         _ => render::escaped_line(msg),
     };
     let peer_can_close = writer.peer_can_close();
-    // Set once the prompt is gone (Ctrl-D): answers are then printed plainly.
-    let prompt_done = std::cell::Cell::new(false);
     // Sending and receiving run at the same time: a send that waits for room must never stop
     // answers from being shown (and read), or both sides could wait for each other.
     let sending = async {
@@ -78,15 +83,17 @@ pub async fn interactive(
             writer.send(line.as_bytes()).await?;
         }
         // Ctrl-D: say we are done; answers still on their way are shown below.
-        prompt_done.set(true);
         writer.close().await
     };
     let receiving = async {
         while let Some(msg) = reader.recv().await? {
-            if prompt_done.get() {
-                println!("{}", render(&msg));
-            } else {
-                let _ = printer.print(render(&msg));
+            // While the prompt reads, its printer shows answers above the line being typed;
+            // once it is gone (or refuses), answers are printed plainly. The newline matters:
+            // between two prompts rustyline writes the text as it is, and without one the next
+            // prompt's redraw would erase it.
+            let line = render(&msg) + "\n";
+            if prompt_closed.load(Ordering::SeqCst) || printer.print(line.clone()).is_err() {
+                print!("{line}");
             }
         }
         Ok::<(), ClientError>(())

@@ -1,0 +1,132 @@
+//! The interactive prompt of `sockit connect`, driven through a real pseudo-terminal: what a
+//! person at a terminal types and sees.
+
+mod support;
+use support::*;
+
+/// Runs `sockit connect ARGS…` in a pseudo-terminal (Python's `pty`), types each of `keys`
+/// after the previous answer (or prompt) appeared, and returns everything the terminal showed
+/// and the exit status. Each key string is sent as typed; `\r` is Enter, `\x04` is Ctrl-D.
+/// Like a person, the steps wait for a fresh prompt before Ctrl-D: between two prompts the
+/// terminal is briefly in cooked mode, where the line discipline would swallow it.
+const PTY_DRIVER: &str = r#"
+import os, pty, sys, time, select, json
+argv = json.loads(sys.argv[1]); steps = json.loads(sys.argv[2])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+seen = b""
+pos = 0  # each expectation is looked for after the previous match
+def found(token):
+    if token == "<prompt>":  # a prompt is reading now: raw mode on (paste mode on after its last off)
+        return seen.rfind(b"\x1b[?2004h") > seen.rfind(b"\x1b[?2004l")
+    return token.encode() in seen[pos:]
+def read_until(token, limit=10.0):
+    global seen, pos
+    end = time.time() + limit
+    while not found(token):
+        left = end - time.time()
+        if left <= 0:
+            sys.stdout.write(seen.decode(errors="replace")); sys.exit("timed out waiting for %r" % token)
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    if token != "<prompt>" and found(token):
+        pos = seen.index(token.encode(), pos) + len(token)
+for keys, expect in steps:
+    os.write(fd, keys.encode())
+    if expect:
+        read_until(expect)
+end = time.time() + 10
+status = None
+while time.time() < end:
+    wpid, st = os.waitpid(pid, os.WNOHANG)
+    if wpid:
+        status = st
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if r:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            chunk = b""
+        seen += chunk
+        if chunk:
+            continue
+    if status is not None:
+        break
+sys.stdout.write(seen.decode(errors="replace"))
+if status is None:
+    sys.exit("sockit did not exit")
+print("\nEXIT %d" % os.waitstatus_to_exitcode(status))
+"#;
+
+/// Waits until a prompt is reading keys in raw mode, as a person waits to see the prompt: the
+/// driver checks that rustyline's last bracketed-paste switch is "on".
+const READY: &str = "<prompt>";
+
+fn drive(args: &[&str], steps: &[(&str, &str)]) -> String {
+    let mut argv = vec![env!("CARGO_BIN_EXE_sockit").to_owned(), "connect".to_owned()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let argv = serde_json::to_string(&argv).unwrap();
+    let steps = serde_json::to_string(steps).unwrap();
+    let ran = python(PTY_DRIVER, &[&argv, &steps], b"");
+    assert!(ran.code == Some(0), "pty driver failed: {}\n{}", ran.stderr, ran.stdout_text());
+    ran.stdout_text()
+}
+
+#[test]
+fn the_prompt_sends_lines_shows_answers_and_quits_on_ctrl_d() {
+    let server = Server::start(&["127.0.0.1:0", "upper"]);
+    let screen = drive(
+        &[&server.addr()],
+        &[("", READY), ("hello world\r", "HELLO WORLD"), ("\r", ""), ("again\r", "AGAIN"), ("", READY), ("\x04", "")],
+    );
+    assert!(screen.contains("connected to tcp://"), "{screen}");
+    assert!(screen.contains("an empty line sends nothing"), "{screen}");
+    assert!(screen.ends_with("EXIT 0\n"), "{screen}");
+    // The empty line sent nothing: the server saw exactly the two typed lines, without newlines.
+    let done = server.stop();
+    assert!(done.stderr.iter().any(|l| l.contains("16 B in, 16 B out")), "{:?}", done.stderr);
+}
+
+#[test]
+fn the_prompt_recalls_history_with_the_up_arrow() {
+    let server = Server::start(&["127.0.0.1:0", "upper", "--framing", "line"]);
+    // Up recalls "first"; Enter sends it again: a second FIRST comes back.
+    let screen = drive(
+        &[&server.addr(), "--framing", "line"],
+        &[("", READY), ("first\r", "FIRST"), ("\x1b[A\r", "FIRST"), ("", READY), ("\x04", "")],
+    );
+    assert_eq!(screen.matches("FIRST").count(), 2, "{screen}");
+    assert!(screen.ends_with("EXIT 0\n"), "{screen}");
+}
+
+#[test]
+fn the_prompt_shows_the_last_answer_when_the_server_closes() {
+    let server = Server::start(&["127.0.0.1:0", "qa"]);
+    let screen =
+        drive(&[&server.addr()], &[("", READY), ("how are u\r", "fine"), ("bye\r", "connection closed by the server")]);
+    // "bye" appears twice, typed and then answered, and the closing notice comes after both.
+    assert!(screen.matches("bye").count() >= 2, "{screen}");
+    let answer = screen.rfind("bye").unwrap();
+    assert!(screen[answer..].contains("connection closed by the server"), "{screen}");
+    assert!(screen.ends_with("EXIT 0\n"), "{screen}");
+}
+
+/// Lines typed (or pasted) faster than the prompt comes back were lost: rustyline kept unread
+/// input across prompts only with its `buffer-redux` feature, which was off.
+#[test]
+fn lines_typed_ahead_of_the_prompt_are_all_sent() {
+    let server = Server::start(&["127.0.0.1:0", "upper"]);
+    let screen = drive(&[&server.addr()], &[("", READY), ("one\rtwo\r\rthree\r", "THREE"), ("", READY), ("\x04", "")]);
+    for word in ["ONE", "TWO", "THREE"] {
+        assert!(screen.contains(word), "{word} missing: {screen}");
+    }
+    assert!(screen.ends_with("EXIT 0\n"), "{screen}");
+}
