@@ -100,7 +100,7 @@ fn table(r: &BenchResult) -> String {
         }
         out += &format!("  total       {:.2} Gbit/s ({})\n", r.gbit_per_s, sockit::render::bytes(r.bytes));
     } else {
-        let what = if r.mode == Mode::Connect { "connections/s" } else { "requests/s" };
+        let what = if r.mode == Mode::Connect { "conn/s" } else { "requests/s" };
         out += &format!("  {what:<11} {:.0}\n", r.requests_per_s);
         out += &format!("  throughput  {:.3} Gbit/s\n", r.gbit_per_s);
     }
