@@ -36,14 +36,27 @@ pub enum Mode {
     Udp,
 }
 
+impl Mode {
+    /// Every mode with its name, for help texts and parsing.
+    pub const ALL: [(Mode, &'static str); 4] =
+        [(Mode::Echo, "echo"), (Mode::Bulk, "bulk"), (Mode::Connect, "connect"), (Mode::Udp, "udp")];
+}
+
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Mode::Echo => "echo",
-            Mode::Bulk => "bulk",
-            Mode::Connect => "connect",
-            Mode::Udp => "udp",
-        })
+        let name = Mode::ALL.iter().find(|(m, _)| m == self).map(|(_, n)| *n).unwrap_or("?");
+        f.write_str(name)
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::ALL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(s))
+            .map(|(m, _)| *m)
+            .ok_or_else(|| format!("unknown mode '{s}' (choose echo, bulk, connect or udp)"))
     }
 }
 
@@ -366,7 +379,7 @@ fn check(config: &BenchConfig) -> Result<(), BenchError> {
     {
         return bad("the rate must be at least 0.001 per second");
     }
-    if config.duration > MAX_DURATION {
+    if config.duration > crate::MAX_DURATION {
         return bad("the duration must be at most a year");
     }
     Ok(())
@@ -731,8 +744,6 @@ impl Worker<'_> {
 
 /// The slowest open-loop rate: one request in about 17 minutes.
 const MIN_RATE: f64 = 0.001;
-/// The longest run: keeps every deadline computable.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Each UDP datagram starts with its send time and sequence number.
 const UDP_HEADER: usize = 16;

@@ -130,10 +130,10 @@ where
     W: AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut report = PipeReport::default();
+    let sent = std::cell::Cell::new(0u64);
+    let received = std::cell::Cell::new(0u64);
     let upstream = async {
         let mut buf = vec![0u8; 64 * 1024];
-        let mut sent = 0u64;
         loop {
             let n = input.read(&mut buf).await.map_err(ClientError::Input)?;
             if n == 0 {
@@ -142,41 +142,49 @@ where
             // The server may close while we are still sending; its answer, if any, is still
             // worth reading, so a failed send only ends the sending.
             if wr.write_all(&buf[..n]).await.is_err() {
-                return Ok(sent);
+                return Ok(());
             }
-            sent += n as u64;
+            sent.set(sent.get() + n as u64);
         }
         let _ = wr.shutdown().await;
-        Ok::<u64, ClientError>(sent)
+        Ok(())
     };
     let downstream = async {
         let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
         loop {
             let n = rd.read(&mut buf).await.map_err(ClientError::Io)?;
             if n == 0 {
-                break;
+                return Ok(());
             }
             output.write_all(&buf[..n]).await.map_err(ClientError::Output)?;
             output.flush().await.map_err(ClientError::Output)?;
-            total += n as u64;
+            received.set(received.get() + n as u64);
         }
-        Ok::<u64, ClientError>(total)
     };
+    both_directions(upstream, downstream, opts.answer_timeout, true).await?;
+    Ok(PipeReport { sent: sent.get(), received: received.get() })
+}
+
+/// Runs a pipe's two directions together until the server is done: at once if it closes first
+/// (like netcat, whatever input is left), otherwise, once the input has ended, after waiting at
+/// most `wait` for it to finish. A server that can close and does not within `wait` is an error;
+/// one that cannot (datagrams) has simply said all it had to say.
+async fn both_directions(
+    upstream: impl Future<Output = Result<(), ClientError>>,
+    downstream: impl Future<Output = Result<(), ClientError>>,
+    wait: Option<Duration>,
+    peer_can_close: bool,
+) -> Result<(), ClientError> {
     tokio::pin!(upstream, downstream);
     tokio::select! {
-        // The server closed first: like netcat, we are done, whatever input is left.
-        down = &mut downstream => {
-            report.received = down?;
-            return Ok(report);
-        }
-        up = &mut upstream => report.sent = up?,
+        down = &mut downstream => return down,
+        up = &mut upstream => up?,
     }
-    match within(opts.answer_timeout, downstream).await {
-        Some(down) => report.received = down?,
-        None => return Err(ClientError::NoAnswer(opts.answer_timeout.unwrap_or_default())),
+    match within(wait, downstream).await {
+        Some(down) => down,
+        None if !peer_can_close => Ok(()),
+        None => Err(ClientError::NoAnswer(wait.unwrap_or_default())),
     }
-    Ok(report)
 }
 
 /// The sending half of a connected client socket: one message at a time, framed as the
@@ -348,7 +356,11 @@ where
 {
     let (mut writer, mut reader) = split(socket, opts);
     let peer_can_close = writer.peer_can_close();
-    let limit = if matches!(writer.inner, WriterInner::Stream(_)) { opts.max_frame } else { MAX_DATAGRAM };
+    let limit = if matches!(writer.inner, WriterInner::Stream(_)) {
+        (opts.max_frame, "--max-frame")
+    } else {
+        (MAX_DATAGRAM, "the datagram size")
+    };
     let sent = std::cell::Cell::new(0u64);
     let received = std::cell::Cell::new(0u64);
     let upstream = async {
@@ -380,37 +392,25 @@ where
         }
         Ok::<(), ClientError>(())
     };
-    tokio::pin!(upstream, downstream);
-    let report = || PipeReport { sent: sent.get(), received: received.get() };
-    tokio::select! {
-        down = &mut downstream => {
-            down?;
-            return Ok(report());
-        }
-        up = &mut upstream => up?,
-    }
     let wait =
         if peer_can_close { opts.answer_timeout } else { Some(opts.answer_timeout.unwrap_or(DEFAULT_DATAGRAM_WAIT)) };
-    match within(wait, downstream).await {
-        Some(r) => r?,
-        None if !peer_can_close => {}
-        None => return Err(ClientError::NoAnswer(wait.unwrap_or_default())),
-    }
-    Ok(report())
+    both_directions(upstream, downstream, wait, peer_can_close).await?;
+    Ok(PipeReport { sent: sent.get(), received: received.get() })
 }
 
 /// Reads one line (up to and including `\n`) into `line`, refusing lines longer than `limit`
-/// bytes (the newline aside) instead of buffering them without end. Returns 0 at end of input.
+/// bytes (the newline aside, the limit named by `what`) instead of buffering them without end.
+/// Returns 0 at end of input.
 async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(
     input: &mut R,
     line: &mut Vec<u8>,
-    limit: usize,
+    (limit, what): (usize, &str),
 ) -> io::Result<usize> {
     let n = (&mut *input).take(limit as u64 + 1).read_until(b'\n', line).await?;
     if line.len() > limit && !line.ends_with(b"\n") {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("a line is longer than the {limit}-byte limit (--max-frame)"),
+            format!("a line is longer than the {limit}-byte limit ({what})"),
         ));
     }
     Ok(n)

@@ -38,6 +38,10 @@
 //! # }
 //! ```
 
+/// The longest duration any sockit option or configuration takes: a year is "forever" for a
+/// socket, and the bound keeps every deadline computable (`now + duration` cannot overflow).
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 pub mod bench;
 pub mod client;
 pub mod endpoint;

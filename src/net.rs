@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
@@ -500,18 +500,6 @@ impl DatagramSocket {
                 let (n, a) = s.recv_from(buf).await?;
                 Ok((n, peer_from_tokio_unix(&a)))
             }
-        }
-    }
-
-    /// Sends one datagram to `peer`.
-    pub async fn send_to(&self, buf: &[u8], peer: &PeerAddr) -> io::Result<usize> {
-        match (&self.inner, peer) {
-            (DatagramInner::Udp(s), PeerAddr::Inet(a)) => s.send_to(buf, a).await,
-            (DatagramInner::Unix(s, std_sock), PeerAddr::Unix(a)) => {
-                let addr = std_unix_addr(a)?;
-                s.async_io(Interest::WRITABLE, || std_sock.send_to_addr(buf, &addr)).await
-            }
-            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot answer a peer without an address")),
         }
     }
 

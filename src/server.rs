@@ -386,7 +386,7 @@ impl<'a> Bounds<'a> {
         if let (Some(timer), Some(t)) = (&mut self.idle, self.shared.config.idle_timeout) {
             // Checked: an absurd timeout means "never", not a panic.
             let now = tokio::time::Instant::now();
-            timer.as_mut().reset(now.checked_add(t).unwrap_or(now + Duration::from_secs(365 * 24 * 3600)));
+            timer.as_mut().reset(now.checked_add(t).unwrap_or(now + crate::MAX_DURATION));
         }
         Limited { fut, idle: self.idle.as_mut(), stop: stop.cancelled(), on_stop }
     }

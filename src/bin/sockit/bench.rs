@@ -14,12 +14,7 @@ use crate::cli::BenchArgs;
 
 pub async fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let endpoint = crate::endpoint(&args.endpoint)?;
-    let mode = match args.mode.as_str() {
-        "bulk" => Mode::Bulk,
-        "connect" => Mode::Connect,
-        "udp" => Mode::Udp,
-        _ => Mode::Echo,
-    };
+    let mode = args.mode;
     let mut config = BenchConfig::new(endpoint, mode);
     if let Some(c) = args.connections {
         config.connections = c as usize;

@@ -108,8 +108,8 @@ pub struct BenchArgs {
     pub endpoint: String,
 
     /// echo (the default), bulk, connect or udp.
-    #[arg(value_name = "MODE", default_value = "echo", value_parser = ["echo", "bulk", "connect", "udp"])]
-    pub mode: String,
+    #[arg(value_name = "MODE", default_value = "echo")]
+    pub mode: sockit::bench::Mode,
 
     /// Concurrent connections (echo, connect) or sockets (udp) [default: 50; udp 4].
     #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -266,10 +266,6 @@ pub struct SendArgs {
     pub no_wait: bool,
 }
 
-/// The longest duration any option takes: a year is "forever" for a socket, and bounding it
-/// keeps every deadline computable (`now + duration` cannot overflow).
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
 /// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`1.5`), up to a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -278,7 +274,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         humantime::parse_duration(s).map_err(|_| format!("'{s}' is not a duration (examples: 30s, 500ms, 2m, 1.5)"))?
     };
-    if d > MAX_DURATION {
+    if d > sockit::MAX_DURATION {
         return Err(format!("'{s}' is longer than the limit of one year"));
     }
     Ok(d)
