@@ -42,11 +42,15 @@
 /// socket, and the bound keeps every deadline computable (`now + duration` cannot overflow).
 pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod endpoint;
+pub mod exec;
 pub mod framing;
+pub mod fsroot;
 pub mod net;
+pub mod proto;
 pub mod render;
 pub mod server;
 pub mod service;

@@ -462,7 +462,14 @@ impl Listener {
 /// socket is either an empty message or the end of the connection; only the latter sets
 /// `POLLRDHUP`. (An empty message sent just before the peer closes is taken as the end.)
 pub fn seqpacket_peer_closed(sock: &UnixSeqpacket) -> bool {
-    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+    peer_hung_up(sock.as_raw_fd())
+}
+
+/// Whether the peer of the connected socket `fd` has shut down its sending side or the
+/// connection failed (`POLLRDHUP`, `POLLHUP`, `POLLERR`), even with unread data queued. Does not
+/// wait. An fd that is not open counts as hung up.
+pub fn peer_hung_up(fd: std::os::fd::RawFd) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
     // SAFETY: one valid pollfd, a zero timeout; the descriptor is owned by `sock`.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n < 0 || pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
@@ -854,7 +861,40 @@ impl AsyncWrite for Stream {
     }
 }
 
+impl std::os::fd::AsRawFd for Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
 impl Stream {
+    /// The uid of the process at the other end of a Unix stream (`SO_PEERCRED`); `None` on TCP.
+    pub fn peer_uid(&self) -> io::Result<Option<u32>> {
+        match self {
+            Stream::Tcp(_) => Ok(None),
+            Stream::Unix(s) => Ok(Some(s.peer_cred()?.uid())),
+        }
+    }
+
+    /// Whether the peer has closed its sending side, even when unread data is still queued
+    /// (`POLLRDHUP`). Does not wait.
+    pub fn peer_closed(&self) -> bool {
+        peer_hung_up(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
+
+    /// Leaves the async runtime: a blocking socket, for work done in a plain thread.
+    pub fn into_blocking(self) -> io::Result<std::os::fd::OwnedFd> {
+        let fd: std::os::fd::OwnedFd = match self {
+            Stream::Tcp(s) => s.into_std()?.into(),
+            Stream::Unix(s) => s.into_std()?.into(),
+        };
+        socket2::SockRef::from(&fd).set_nonblocking(false)?;
+        Ok(fd)
+    }
+
     /// Closes the connection with a TCP reset instead of an orderly close (used when the peer
     /// broke the protocol and unread data would otherwise linger).
     pub fn set_linger_zero(&self) {

@@ -319,6 +319,17 @@ async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
         (Conn::Stream(s), Service::Discard) => Box::pin(discard_session(s, shared, &mut io)).await,
         (Conn::Stream(s), Service::Source) => Box::pin(source_session(Sink::Stream(s), shared, &mut io)).await,
         (Conn::Seqpacket(s), Service::Source) => Box::pin(source_session(Sink::Packets(s), shared, &mut io)).await,
+        (Conn::Stream(s), Service::Exec(cfg)) => {
+            let limits = crate::exec::SessionLimits {
+                shutdown: &shared.shutdown,
+                cut: &shared.cut,
+                idle_timeout: shared.config.idle_timeout,
+            };
+            let mut t = crate::exec::Traffic::default();
+            let end = Box::pin(crate::exec::session(s, cfg, limits, &mut t)).await;
+            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
+            end
+        }
         (Conn::Stream(s), _) => stream_session(s, &peer, shared, &mut io).await,
         (Conn::Seqpacket(s), _) => Box::pin(seqpacket_session(s, &peer, shared, &mut io)).await,
     };

@@ -146,6 +146,8 @@ pub enum Service {
     /// Sends an endless stream of bytes to every client until it closes, ignoring what it sends
     /// (a source for throughput tests). Needs a connection: on datagram sockets it discards.
     Source,
+    /// Runs commands for authenticated clients ([`crate::exec`]). Stream sockets only.
+    Exec(Arc<crate::exec::ExecConfig>),
 }
 
 impl fmt::Debug for Service {
@@ -155,6 +157,11 @@ impl fmt::Debug for Service {
 }
 
 impl Service {
+    /// Whether the service speaks its own protocol on a stream and cannot run on packet sockets.
+    pub fn needs_stream(&self) -> bool {
+        matches!(self, Service::Exec(_))
+    }
+
     /// The service's name as the command line spells it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -165,6 +172,7 @@ impl Service {
             Service::Print(_) => "print",
             Service::Discard => "discard",
             Service::Source => "source",
+            Service::Exec(_) => "exec",
         }
     }
 
@@ -173,7 +181,7 @@ impl Service {
         match self {
             Service::Reply(_) | Service::Qa(_) => true,
             Service::Print(sink) => sink.wants_lines(),
-            Service::Echo | Service::Upper | Service::Discard | Service::Source => false,
+            Service::Echo | Service::Upper | Service::Discard | Service::Source | Service::Exec(_) => false,
         }
     }
 
@@ -196,6 +204,8 @@ impl Service {
             // The server streams these without messages on connected sockets; a datagram is
             // simply dropped.
             Service::Discard | Service::Source => {}
+            // Sessions with their own protocol never come here: the server runs them itself.
+            Service::Exec(_) => {}
         }
         Flow::Continue
     }

@@ -42,6 +42,12 @@ pub enum Command {
     /// Send one message, print the answer, exit.
     #[command(after_help = SEND_HELP)]
     Send(SendArgs),
+    /// Run a command on an `exec` server: output streamed back, its exit status returned.
+    #[command(after_help = EXEC_HELP)]
+    Exec(ExecArgs),
+    /// An interactive prompt on an `exec` server: one command per line.
+    #[command(after_help = SHELL_HELP)]
+    Shell(ShellArgs),
     /// Measure a server: echo latency and rate, bulk throughput, connection rate, UDP rate.
     #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
@@ -63,13 +69,40 @@ Services:
   print         print every message with its sender and time (--hex for a dump); answer nothing
   discard       read and throw away everything (a sink for `sockit bench … bulk`)
   source        send an endless stream to every client (for `sockit bench … bulk --reverse`)
+  exec          run commands for authenticated clients (`sockit exec`, `sockit shell`)
 
 Examples:
   sockit serve 127.0.0.1:7000 upper          the seed's upper-case server, for many clients
   sockit serve :7000 qa --dict answers.txt   on every interface, IPv4 and IPv6
   sockit serve udp://127.0.0.1:9999 print    the seed's UDP receiver
   sockit serve unix:/tmp/echo.sock echo --framing len
-  sockit serve 127.0.0.1:7000 reply Hi --once";
+  sockit serve 127.0.0.1:7000 reply Hi --once
+  sockit serve 127.0.0.1:7022 exec --token-file ~/.sockit-token
+
+exec needs a token on TCP (--token-file FILE, readable only by you, or $SOCKIT_TOKEN; make one
+with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE). On a Unix socket the client's
+uid must be yours (or --allow-uid) and a token is optional. It refuses addresses other than
+loopback unless --insecure: without TLS, the commands and their output cross the network in clear.";
+
+const EXEC_HELP: &str = "\
+The command runs as given, without a shell (--shell runs it with sh -c). Its stdout and stderr
+arrive here as it writes them; stdin is forwarded (-n: it reads /dev/null). sockit exits with the
+command's exit status, 128 + N when signal N killed it, 124 when --timeout ran out, 127 when the
+command does not exist, 255 when the connection or authentication failed. Ctrl-C is forwarded to
+the command; a second Ctrl-C leaves.
+
+Examples:
+  sockit exec 127.0.0.1:7022 -- ls -l /tmp
+  echo hello | sockit exec unix:/tmp/exec.sock -- tr a-z A-Z
+  sockit exec 127.0.0.1:7022 --shell -- 'ps aux | grep sockit'";
+
+const SHELL_HELP: &str = "\
+Each line is one command, split into words like a shell does (quotes work), and run without a
+shell on the server; --shell runs each line with sh -c instead, so pipes and cd work within it.
+Type exit or Ctrl-D to leave.
+
+Example:
+  sockit shell 127.0.0.1:7022 --token-file ~/.sockit-token";
 
 const CONNECT_HELP: &str = "\
 On a terminal: a '>> ' prompt with line editing and history; answers appear as they arrive;
@@ -216,6 +249,82 @@ pub struct ServeArgs {
     /// print: show each message as a hex dump.
     #[arg(long)]
     pub hex: bool,
+
+    #[command(flatten)]
+    pub auth: ServerAuthArgs,
+
+    /// exec: the longest a command may run (a client may ask for less).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerAuthArgs {
+    /// exec: the shared token clients must prove (a file only you can read); $SOCKIT_TOKEN
+    /// works too.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// exec: also let this uid in over a Unix socket (repeatable; your own uid always may).
+    #[arg(long, value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+
+    /// exec: listen on an address other than loopback, without TLS.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientAuthArgs {
+    /// The shared token (a file only you can read); $SOCKIT_TOKEN works too.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Give up connecting after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The exec server.
+    pub endpoint: String,
+
+    /// The command and its arguments (after --).
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
+
+    /// Run the command with sh -c (the words are joined with spaces).
+    #[arg(long)]
+    pub shell: bool,
+
+    /// Give the command /dev/null as stdin instead of forwarding ours.
+    #[arg(short = 'n', long)]
+    pub no_stdin: bool,
+
+    /// Kill the command after this long (exit status 124).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The exec server.
+    pub endpoint: String,
+
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
+
+    /// Run each line with sh -c.
+    #[arg(long)]
+    pub shell: bool,
+
+    /// Kill each command after this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

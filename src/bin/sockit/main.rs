@@ -24,6 +24,7 @@ macro_rules! note_inline {
 mod bench;
 mod cli;
 mod connect;
+mod exec;
 mod serve;
 mod terminal;
 
@@ -89,6 +90,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connect(args) => connect::connect(args, cli.quiet).await,
         Command::Send(args) => connect::send(args).await,
         Command::Bench(args) => bench::run(args, cli.quiet).await,
+        Command::Exec(args) => exec::exec(args).await,
+        Command::Shell(args) => exec::shell(args, cli.quiet).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut out);

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use anyhow::Context;
-use sockit::endpoint::SocketStyle;
+use sockit::auth::Policy;
+use sockit::endpoint::{Endpoint, SocketStyle};
+use sockit::exec::ExecConfig;
 use sockit::framing::Framing;
 use sockit::net::{self, BindOptions, PeerAddr};
 use sockit::render;
@@ -17,7 +19,7 @@ use sockit::service::{MessageSink, QaDict, Service};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, ServerAuthArgs};
 use crate::{OutputClosed, Usage};
 
 pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -34,7 +36,12 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let shutdown = CancellationToken::new();
     let stdout_closed = Arc::new(AtomicBool::new(false));
-    let service = build_service(&args, &shutdown, &stdout_closed)?;
+    let service = build_service(&args, &shutdown, &stdout_closed, &endpoint)?;
+    if service.needs_stream() && endpoint.style() != SocketStyle::Stream {
+        return Err(
+            Usage(format!("{} needs a stream socket (tcp or unix:); {endpoint} is not one", service.name())).into()
+        );
+    }
     // Signals are watched before the socket exists: a Ctrl-C at any moment after this is an
     // orderly stop that removes the socket file, never the default handler's abrupt exit.
     let cut_now = CancellationToken::new();
@@ -110,8 +117,17 @@ fn build_service(
     args: &ServeArgs,
     shutdown: &CancellationToken,
     stdout_closed: &Arc<AtomicBool>,
+    endpoint: &Endpoint,
 ) -> anyhow::Result<Service> {
     let name = args.service.as_deref().unwrap_or("echo");
+    let guarded = matches!(name, "exec");
+    let auth = &args.auth;
+    if !guarded && (auth.token_file.is_some() || !auth.allow_uid.is_empty() || auth.insecure) {
+        return Err(Usage("--token-file, --allow-uid and --insecure belong to the exec service".into()).into());
+    }
+    if args.timeout.is_some() && name != "exec" {
+        return Err(Usage("--timeout belongs to the exec service (see --idle-timeout)".into()).into());
+    }
     let no_args = |svc: Service| -> anyhow::Result<Service> {
         match &args.service_arg {
             Some(extra) => Err(Usage(format!("service '{name}' takes no argument, got '{extra}'")).into()),
@@ -156,11 +172,36 @@ fn build_service(
         }))),
         "discard" => no_args(Service::Discard),
         "source" => no_args(Service::Source),
+        "exec" => {
+            let policy = server_policy(auth, endpoint, name)?;
+            no_args(Service::Exec(Arc::new(ExecConfig { policy, max_timeout: args.timeout })))
+        }
         other => Err(Usage(format!(
-            "unknown service '{other}' (choose echo, upper, reply TEXT, qa, print, discard or source)"
+            "unknown service '{other}' (choose echo, upper, reply TEXT, qa, print, discard, source or exec)"
         ))
         .into()),
     }
+}
+
+/// Who may use a service that runs commands or touches files.
+fn server_policy(auth: &ServerAuthArgs, endpoint: &Endpoint, name: &str) -> anyhow::Result<Policy> {
+    if !endpoint.is_local() && !auth.insecure {
+        return Err(Usage(format!(
+            "{name} on {endpoint} would be reachable from other machines without TLS; listen on \
+             127.0.0.1 or a unix: socket, or add --insecure if the network is trusted"
+        ))
+        .into());
+    }
+    let token = crate::exec::load_token(auth.token_file.as_deref())?;
+    if token.is_none() && !matches!(endpoint, Endpoint::Unix { .. }) {
+        return Err(Usage(format!(
+            "{name} on TCP needs a token: --token-file FILE (readable only by you) or ${}; make one with: \
+             head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE",
+            sockit::auth::TOKEN_ENV
+        ))
+        .into());
+    }
+    Ok(Policy { token, allow_uids: auth.allow_uid.clone() })
 }
 
 /// Watches SIGINT and SIGTERM: the first asks for an orderly shutdown, the second cuts.

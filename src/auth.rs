@@ -1,0 +1,424 @@
+//! Who may use `exec` and `files`: a shared token proven by HMAC challenge-response, and on Unix
+//! sockets the peer's uid.
+//!
+//! The server opens with `HELLO` and a fresh 32-byte nonce. The client answers with its own nonce
+//! and `HMAC-SHA256(token, "sockit-auth-v1 client" ‖ service ‖ server nonce ‖ client nonce)`; the
+//! server checks it in constant time and answers `WELCOME` with the same MAC under the label
+//! `"sockit-auth-v1 server"`, which the client checks in turn. The token itself never crosses the
+//! wire, and since every server nonce is new, a recorded exchange proves nothing the next time.
+//! Without TLS this does not protect what follows the handshake from someone who can rewrite the
+//! traffic; that is why these services refuse non-loopback TCP unless told `--insecure`.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::proto::{self, HASH_LEN, Hash, Msg, ProtoError, ServiceKind, code, read_msg, write_msg};
+
+/// The environment variable a token may come from.
+pub const TOKEN_ENV: &str = "SOCKIT_TOKEN";
+/// How long a whole handshake may take, however slowly the bytes trickle in.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a client with a wrong token waits before it is told so.
+pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
+
+const CLIENT_LABEL: &[u8] = b"sockit-auth-v1 client";
+const SERVER_LABEL: &[u8] = b"sockit-auth-v1 server";
+
+/// A shared secret. Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct Token(Vec<u8>);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// A token that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The file could not be read.
+    #[error("cannot read token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Other users may read the file.
+    #[error("token file {path} is readable by other users (mode {mode:o}); run: chmod 600 {path}")]
+    Exposed {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The token is empty.
+    #[error("the token {0} is empty")]
+    Empty(String),
+    /// The token is too short to be safe.
+    #[error("the token {0} is shorter than 16 bytes; make one with: head -c 32 /dev/urandom | base64")]
+    Short(String),
+}
+
+impl Token {
+    /// Wraps a secret; at least 16 bytes, with surrounding whitespace (a final newline) removed.
+    pub fn new(secret: &[u8], origin: &str) -> Result<Token, TokenError> {
+        let trimmed = secret.trim_ascii();
+        if trimmed.is_empty() {
+            return Err(TokenError::Empty(origin.to_string()));
+        }
+        if trimmed.len() < 16 {
+            return Err(TokenError::Short(origin.to_string()));
+        }
+        Ok(Token(trimmed.to_vec()))
+    }
+
+    /// Reads a token from a file that only its owner may read.
+    pub fn from_file(path: &Path) -> Result<Token, TokenError> {
+        use std::os::unix::fs::MetadataExt;
+        let shown = path.display().to_string();
+        let read_err = |source| TokenError::Read { path: shown.clone(), source };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let mode = file.metadata().map_err(read_err)?.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(TokenError::Exposed { path: shown, mode });
+        }
+        let mut secret = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(file, 64 * 1024), &mut secret).map_err(read_err)?;
+        Token::new(&secret, &format!("in {shown}"))
+    }
+
+    /// The token from `SOCKIT_TOKEN`, if it is set.
+    pub fn from_env() -> Result<Option<Token>, TokenError> {
+        match std::env::var_os(TOKEN_ENV) {
+            None => Ok(None),
+            Some(v) => {
+                Token::new(std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()), &format!("in ${TOKEN_ENV}")).map(Some)
+            }
+        }
+    }
+
+    fn mac(&self, label: &[u8], service: ServiceKind, server_nonce: &Hash, client_nonce: &Hash) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(label);
+        mac.update(&[service as u8]);
+        mac.update(server_nonce);
+        mac.update(client_nonce);
+        mac
+    }
+
+    /// The MAC a client sends.
+    pub fn client_mac(&self, service: ServiceKind, server_nonce: &Hash, client_nonce: &Hash) -> Hash {
+        self.mac(CLIENT_LABEL, service, server_nonce, client_nonce).finalize().into_bytes().into()
+    }
+
+    /// The proof a server sends back.
+    pub fn server_proof(&self, service: ServiceKind, server_nonce: &Hash, client_nonce: &Hash) -> Hash {
+        self.mac(SERVER_LABEL, service, server_nonce, client_nonce).finalize().into_bytes().into()
+    }
+
+    fn verify(&self, label: &[u8], service: ServiceKind, sn: &Hash, cn: &Hash, tag: &Hash) -> bool {
+        self.mac(label, service, sn, cn).verify_slice(tag).is_ok()
+    }
+}
+
+/// A fresh random nonce.
+pub fn nonce() -> Hash {
+    let mut n = [0u8; HASH_LEN];
+    getrandom::fill(&mut n).expect("the kernel's random source works");
+    n
+}
+
+/// What a server demands of its clients.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The token clients must prove; `None` only on Unix sockets, where the uid check applies.
+    pub token: Option<Token>,
+    /// Uids allowed on Unix sockets (the server's own is always allowed).
+    pub allow_uids: Vec<u32>,
+}
+
+impl Policy {
+    /// Whether a Unix peer with this uid may come in.
+    pub fn uid_allowed(&self, uid: u32) -> bool {
+        uid == rustix::process::geteuid().as_raw() || self.allow_uids.contains(&uid)
+    }
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The peer broke the protocol or the connection.
+    #[error("{0}")]
+    Proto(#[from] ProtoError),
+    /// The peer closed before the handshake ended.
+    #[error("the peer closed the connection during the handshake")]
+    Closed,
+    /// A message other than the expected one arrived.
+    #[error("expected {expected}, got {got}")]
+    Unexpected {
+        /// What the protocol calls for here.
+        expected: &'static str,
+        /// What came.
+        got: &'static str,
+    },
+    /// The server refused us, with its reason.
+    #[error("{0}")]
+    Refused(String),
+    /// The client's token was wrong, or its uid is not allowed.
+    #[error("{0}")]
+    Denied(String),
+    /// The server speaks another service or version.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The handshake took longer than [`HANDSHAKE_DEADLINE`].
+    #[error("the handshake did not finish within {}s", HANDSHAKE_DEADLINE.as_secs())]
+    Deadline,
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        HandshakeError::Proto(ProtoError::Io(e))
+    }
+}
+
+async fn next<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<Msg, HandshakeError> {
+    match read_msg(r, buf).await? {
+        Some(Msg::Error { message, .. }) => Err(HandshakeError::Refused(message)),
+        Some(m) => Ok(m),
+        None => Err(HandshakeError::Closed),
+    }
+}
+
+/// The server's side: greets, checks the uid (`peer_uid` is `Some` on Unix sockets) and the
+/// token, and returns once the client is in. A refused client is told why (after
+/// [`FAILURE_DELAY`] for a wrong token) and the error is returned.
+pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    service: ServiceKind,
+    policy: &Policy,
+    peer_uid: Option<u32>,
+) -> Result<(), HandshakeError> {
+    let work = async {
+        if let Some(uid) = peer_uid.filter(|&uid| !policy.uid_allowed(uid)) {
+            let why = format!("uid {uid} may not use this server (--allow-uid)");
+            write_msg(stream, &Msg::error(code::AUTH, why.clone())).await?;
+            return Err(HandshakeError::Denied(why));
+        }
+        let server_nonce = nonce();
+        let hello = Msg::Hello { version: proto::VERSION, service, auth: policy.token.is_some(), nonce: server_nonce };
+        write_msg(stream, &hello).await?;
+        let Some(token) = &policy.token else { return Ok(()) };
+        let mut buf = Vec::new();
+        let (client_nonce, mac) = match next(stream, &mut buf).await? {
+            Msg::Auth { nonce, mac } => (nonce, mac),
+            other => {
+                let why = format!("expected AUTH, got {}", other.name());
+                write_msg(stream, &Msg::error(code::PROTOCOL, why.clone())).await?;
+                return Err(HandshakeError::Denied(why));
+            }
+        };
+        if !token.verify(CLIENT_LABEL, service, &server_nonce, &client_nonce, &mac) {
+            tokio::time::sleep(FAILURE_DELAY).await;
+            let why = "wrong token".to_string();
+            write_msg(stream, &Msg::error(code::AUTH, why.clone())).await?;
+            return Err(HandshakeError::Denied(why));
+        }
+        let proof = token.server_proof(service, &server_nonce, &client_nonce);
+        write_msg(stream, &Msg::Welcome { proof }).await?;
+        Ok(())
+    };
+    tokio::time::timeout(HANDSHAKE_DEADLINE, work).await.unwrap_or(Err(HandshakeError::Deadline))
+}
+
+/// The client's side: checks the server runs `service`, proves the token if the server asks for
+/// one, and checks the server's proof.
+pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    service: ServiceKind,
+    token: Option<&Token>,
+) -> Result<(), HandshakeError> {
+    let work = async {
+        let mut buf = Vec::new();
+        let (server_nonce, auth) = match next(stream, &mut buf).await? {
+            Msg::Hello { version, service: theirs, auth, nonce } => {
+                if version != proto::VERSION {
+                    return Err(HandshakeError::Mismatch(format!(
+                        "the server speaks protocol version {version}, this sockit speaks {}",
+                        proto::VERSION
+                    )));
+                }
+                if theirs != service {
+                    return Err(HandshakeError::Mismatch(format!(
+                        "the server runs the {} service, not {}",
+                        theirs.name(),
+                        service.name()
+                    )));
+                }
+                (nonce, auth)
+            }
+            other => return Err(HandshakeError::Unexpected { expected: "HELLO", got: other.name() }),
+        };
+        if !auth {
+            return Ok(());
+        }
+        let Some(token) = token else {
+            return Err(HandshakeError::Denied(format!(
+                "the server wants a token: pass --token-file FILE or set ${TOKEN_ENV}"
+            )));
+        };
+        let client_nonce = nonce();
+        let mac = token.client_mac(service, &server_nonce, &client_nonce);
+        write_msg(stream, &Msg::Auth { nonce: client_nonce, mac }).await?;
+        match next(stream, &mut buf).await {
+            Ok(Msg::Welcome { proof }) => {
+                if token.verify(SERVER_LABEL, service, &server_nonce, &client_nonce, &proof) {
+                    Ok(())
+                } else {
+                    Err(HandshakeError::Denied("the server could not prove it holds the token".into()))
+                }
+            }
+            Ok(other) => Err(HandshakeError::Unexpected { expected: "WELCOME", got: other.name() }),
+            Err(HandshakeError::Refused(why)) => {
+                Err(HandshakeError::Denied(format!("the server refused the token: {why}")))
+            }
+            Err(e) => Err(e),
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_DEADLINE, work).await.unwrap_or(Err(HandshakeError::Deadline))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(s: &str) -> Token {
+        Token::new(s.as_bytes(), "test").unwrap()
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        assert!(matches!(Token::new(b"  \n", "x"), Err(TokenError::Empty(_))));
+        assert!(matches!(Token::new(b"short", "x"), Err(TokenError::Short(_))));
+        assert_eq!(token("0123456789abcdef\n").0, b"0123456789abcdef");
+    }
+
+    #[test]
+    fn token_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(Token::from_file(&path), Err(TokenError::Exposed { .. })));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Token::from_file(&path).is_ok());
+        assert!(matches!(Token::from_file(&dir.path().join("missing")), Err(TokenError::Read { .. })));
+    }
+
+    /// The MAC is HMAC-SHA256 over the documented bytes (the same vector is in PROTOCOL.md's
+    /// Python client test).
+    #[test]
+    fn mac_is_hmac_sha256_of_the_documented_message() {
+        let t = token("0123456789abcdef");
+        let mac = t.client_mac(ServiceKind::Exec, &[1; 32], &[2; 32]);
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(b"0123456789abcdef").unwrap();
+        let mut msg = b"sockit-auth-v1 client\x01".to_vec();
+        msg.extend([1; 32]);
+        msg.extend([2; 32]);
+        m.update(&msg);
+        assert_eq!(&mac[..], &m.finalize().into_bytes()[..]);
+        assert_ne!(mac, t.server_proof(ServiceKind::Exec, &[1; 32], &[2; 32]));
+        assert_ne!(mac, t.client_mac(ServiceKind::Files, &[1; 32], &[2; 32]));
+    }
+
+    async fn pair(
+        server_token: Option<&str>,
+        client_token: Option<&str>,
+    ) -> (Result<(), HandshakeError>, Result<(), HandshakeError>) {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let policy = Policy { token: server_token.map(token), allow_uids: vec![] };
+        let ct = client_token.map(token);
+        tokio::join!(
+            server_handshake(&mut a, ServiceKind::Exec, &policy, None),
+            client_handshake(&mut b, ServiceKind::Exec, ct.as_ref())
+        )
+    }
+
+    #[tokio::test]
+    async fn right_token_gets_in() {
+        let (s, c) = pair(Some("0123456789abcdef"), Some("0123456789abcdef")).await;
+        s.unwrap();
+        c.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wrong_or_missing_token_is_refused() {
+        let (s, c) = pair(Some("0123456789abcdef"), Some("0123456789abcdeX")).await;
+        assert!(matches!(s, Err(HandshakeError::Denied(_))));
+        assert!(c.unwrap_err().to_string().contains("refused the token: wrong token"));
+        let (_, c) = pair(Some("0123456789abcdef"), None).await;
+        assert!(c.unwrap_err().to_string().contains("wants a token"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recorded_auth_does_not_replay() {
+        // Record a good AUTH for one server nonce, then present it to a new HELLO.
+        let t = token("0123456789abcdef");
+        let old_nonce = nonce();
+        let client_nonce = nonce();
+        let recorded =
+            Msg::Auth { nonce: client_nonce, mac: t.client_mac(ServiceKind::Exec, &old_nonce, &client_nonce) };
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let policy = Policy { token: Some(t), allow_uids: vec![] };
+        let attacker = async {
+            let mut buf = Vec::new();
+            let hello = read_msg(&mut b, &mut buf).await.unwrap().unwrap();
+            assert!(matches!(hello, Msg::Hello { auth: true, .. }));
+            write_msg(&mut b, &recorded).await.unwrap();
+            read_msg(&mut b, &mut buf).await.unwrap()
+        };
+        let (s, answer) = tokio::join!(server_handshake(&mut a, ServiceKind::Exec, &policy, None), attacker);
+        assert!(matches!(s, Err(HandshakeError::Denied(_))));
+        assert!(matches!(answer, Some(Msg::Error { code: code::AUTH, .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_hits_the_deadline() {
+        let (mut a, _b) = tokio::io::duplex(4096);
+        let policy = Policy { token: Some(token("0123456789abcdef")), allow_uids: vec![] };
+        let r = server_handshake(&mut a, ServiceKind::Exec, &policy, None).await;
+        assert!(matches!(r, Err(HandshakeError::Deadline)));
+    }
+
+    #[tokio::test]
+    async fn unknown_uid_is_refused_before_hello() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let policy = Policy { token: None, allow_uids: vec![] };
+        let other = rustix::process::geteuid().as_raw().wrapping_add(1);
+        let (s, c) = tokio::join!(
+            server_handshake(&mut a, ServiceKind::Exec, &policy, Some(other)),
+            client_handshake(&mut b, ServiceKind::Exec, None)
+        );
+        assert!(matches!(s, Err(HandshakeError::Denied(_))));
+        assert!(c.unwrap_err().to_string().contains("may not use this server"));
+    }
+
+    #[tokio::test]
+    async fn wrong_service_is_named() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let policy = Policy { token: None, allow_uids: vec![] };
+        let (_, c) = tokio::join!(
+            server_handshake(&mut a, ServiceKind::Files, &policy, None),
+            client_handshake(&mut b, ServiceKind::Exec, None)
+        );
+        assert!(c.unwrap_err().to_string().contains("runs the files service, not exec"));
+    }
+}

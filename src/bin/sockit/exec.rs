@@ -1,0 +1,199 @@
+//! `sockit exec` and `sockit shell`: commands on an `exec` server.
+
+use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use sockit::auth::Token;
+use sockit::endpoint::Endpoint;
+use sockit::exec::{ExecClient, ExecError, Request};
+use sockit::net::{self, ClientSocket, Conn, Stream};
+use tokio::sync::mpsc;
+
+use crate::Usage;
+use crate::cli::{ClientAuthArgs, ExecArgs, ShellArgs};
+
+/// The exit code for a failure on sockit's side rather than the command's (as ssh uses).
+const FAILED: u8 = 255;
+
+/// The token from `--token-file`, else `$SOCKIT_TOKEN`, else none.
+pub fn load_token(file: Option<&Path>) -> anyhow::Result<Option<Token>> {
+    Ok(match file {
+        Some(path) => Some(Token::from_file(path)?),
+        None => Token::from_env()?,
+    })
+}
+
+/// Connects to a stream endpoint.
+pub async fn connect_stream(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyhow::Result<Stream> {
+    match net::connect(endpoint, args.connect_timeout).await? {
+        ClientSocket::Conn(Conn::Stream(s)) => Ok(s),
+        _ => Err(Usage(format!("{endpoint} is not a stream socket (tcp or unix:)")).into()),
+    }
+}
+
+async fn open(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyhow::Result<ExecClient> {
+    let token = load_token(args.token_file.as_deref())?;
+    let stream = connect_stream(endpoint, args).await?;
+    Ok(ExecClient::handshake(stream, token.as_ref()).await?)
+}
+
+/// Forwards Ctrl-C to the remote command; `leave_on_second` makes a second one end sockit.
+fn forward_interrupts(leave_on_second: bool) -> mpsc::Receiver<u8> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut pending = false;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if pending && leave_on_second {
+                std::process::exit(130);
+            }
+            pending = true;
+            if tx.send(libc::SIGINT as u8).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let endpoint = crate::endpoint(&args.endpoint)?;
+    let words: Vec<Vec<u8>> = args.command.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let argv = if args.shell { vec![b"sh".to_vec(), b"-c".to_vec(), words.join(&b' ')] } else { words };
+    let mut client = match open(&endpoint, &args.auth).await {
+        Ok(c) => c,
+        Err(e) if e.is::<Usage>() => return Err(e),
+        Err(e) => {
+            note!("sockit: {e:#}");
+            return Ok(ExitCode::from(FAILED));
+        }
+    };
+    let req = Request { argv, timeout: args.timeout, stdin: !args.no_stdin };
+    let mut signals = forward_interrupts(true);
+    let outcome = client.run(&req, tokio::io::stdin(), tokio::io::stdout(), tokio::io::stderr(), &mut signals).await;
+    Ok(ExitCode::from(match outcome {
+        Ok(status) => status.shell_code(),
+        Err(ExecError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 141,
+        Err(e) => {
+            note!("sockit: {e}");
+            e.shell_code()
+        }
+    }))
+}
+
+pub async fn shell(args: ShellArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let endpoint = crate::endpoint(&args.endpoint)?;
+    let mut client = match open(&endpoint, &args.auth).await {
+        Ok(c) => c,
+        Err(e) if e.is::<Usage>() => return Err(e),
+        Err(e) => {
+            note!("sockit: {e:#}");
+            return Ok(ExitCode::from(FAILED));
+        }
+    };
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if interactive && !quiet {
+        let how = if args.shell { "each line runs with sh -c" } else { "each line runs without a shell" };
+        note!("connected to {endpoint} ({how}); exit or Ctrl-D leaves");
+    }
+    let mut lines = read_lines(interactive, format!("{endpoint}$ "));
+    let mut signals = forward_interrupts(false);
+    let mut last = 0u8;
+    while let Some(line) = lines.next().await {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "exit" || line == "quit" {
+            break;
+        }
+        let argv = if args.shell {
+            vec![b"sh".to_vec(), b"-c".to_vec(), line.as_bytes().to_vec()]
+        } else {
+            match shlex::split(line) {
+                Some(words) if !words.is_empty() => words.into_iter().map(String::into_bytes).collect(),
+                _ => {
+                    note!("sockit: unbalanced quotes in: {line}");
+                    last = 2;
+                    continue;
+                }
+            }
+        };
+        let req = Request { argv, timeout: args.timeout, stdin: false };
+        // Interrupts that arrived at the prompt belong to no command.
+        while signals.try_recv().is_ok() {}
+        match client.run(&req, tokio::io::empty(), tokio::io::stdout(), tokio::io::stderr(), &mut signals).await {
+            Ok(status) => {
+                last = status.shell_code();
+                if last != 0 && interactive {
+                    note!("[exit {last}]");
+                }
+            }
+            Err(e @ ExecError::Refused { .. }) => {
+                note!("sockit: {e}");
+                last = e.shell_code();
+            }
+            Err(e) => {
+                note!("sockit: {e}");
+                return Ok(ExitCode::from(FAILED));
+            }
+        }
+    }
+    Ok(ExitCode::from(last))
+}
+
+/// Lines to run: from a rustyline prompt on a terminal (asked for one at a time, so that the
+/// prompt appears only after a command's output), or from stdin.
+struct Lines {
+    rx: mpsc::Receiver<String>,
+    ask: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Lines {
+    async fn next(&mut self) -> Option<String> {
+        if let Some(ask) = &self.ask {
+            ask.send(()).ok()?;
+        }
+        self.rx.recv().await
+    }
+}
+
+fn read_lines(interactive: bool, prompt: String) -> Lines {
+    let (tx, rx) = mpsc::channel(1);
+    if !interactive {
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut input = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(line)) = input.next_line().await {
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+        return Lines { rx, ask: None };
+    }
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    // A plain thread: readline blocks, and the process may end while it does.
+    std::thread::spawn(move || {
+        let Ok(mut editor) = rustyline::DefaultEditor::new() else { return };
+        while asked.recv().is_ok() {
+            match editor.readline(&prompt) {
+                Ok(line) => {
+                    let _ = editor.add_history_entry(line.as_str());
+                    if tx.blocking_send(line).is_err() {
+                        return;
+                    }
+                }
+                // Ctrl-C at the prompt clears the line, as in a shell.
+                Err(rustyline::error::ReadlineError::Interrupted) => {
+                    if tx.blocking_send(String::new()).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    Lines { rx, ask: Some(ask) }
+}
