@@ -156,7 +156,7 @@ impl Policy {
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     /// The peer broke the protocol or the connection.
-    #[error("{0}")]
+    #[error(transparent)]
     Proto(#[from] ProtoError),
     /// The peer closed before the handshake ended.
     #[error("the peer closed the connection during the handshake")]

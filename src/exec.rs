@@ -20,12 +20,11 @@ use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, HandshakeError, Policy, Token};
 use crate::net::Stream;
 use crate::proto::{ExitStatus, Msg, OUTPUT_CHUNK, ProtoError, ServiceKind, code, read_msg, write_msg};
-use crate::server::End;
+use crate::server::{End, SessionLimits, Traffic};
 
 /// How an `exec` server behaves.
 #[derive(Debug, Clone)]
@@ -38,43 +37,6 @@ pub struct ExecConfig {
 
 /// Signals a client may deliver to its command: HUP, INT, QUIT, KILL, USR1, USR2, TERM.
 const ALLOWED_SIGNALS: [u8; 7] = [1, 2, 3, 9, 10, 12, 15];
-
-/// What a session moved, for the server's report.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes sent.
-    pub bytes_out: u64,
-}
-
-/// The stop signals and idle limit the server hands a session.
-pub struct SessionLimits<'a> {
-    /// Stop taking new requests.
-    pub shutdown: &'a CancellationToken,
-    /// Kill whatever runs and end now.
-    pub cut: &'a CancellationToken,
-    /// How long to wait for the next request.
-    pub idle_timeout: Option<Duration>,
-}
-
-impl SessionLimits<'_> {
-    /// Waits for `fut` unless the session should end first (shutdown, cut, or idle between
-    /// requests).
-    pub async fn between_requests<F: Future>(&self, fut: F) -> Result<F::Output, End> {
-        let idle = async {
-            match self.idle_timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            v = fut => Ok(v),
-            _ = self.shutdown.cancelled() => Err(End::Shutdown),
-            _ = idle => Err(End::IdleTimeout),
-        }
-    }
-}
 
 /// Serves one `exec` connection until the client leaves.
 pub async fn session(mut stream: Stream, config: &ExecConfig, limits: SessionLimits<'_>, traffic: &mut Traffic) -> End {
@@ -350,10 +312,10 @@ async fn pump<R: AsyncRead + Unpin>(pipe: Option<R>, wrap: fn(Bytes) -> Msg, tx:
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The handshake failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Handshake(#[from] HandshakeError),
     /// The connection or the protocol failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Proto(#[from] ProtoError),
     /// The server could not start the command; the code says why ([`code`]).
     #[error("{message}")]

@@ -444,8 +444,7 @@ fn lock_partial(dir: BorrowedFd<'_>, partial: &OsStr, shown: &str) -> Result<Fil
     };
     // O_NOFOLLOW: a symbolic link planted under the partial name is refused, not followed.
     // O_NONBLOCK: a FIFO planted there cannot stall the open; it is cleared below.
-    let flags =
-        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     for _ in 0..LOCK_RETRIES {
         let fd = match rustix::fs::openat(dir, partial, flags, Mode::from_raw_mode(0o644)) {
             Ok(fd) => fd,

@@ -47,6 +47,7 @@ pub mod bench;
 pub mod client;
 pub mod endpoint;
 pub mod exec;
+pub mod files;
 pub mod framing;
 pub mod fsroot;
 pub mod net;

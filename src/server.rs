@@ -310,6 +310,49 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
     let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
 }
 
+/// What a session moved, for the server's report.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+}
+
+/// The stop signals and idle limit the server hands a session.
+pub struct SessionLimits<'a> {
+    /// Stop taking new requests.
+    pub shutdown: &'a CancellationToken,
+    /// Kill whatever runs and end now.
+    pub cut: &'a CancellationToken,
+    /// How long to wait for the next request.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl SessionLimits<'_> {
+    /// Waits for `fut` unless the session should end first (shutdown, cut, or idle between
+    /// requests).
+    pub async fn between_requests<F: Future>(&self, fut: F) -> Result<F::Output, End> {
+        let idle = async {
+            match self.idle_timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            v = fut => Ok(v),
+            _ = self.shutdown.cancelled() => Err(End::Shutdown),
+            _ = idle => Err(End::IdleTimeout),
+        }
+    }
+}
+
+impl Shared {
+    fn session_limits(&self) -> SessionLimits<'_> {
+        SessionLimits { shutdown: &self.shutdown, cut: &self.cut, idle_timeout: self.config.idle_timeout }
+    }
+}
+
 async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
     let started = Instant::now();
     let mut io = IoCount::default();
@@ -320,13 +363,14 @@ async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
         (Conn::Stream(s), Service::Source) => Box::pin(source_session(Sink::Stream(s), shared, &mut io)).await,
         (Conn::Seqpacket(s), Service::Source) => Box::pin(source_session(Sink::Packets(s), shared, &mut io)).await,
         (Conn::Stream(s), Service::Exec(cfg)) => {
-            let limits = crate::exec::SessionLimits {
-                shutdown: &shared.shutdown,
-                cut: &shared.cut,
-                idle_timeout: shared.config.idle_timeout,
-            };
-            let mut t = crate::exec::Traffic::default();
-            let end = Box::pin(crate::exec::session(s, cfg, limits, &mut t)).await;
+            let mut t = Traffic::default();
+            let end = Box::pin(crate::exec::session(s, cfg, shared.session_limits(), &mut t)).await;
+            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
+            end
+        }
+        (Conn::Stream(s), Service::Files(cfg)) => {
+            let mut t = Traffic::default();
+            let end = Box::pin(crate::files::session(s, cfg.clone(), shared.session_limits(), &mut t)).await;
             (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
             end
         }

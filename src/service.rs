@@ -148,6 +148,9 @@ pub enum Service {
     Source,
     /// Runs commands for authenticated clients ([`crate::exec`]). Stream sockets only.
     Exec(Arc<crate::exec::ExecConfig>),
+    /// Serves files under a root directory to authenticated clients ([`crate::files`]). Stream
+    /// sockets only.
+    Files(Arc<crate::files::FilesConfig>),
 }
 
 impl fmt::Debug for Service {
@@ -159,7 +162,7 @@ impl fmt::Debug for Service {
 impl Service {
     /// Whether the service speaks its own protocol on a stream and cannot run on packet sockets.
     pub fn needs_stream(&self) -> bool {
-        matches!(self, Service::Exec(_))
+        matches!(self, Service::Exec(_) | Service::Files(_))
     }
 
     /// The service's name as the command line spells it.
@@ -173,6 +176,7 @@ impl Service {
             Service::Discard => "discard",
             Service::Source => "source",
             Service::Exec(_) => "exec",
+            Service::Files(_) => "files",
         }
     }
 
@@ -181,7 +185,12 @@ impl Service {
         match self {
             Service::Reply(_) | Service::Qa(_) => true,
             Service::Print(sink) => sink.wants_lines(),
-            Service::Echo | Service::Upper | Service::Discard | Service::Source | Service::Exec(_) => false,
+            Service::Echo
+            | Service::Upper
+            | Service::Discard
+            | Service::Source
+            | Service::Exec(_)
+            | Service::Files(_) => false,
         }
     }
 
@@ -205,7 +214,7 @@ impl Service {
             // simply dropped.
             Service::Discard | Service::Source => {}
             // Sessions with their own protocol never come here: the server runs them itself.
-            Service::Exec(_) => {}
+            Service::Exec(_) | Service::Files(_) => {}
         }
         Flow::Continue
     }

@@ -48,6 +48,15 @@ pub enum Command {
     /// An interactive prompt on an `exec` server: one command per line.
     #[command(after_help = SHELL_HELP)]
     Shell(ShellArgs),
+    /// Upload a file to a `files` server, verified and published atomically.
+    #[command(after_help = FILES_HELP)]
+    Put(PutArgs),
+    /// Download a file from a `files` server, verified and published atomically.
+    #[command(after_help = FILES_HELP)]
+    Get(GetArgs),
+    /// List a directory on a `files` server.
+    #[command(after_help = FILES_HELP)]
+    Ls(LsArgs),
     /// Measure a server: echo latency and rate, bulk throughput, connection rate, UDP rate.
     #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
@@ -70,6 +79,8 @@ Services:
   discard       read and throw away everything (a sink for `sockit bench … bulk`)
   source        send an endless stream to every client (for `sockit bench … bulk --reverse`)
   exec          run commands for authenticated clients (`sockit exec`, `sockit shell`)
+  files         serve the files under --root DIR to authenticated clients (`sockit put/get/ls`);
+                --read-only refuses uploads
 
 Examples:
   sockit serve 127.0.0.1:7000 upper          the seed's upper-case server, for many clients
@@ -78,8 +89,9 @@ Examples:
   sockit serve unix:/tmp/echo.sock echo --framing len
   sockit serve 127.0.0.1:7000 reply Hi --once
   sockit serve 127.0.0.1:7022 exec --token-file ~/.sockit-token
+  sockit serve unix:/tmp/files.sock files --root ~/shared
 
-exec needs a token on TCP (--token-file FILE, readable only by you, or $SOCKIT_TOKEN; make one
+exec and files need a token on TCP (--token-file FILE, readable only by you, or $SOCKIT_TOKEN; make one
 with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE). On a Unix socket the client's
 uid must be yours (or --allow-uid) and a token is optional. It refuses addresses other than
 loopback unless --insecure: without TLS, the commands and their output cross the network in clear.";
@@ -95,6 +107,19 @@ Examples:
   sockit exec 127.0.0.1:7022 -- ls -l /tmp
   echo hello | sockit exec unix:/tmp/exec.sock -- tr a-z A-Z
   sockit exec 127.0.0.1:7022 --shell -- 'ps aux | grep sockit'";
+
+const FILES_HELP: &str = "\
+Every file is checked end to end with BLAKE3 and appears under its name only once it is complete
+and verified (written to a hidden partial file, fsynced, renamed). An interrupted transfer keeps
+its partial file; --resume continues it after checking that the part already there matches.
+Paths on the server are relative to its --root and cannot leave it. A progress bar shows on a
+terminal.
+
+Examples:
+  sockit put 127.0.0.1:7023 big.iso                 stored as big.iso in the server's root
+  sockit put 127.0.0.1:7023 big.iso isos/big.iso --resume
+  sockit get 127.0.0.1:7023 isos/big.iso /tmp/      saved as /tmp/big.iso
+  sockit ls 127.0.0.1:7023 isos";
 
 const SHELL_HELP: &str = "\
 Each line is one command, split into words like a shell does (quotes work), and run without a
@@ -256,20 +281,29 @@ pub struct ServeArgs {
     /// exec: the longest a command may run (a client may ask for less).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// files: the directory to serve.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// files: refuse uploads.
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ServerAuthArgs {
-    /// exec: the shared token clients must prove (a file only you can read); $SOCKIT_TOKEN
-    /// works too.
+    /// exec, files: the shared token clients must prove (a file only you can read);
+    /// $SOCKIT_TOKEN works too.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
-    /// exec: also let this uid in over a Unix socket (repeatable; your own uid always may).
+    /// exec, files: also let this uid in over a Unix socket (repeatable; your own uid always
+    /// may).
     #[arg(long, value_name = "UID")]
     pub allow_uid: Vec<u32>,
 
-    /// exec: listen on an address other than loopback, without TLS.
+    /// exec, files: listen on an address other than loopback, without TLS.
     #[arg(long)]
     pub insecure: bool,
 }
@@ -308,6 +342,62 @@ pub struct ExecArgs {
     /// Kill the command after this long (exit status 124).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The files server.
+    pub endpoint: String,
+
+    /// The local file to send.
+    pub local: PathBuf,
+
+    /// Where to store it on the server (default: the local file's name, in the root). A name
+    /// ending in / is a directory to put it in.
+    pub remote: Option<String>,
+
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
+
+    /// Continue an interrupted upload.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The files server.
+    pub endpoint: String,
+
+    /// The file on the server.
+    pub remote: String,
+
+    /// Where to save it (default: its name, in the current directory; a directory: in it).
+    pub local: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
+
+    /// Continue an interrupted download.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The files server.
+    pub endpoint: String,
+
+    /// The directory (default: the root).
+    #[arg(default_value = "")]
+    pub dir: String,
+
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
+
+    /// Print the entries as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

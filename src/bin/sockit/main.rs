@@ -25,6 +25,7 @@ mod bench;
 mod cli;
 mod connect;
 mod exec;
+mod files;
 mod serve;
 mod terminal;
 
@@ -92,6 +93,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args, cli.quiet).await,
         Command::Exec(args) => exec::exec(args).await,
         Command::Shell(args) => exec::shell(args, cli.quiet).await,
+        Command::Put(args) => files::put(args, cli.quiet).await,
+        Command::Get(args) => files::get(args, cli.quiet).await,
+        Command::Ls(args) => files::ls(args).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut out);

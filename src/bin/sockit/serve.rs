@@ -11,6 +11,7 @@ use anyhow::Context;
 use sockit::auth::Policy;
 use sockit::endpoint::{Endpoint, SocketStyle};
 use sockit::exec::ExecConfig;
+use sockit::files::FilesConfig;
 use sockit::framing::Framing;
 use sockit::net::{self, BindOptions, PeerAddr};
 use sockit::render;
@@ -120,10 +121,15 @@ fn build_service(
     endpoint: &Endpoint,
 ) -> anyhow::Result<Service> {
     let name = args.service.as_deref().unwrap_or("echo");
-    let guarded = matches!(name, "exec");
+    let guarded = matches!(name, "exec" | "files");
     let auth = &args.auth;
     if !guarded && (auth.token_file.is_some() || !auth.allow_uid.is_empty() || auth.insecure) {
-        return Err(Usage("--token-file, --allow-uid and --insecure belong to the exec service".into()).into());
+        return Err(
+            Usage("--token-file, --allow-uid and --insecure belong to the exec and files services".into()).into()
+        );
+    }
+    if (args.root.is_some() || args.read_only) && name != "files" {
+        return Err(Usage("--root and --read-only belong to the files service".into()).into());
     }
     if args.timeout.is_some() && name != "exec" {
         return Err(Usage("--timeout belongs to the exec service (see --idle-timeout)".into()).into());
@@ -176,8 +182,16 @@ fn build_service(
             let policy = server_policy(auth, endpoint, name)?;
             no_args(Service::Exec(Arc::new(ExecConfig { policy, max_timeout: args.timeout })))
         }
+        "files" => {
+            let Some(dir) = &args.root else {
+                return Err(Usage("files needs the directory to serve: --root DIR".into()).into());
+            };
+            let root = sockit::fsroot::Root::open(dir).map_err(|e| Usage(format!("--root: {e}")))?;
+            let policy = server_policy(auth, endpoint, name)?;
+            no_args(Service::Files(Arc::new(FilesConfig { policy, root, read_only: args.read_only })))
+        }
         other => Err(Usage(format!(
-            "unknown service '{other}' (choose echo, upper, reply TEXT, qa, print, discard, source or exec)"
+            "unknown service '{other}' (choose echo, upper, reply TEXT, qa, print, discard, source, exec or files)"
         ))
         .into()),
     }

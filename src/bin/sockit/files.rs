@@ -1,0 +1,170 @@
+//! `sockit put`, `get` and `ls`: the clients of a `files` server.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sockit::files::{FilesClient, Progress, Report};
+use sockit::fsroot::EntryKind;
+use sockit::render;
+
+use crate::Usage;
+use crate::cli::{ClientAuthArgs, GetArgs, LsArgs, PutArgs};
+use crate::exec::{connect_stream, load_token};
+
+async fn open(endpoint: &str, args: &ClientAuthArgs) -> anyhow::Result<FilesClient> {
+    let endpoint = crate::endpoint(endpoint)?;
+    let token = load_token(args.token_file.as_deref())?;
+    let stream = connect_stream(&endpoint, args).await?;
+    Ok(FilesClient::handshake(stream, token.as_ref()).await?)
+}
+
+/// The last component of a path, for naming a file on the other side.
+fn file_name(path: &str) -> Option<&str> {
+    path.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty() && *n != "." && *n != "..")
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new(quiet: bool, what: String) -> Bar {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let bar = ProgressBar::new(0).with_message(what);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Bar(Some(bar))
+    }
+
+    fn update(&self, p: Progress) {
+        if let Some(bar) = &self.0 {
+            if bar.length() != Some(p.size) {
+                bar.set_length(p.size);
+            }
+            bar.set_position(p.done);
+        }
+    }
+
+    fn finish(&self, verb: &str, name: &str, r: &Report) {
+        let Some(bar) = &self.0 else { return };
+        bar.finish_and_clear();
+        let secs = r.elapsed.as_secs_f64().max(1e-6);
+        let moved = r.size - r.resumed;
+        let mut line = format!(
+            "sockit: {verb} {name}: {} in {:.2}s ({}/s), BLAKE3 verified",
+            render::bytes(moved),
+            secs,
+            render::bytes((moved as f64 / secs) as u64)
+        );
+        if r.resumed > 0 {
+            line += &format!("; resumed after {}", render::bytes(r.resumed));
+        }
+        note!("{line}");
+    }
+}
+
+/// Runs a blocking transfer off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(f).await?)
+}
+
+pub async fn put(args: PutArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let local_name = args.local.to_str().and_then(file_name).map(str::to_owned);
+    let remote = match (&args.remote, &local_name) {
+        (Some(r), Some(n)) if r.ends_with('/') => format!("{r}{n}"),
+        (Some(r), _) => r.clone(),
+        (None, Some(n)) => n.clone(),
+        (None, None) => {
+            return Err(
+                Usage(format!("name the remote file: sockit put ENDPOINT {} REMOTE", args.local.display())).into()
+            );
+        }
+    };
+    let mut client = open(&args.endpoint, &args.auth).await?;
+    let bar = Bar::new(quiet, format!("put {remote}"));
+    let (local, resume, name) = (args.local.clone(), args.resume, remote.clone());
+    let (report, bar) = blocking(move || (client.put(&local, &name, resume, &mut |p| bar.update(p)), bar)).await?;
+    let report = report?;
+    bar.finish("stored", &remote, &report);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn get(args: GetArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let Some(name) = file_name(&args.remote).map(str::to_owned) else {
+        return Err(Usage(format!("'{}' names no file", args.remote)).into());
+    };
+    let local: PathBuf = match &args.local {
+        None => PathBuf::from(&name),
+        Some(l) if l.is_dir() || l.as_os_str().to_string_lossy().ends_with('/') => l.join(&name),
+        Some(l) => l.clone(),
+    };
+    let mut client = open(&args.endpoint, &args.auth).await?;
+    let bar = Bar::new(quiet, format!("get {}", args.remote));
+    let (remote, resume, target) = (args.remote.clone(), args.resume, local.clone());
+    let (report, bar) = blocking(move || (client.get(&remote, &target, resume, &mut |p| bar.update(p)), bar)).await?;
+    let report = report?;
+    bar.finish("saved", &local.display().to_string(), &report);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
+    let mut client = open(&args.endpoint, &args.auth).await?;
+    let dir = args.dir.clone();
+    let entries = blocking(move || client.list(&dir)).await??;
+    let mut out = String::new();
+    if args.json {
+        let list: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name, "kind": kind_name(e.kind), "size": e.size, "mtime": e.mtime,
+                })
+            })
+            .collect();
+        out = serde_json::to_string_pretty(&list)? + "\n";
+    } else {
+        for e in &entries {
+            let when = UNIX_EPOCH.checked_add(Duration::from_secs(e.mtime.max(0) as u64)).unwrap_or(UNIX_EPOCH);
+            let when = humantime::format_rfc3339_seconds(when).to_string();
+            let suffix = match e.kind {
+                EntryKind::Dir => "/",
+                EntryKind::Symlink => "@",
+                _ => "",
+            };
+            out += &format!("{:>12}  {}  {}{suffix}\n", e.size, when.replace('T', " ").trim_end_matches('Z'), e.name);
+        }
+    }
+    crate::write_stdout(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kind_name(k: EntryKind) -> &'static str {
+    match k {
+        EntryKind::File => "file",
+        EntryKind::Dir => "dir",
+        EntryKind::Symlink => "symlink",
+        EntryKind::Other => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_paths() {
+        assert_eq!(file_name("a/b/c.txt"), Some("c.txt"));
+        assert_eq!(file_name("c.txt"), Some("c.txt"));
+        assert_eq!(file_name("dir/"), Some("dir"));
+        assert_eq!(file_name(".."), None);
+        assert_eq!(file_name("/"), None);
+    }
+}

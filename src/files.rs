@@ -1,0 +1,753 @@
+//! File transfer: the `files` service and its client (PROTOCOL.md, section 7).
+//!
+//! After the handshake ([`crate::auth`]), which is async, a connection leaves the runtime and
+//! runs in a blocking thread of its own: a transfer is a plain loop of `read`, hash and `write`
+//! on a blocking socket, the fastest way to move a file through a socket, and a session holds
+//! one thread at most (bounded by `--max-conns`). Memory is one buffer per transfer, whatever
+//! the file's size.
+//!
+//! Every file is hashed with BLAKE3 end to end: the sender hashes what it reads, the receiver
+//! what it writes, and the receiver publishes only when the two agree. Publishing is atomic on
+//! both sides: the data goes to a hidden partial file in the target's directory, which is
+//! fsynced and renamed over the target ([`crate::fsroot::Upload`]). An interrupted transfer leaves
+//! its partial file, which `--resume` continues after checking that its prefix hashes the same
+//! on both sides. All paths on the server are confined to its root ([`crate::fsroot::Root`]).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use crate::auth::{self, HandshakeError, Policy, Token};
+use crate::fsroot::{Entry, FsError, Root, Upload};
+use crate::net::Stream;
+use crate::proto::{Hash, Msg, ProtoError, ServiceKind, code, read_msg_sync, write_msg_sync};
+use crate::server::{End, SessionLimits, Traffic};
+
+/// How a `files` server behaves.
+#[derive(Debug)]
+pub struct FilesConfig {
+    /// Who may use it.
+    pub policy: Policy,
+    /// The directory served; nothing outside it is ever opened or created.
+    pub root: Root,
+    /// Refuse every `PUT`.
+    pub read_only: bool,
+}
+
+/// ERROR codes from this value on carry a file-system error: `FS_CODES + FsError::code()`.
+pub const FS_CODES: u8 = 16;
+
+/// The size of the buffer each transfer moves data through.
+const CHUNK: usize = 1 << 20;
+
+/// How many bytes a sender moves between two looks for an early `ERROR` from the receiver.
+const ERROR_CHECK_EVERY: u64 = 8 << 20;
+
+/// How many buffers a receiving transfer rotates between its two threads.
+const PIPELINE_BUFFERS: usize = 4;
+
+/// How many directory entries one `ENTRIES` message carries at most.
+const ENTRIES_PER_MESSAGE: usize = 1000;
+
+fn fs_error_msg(e: &FsError) -> Msg {
+    Msg::error(FS_CODES + e.code(), e.to_string())
+}
+
+/// What went wrong on either side of a transfer.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// The handshake failed.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The connection failed or the peer broke the protocol.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// A file-system error, here or on the server.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// The server refused the request for another reason.
+    #[error("{0}")]
+    Refused(String),
+    /// What arrived does not hash to what was sent; nothing was published.
+    #[error("{0}: the content arrived damaged (BLAKE3 mismatch); nothing was published")]
+    Corrupt(String),
+    /// The connection ended in the middle of the file's bytes.
+    #[error("the connection ended after {done} of {size} bytes; try again with --resume to continue")]
+    Interrupted {
+        /// Bytes of the file that had arrived.
+        done: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// The local file changed while it was being sent.
+    #[error("{0} changed size while it was being sent")]
+    Changed(String),
+    /// A message out of turn.
+    #[error("unexpected {0} from the server")]
+    Unexpected(&'static str),
+}
+
+fn refused(code: u8, message: String) -> FilesError {
+    if code >= FS_CODES {
+        FilesError::Fs(FsError::from_code(code - FS_CODES, message))
+    } else if code == code::CORRUPT {
+        FilesError::Refused(format!("{message}: the content arrived damaged (BLAKE3 mismatch)"))
+    } else {
+        FilesError::Refused(message)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moving bytes
+
+/// The BLAKE3 state after the first `len` bytes of `file`.
+fn hash_prefix(file: &File, len: u64) -> io::Result<blake3::Hasher> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK.min(len as usize)];
+    let mut pos = 0u64;
+    while pos < len {
+        let want = (len - pos).min(buf.len() as u64) as usize;
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected"));
+        }
+        hasher.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(hasher)
+}
+
+/// What stopped [`send_range`].
+enum SendStop {
+    /// The file ended early (it shrank).
+    Shrank,
+    /// Reading the file failed.
+    Read(io::Error),
+    /// Writing to the socket failed.
+    Socket(io::Error),
+    /// The receiver said something while we sent (an `ERROR`, usually).
+    Answer(Msg),
+}
+
+/// Sends bytes `start..size` of `file`, hashing them into `hasher`. With `watch`, looks every few
+/// MiB whether the receiver has sent something (an `ERROR`), and stops if so.
+///
+/// The bytes go to the socket with `sendfile`, which hands the kernel the file's pages without
+/// copying them through user space, while a second thread reads and hashes the same range: the
+/// two halves of the work run on two cores. (If the file changes meanwhile, what was sent and
+/// what was hashed may differ; the receiver then finds a mismatch and publishes nothing.)
+fn send_range(
+    sock: &Socket,
+    file: &File,
+    (start, size): (u64, u64),
+    hasher: &mut blake3::Hasher,
+    watch: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), SendStop> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| hash_range(file, (start, size), hasher, &stop));
+        let sent = sendfile_range(sock, file, (start, size), watch, progress);
+        if sent.is_err() {
+            stop.store(true, SeqCst);
+        }
+        let hashed =
+            hashing.join().unwrap_or_else(|_| Err(SendStop::Read(io::Error::other("the hashing thread failed"))));
+        sent.and(hashed)
+    })
+}
+
+fn hash_range(
+    file: &File,
+    (start, size): (u64, u64),
+    hasher: &mut blake3::Hasher,
+    stop: &AtomicBool,
+) -> Result<(), SendStop> {
+    let mut buf = vec![0u8; CHUNK.min((size - start) as usize).max(1)];
+    let mut pos = start;
+    while pos < size && !stop.load(Relaxed) {
+        let want = (size - pos).min(buf.len() as u64) as usize;
+        match file.read_at(&mut buf[..want], pos) {
+            Ok(0) => return Err(SendStop::Shrank),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(SendStop::Read(e)),
+        }
+    }
+    Ok(())
+}
+
+fn sendfile_range(
+    sock: &Socket,
+    file: &File,
+    (start, size): (u64, u64),
+    watch: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), SendStop> {
+    let mut pos = start;
+    let mut next_check = start + ERROR_CHECK_EVERY;
+    while pos < size {
+        let want = (size - pos).min(ERROR_CHECK_EVERY) as usize;
+        match rustix::fs::sendfile(sock, file, Some(&mut pos), want) {
+            Ok(0) => return Err(SendStop::Shrank),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            // A socket error (the peer left) or a file error: sendfile does not say which side.
+            Err(e) => return Err(SendStop::Socket(e.into())),
+        }
+        progress(pos);
+        if watch && pos >= next_check {
+            next_check = pos + ERROR_CHECK_EVERY;
+            if readable_now(sock) {
+                let mut b = Vec::new();
+                if let Ok(Some(msg)) = read_msg_sync(&mut &*sock, &mut b) {
+                    return Err(SendStop::Answer(msg));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn readable_now(sock: &Socket) -> bool {
+    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout, on a descriptor `sock` owns.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+}
+
+/// What [`receive_range`] did.
+enum Received {
+    /// All bytes arrived and were written.
+    Whole,
+    /// All bytes arrived, but writing failed at some point; the rest was read and dropped.
+    WriteFailed(io::Error),
+}
+
+/// Reads bytes `start..size` of a file from the socket into `file` (at its current position),
+/// hashing them. When writing fails, `on_write_error` says whether to go on reading (and drop)
+/// the rest, which keeps the connection usable, or to stop at once. `Err` means the connection
+/// ended or failed first, with the position reached.
+///
+/// Two threads share the work: this one reads the socket into a few rotating buffers, a second
+/// hashes and writes each full buffer, so that receiving overlaps hashing and writing.
+fn receive_range(
+    sock: &Socket,
+    file: &mut File,
+    (start, size): (u64, u64),
+    hasher: &mut blake3::Hasher,
+    progress: &mut dyn FnMut(u64),
+    on_write_error: &mut dyn FnMut(&io::Error) -> bool,
+) -> Result<Received, (u64, io::Error)> {
+    use std::sync::mpsc::sync_channel;
+    let chunk = CHUNK.min((size - start) as usize).max(1);
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(PIPELINE_BUFFERS);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(PIPELINE_BUFFERS);
+    for _ in 0..PIPELINE_BUFFERS {
+        empty_tx.send(vec![0u8; chunk]).expect("the channel has room");
+    }
+    // Set by the writer when a write fails: the reader stops, and the caller decides.
+    let failed = &AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            for (buf, n) in full_rx {
+                hasher.update(&buf[..n]);
+                if let Err(e) = file.write_all(&buf[..n]) {
+                    failed.store(true, SeqCst);
+                    return Some(e);
+                }
+                if empty_tx.send(buf).is_err() {
+                    break;
+                }
+            }
+            None
+        });
+        let mut pos = start;
+        let read = loop {
+            if pos >= size || failed.load(SeqCst) {
+                break Ok(pos);
+            }
+            // The writer returns every buffer, unless it has stopped.
+            let Ok(mut buf) = empty_rx.recv() else { break Ok(pos) };
+            let want = (size - pos).min(buf.len() as u64) as usize;
+            let n = loop {
+                match (&*sock).read(&mut buf[..want]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            match n {
+                Ok(0) => break Err((pos, io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => {
+                    pos += n as u64;
+                    progress(pos);
+                    if full_tx.send((buf, n)).is_err() {
+                        break Ok(pos);
+                    }
+                }
+                Err(e) => break Err((pos, e)),
+            }
+        };
+        drop(full_tx);
+        let write_error = writer.join().unwrap_or_else(|_| Some(io::Error::other("the writing thread failed")));
+        let Some(e) = write_error else {
+            return read.map(|_| Received::Whole);
+        };
+        if on_write_error(&e) {
+            // Keep the connection in step: read and drop what the sender still sends.
+            let mut pos = read?;
+            let mut buf = vec![0u8; chunk];
+            while pos < size {
+                let want = (size - pos).min(buf.len() as u64) as usize;
+                match (&*sock).read(&mut buf[..want]) {
+                    Ok(0) => return Err((pos, io::ErrorKind::UnexpectedEof.into())),
+                    Ok(n) => pos += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err((pos, e)),
+                }
+            }
+        }
+        Ok(Received::WriteFailed(e))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+/// Serves one `files` connection until the client leaves.
+pub async fn session(
+    stream: Stream,
+    config: Arc<FilesConfig>,
+    limits: SessionLimits<'_>,
+    traffic: &mut Traffic,
+) -> End {
+    let mut stream = stream;
+    let uid = match stream.peer_uid() {
+        Ok(uid) => uid,
+        Err(e) => return End::Io(format!("cannot read the peer's credentials: {e}")),
+    };
+    let handshake = auth::server_handshake(&mut stream, ServiceKind::Files, &config.policy, uid);
+    match limits.between_requests(handshake).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return End::Protocol(format!("authentication failed: {e}")),
+        Err(end) => return end,
+    }
+    let sock = match stream.into_blocking() {
+        Ok(fd) => Socket::from(fd),
+        Err(e) => return End::Io(e.to_string()),
+    };
+    let control = match sock.try_clone() {
+        Ok(c) => c,
+        Err(e) => return End::Io(e.to_string()),
+    };
+    // A silent client, between requests or in the middle of a file, is an idle one.
+    if let Some(t) = limits.idle_timeout {
+        let _ = sock.set_read_timeout(Some(t.max(Duration::from_millis(1))));
+        let _ = sock.set_write_timeout(Some(t.max(Duration::from_millis(1))));
+    }
+    let state = Arc::new(State { busy: AtomicBool::new(false), stopping: AtomicBool::new(false) });
+    let thread_state = state.clone();
+    let mut worker = tokio::task::spawn_blocking(move || {
+        let mut traffic = Traffic::default();
+        let end = serve_blocking(&sock, &config, &thread_state, &mut traffic);
+        (end, traffic)
+    });
+    let mut shutdown_seen = false;
+    let (end, moved) = loop {
+        tokio::select! {
+            r = &mut worker => break r.unwrap_or_else(|e| (End::Io(format!("the session failed: {e}")), Traffic::default())),
+            _ = limits.shutdown.cancelled(), if !shutdown_seen => {
+                shutdown_seen = true;
+                state.stopping.store(true, SeqCst);
+                // An idle session ends now; a busy one finishes its request first.
+                if !state.busy.load(SeqCst) {
+                    let _ = control.shutdown(std::net::Shutdown::Read);
+                }
+            }
+            _ = limits.cut.cancelled() => {
+                let _ = control.shutdown(std::net::Shutdown::Both);
+                let r = (&mut worker).await;
+                break r.map(|(_, t)| (End::Cut, t)).unwrap_or((End::Cut, Traffic::default()));
+            }
+        }
+    };
+    traffic.bytes_in += moved.bytes_in;
+    traffic.bytes_out += moved.bytes_out;
+    end
+}
+
+struct State {
+    /// A request is being served.
+    busy: AtomicBool,
+    /// The server is shutting down: take no new request.
+    stopping: AtomicBool,
+}
+
+fn serve_blocking(sock: &Socket, config: &FilesConfig, state: &State, traffic: &mut Traffic) -> End {
+    let mut buf = Vec::new();
+    loop {
+        state.busy.store(false, SeqCst);
+        if state.stopping.load(SeqCst) {
+            return End::Shutdown;
+        }
+        let msg = match read_msg_sync(&mut &*sock, &mut buf) {
+            Ok(Some(m)) => m,
+            Ok(None) if state.stopping.load(SeqCst) => return End::Shutdown,
+            Ok(None) => return End::PeerClosed,
+            Err(ProtoError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return End::IdleTimeout,
+            Err(ProtoError::Io(e)) => return End::Io(e.to_string()),
+            Err(e) => {
+                let _ = write_msg_sync(&mut &*sock, &Msg::error(code::PROTOCOL, e.to_string()));
+                return End::Protocol(e.to_string());
+            }
+        };
+        state.busy.store(true, SeqCst);
+        traffic.bytes_in += buf.len() as u64 + 4;
+        let outcome = match msg {
+            Msg::List { path } => serve_list(sock, config, &path),
+            Msg::Get { path, offset, prefix } => serve_get(sock, config, &path, offset, &prefix, traffic),
+            Msg::Put { path, size, resume } => serve_put(sock, config, &path, size, resume, traffic),
+            other => {
+                let why = format!("expected LIST, GET or PUT, got {}", other.name());
+                let _ = write_msg_sync(&mut &*sock, &Msg::error(code::PROTOCOL, why.clone()));
+                return End::Protocol(why);
+            }
+        };
+        if let Err(end) = outcome {
+            return end;
+        }
+    }
+}
+
+fn io_end(e: io::Error) -> End {
+    if e.kind() == io::ErrorKind::WouldBlock { End::IdleTimeout } else { End::Io(e.to_string()) }
+}
+
+fn send(sock: &Socket, msg: &Msg) -> Result<(), End> {
+    write_msg_sync(&mut &*sock, msg).map_err(io_end)
+}
+
+fn serve_list(sock: &Socket, config: &FilesConfig, path: &str) -> Result<(), End> {
+    let entries = match config.root.list(path) {
+        Ok(e) => e,
+        Err(e) => return send(sock, &fs_error_msg(&e)),
+    };
+    for chunk in entries.chunks(ENTRIES_PER_MESSAGE) {
+        send(sock, &Msg::Entries(chunk.to_vec()))?;
+    }
+    send(sock, &Msg::End)
+}
+
+fn serve_get(
+    sock: &Socket,
+    config: &FilesConfig,
+    path: &str,
+    offset: u64,
+    prefix: &Hash,
+    traffic: &mut Traffic,
+) -> Result<(), End> {
+    let (file, size) = match config.root.open_read(path) {
+        Ok(f) => f,
+        Err(e) => return send(sock, &fs_error_msg(&e)),
+    };
+    // Resume only from a prefix that is the same on both sides.
+    let mut start = 0;
+    let mut hasher = blake3::Hasher::new();
+    if offset > 0 && offset <= size {
+        let h = hash_prefix(&file, offset).map_err(|e| End::Io(format!("reading {path}: {e}")))?;
+        if h.finalize().as_bytes() == prefix {
+            start = offset;
+            hasher = h;
+        }
+    }
+    send(sock, &Msg::File { size, start })?;
+    match send_range(sock, &file, (start, size), &mut hasher, false, &mut |_| {}) {
+        Ok(()) => {}
+        // The client cannot be told in the middle of raw bytes: the connection ends, and the
+        // client keeps what arrived for a resume.
+        Err(SendStop::Shrank) => return Err(End::Io(format!("{path} shrank while it was being sent"))),
+        Err(SendStop::Read(e)) => return Err(End::Io(format!("reading {path}: {e}"))),
+        Err(SendStop::Socket(e)) => return Err(io_end(e)),
+        Err(SendStop::Answer(_)) => unreachable!("not watching"),
+    }
+    traffic.bytes_out += size - start;
+    send(sock, &Msg::Done { hash: *hasher.finalize().as_bytes() })
+}
+
+fn serve_put(
+    sock: &Socket,
+    config: &FilesConfig,
+    path: &str,
+    size: u64,
+    resume: bool,
+    traffic: &mut Traffic,
+) -> Result<(), End> {
+    if config.read_only {
+        let e = FsError::PermissionDenied { path: format!("{path} (the server is read-only)") };
+        return send(sock, &fs_error_msg(&e));
+    }
+    let mut upload = match config.root.begin_put(path, resume) {
+        Ok(u) => u,
+        Err(e) => return send(sock, &fs_error_msg(&e)),
+    };
+    let mut have = upload.existing_len();
+    if have > size {
+        have = 0;
+    }
+    let mut hasher = match hash_prefix(upload.file(), have) {
+        Ok(h) => h,
+        Err(_) => {
+            have = 0;
+            blake3::Hasher::new()
+        }
+    };
+    send(sock, &Msg::Ready { have, prefix: *hasher.finalize().as_bytes() })?;
+    let mut buf = Vec::new();
+    let start = match read_msg_sync(&mut &*sock, &mut buf) {
+        Ok(Some(Msg::From { start })) if start == have || start == 0 => start,
+        Ok(Some(other)) => {
+            let why = format!("expected FROM 0 or FROM {have}, got {}", other.name());
+            let _ = send(sock, &Msg::error(code::PROTOCOL, why.clone()));
+            return Err(End::Protocol(why));
+        }
+        Ok(None) => return Err(End::PeerClosed),
+        Err(e) => return Err(End::Protocol(e.to_string())),
+    };
+    if start == 0 && have > 0 {
+        hasher = blake3::Hasher::new();
+    }
+    if let Err(e) = upload.restart_at(start) {
+        let _ = send(sock, &fs_error_msg(&e));
+        return Err(End::Io(e.to_string()));
+    }
+    // A failed write (a full disk) is told at once, so that the client can stop sending; the
+    // rest of its bytes are read and dropped.
+    let mut write_failed = false;
+    let mut tell = |e: &io::Error| {
+        write_failed = true;
+        let copy =
+            e.raw_os_error().map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error);
+        let _ = write_msg_sync(&mut &*sock, &fs_error_msg(&FsError::from_io(path, copy)));
+        true
+    };
+    let received = receive_range(sock, upload.file(), (start, size), &mut hasher, &mut |_| {}, &mut tell);
+    traffic.bytes_in += match &received {
+        Ok(_) => size - start,
+        Err((pos, _)) => pos - start,
+    };
+    if write_failed {
+        // Writing failed (a full disk, usually) and the client was told: the partial file goes,
+        // to give the space back, and the client's DONE is read to stay in step.
+        upload.discard();
+        return match received {
+            Err((_, e)) => Err(io_end(e)),
+            Ok(_) => expect_done(sock, &mut buf).map(|_| ()),
+        };
+    }
+    if let Err((_, e)) = received {
+        // The client left: the partial file stays for a resume; nothing is published.
+        return Err(io_end(e));
+    }
+    let theirs = expect_done(sock, &mut buf)?;
+    if hasher.finalize().as_bytes() != &theirs {
+        upload.discard();
+        return send(sock, &Msg::error(code::CORRUPT, format!("{path}: BLAKE3 mismatch; nothing was published")));
+    }
+    match upload.publish() {
+        Ok(()) => send(sock, &Msg::Stored),
+        Err(e) => send(sock, &fs_error_msg(&e)),
+    }
+}
+
+fn expect_done(sock: &Socket, buf: &mut Vec<u8>) -> Result<Hash, End> {
+    match read_msg_sync(&mut &*sock, buf) {
+        Ok(Some(Msg::Done { hash })) => Ok(hash),
+        Ok(Some(other)) => Err(End::Protocol(format!("expected DONE, got {}", other.name()))),
+        Ok(None) => Err(End::PeerClosed),
+        Err(e) => Err(End::Protocol(e.to_string())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+/// How far a transfer is.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Bytes of the file that are in place (a resumed transfer starts above zero).
+    pub done: u64,
+    /// The file's size.
+    pub size: u64,
+    /// Where this transfer began (0, or the resumed offset).
+    pub start: u64,
+}
+
+/// A finished transfer.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// The file's size.
+    pub size: u64,
+    /// Bytes that were already in place and not sent again.
+    pub resumed: u64,
+    /// How long the transfer took.
+    pub elapsed: Duration,
+}
+
+/// An authenticated `files` connection. Its methods block: call them from a thread (or
+/// `spawn_blocking`), not from an async task.
+pub struct FilesClient {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+impl FilesClient {
+    /// Authenticates on a connected stream, then leaves the async runtime.
+    pub async fn handshake(mut stream: Stream, token: Option<&Token>) -> Result<FilesClient, FilesError> {
+        auth::client_handshake(&mut stream, ServiceKind::Files, token).await?;
+        let sock = Socket::from(stream.into_blocking().map_err(ProtoError::Io)?);
+        Ok(FilesClient { sock, buf: Vec::new() })
+    }
+
+    fn send(&mut self, msg: &Msg) -> Result<(), FilesError> {
+        write_msg_sync(&mut &self.sock, msg).map_err(|e| FilesError::Proto(e.into()))
+    }
+
+    fn recv(&mut self) -> Result<Msg, FilesError> {
+        match read_msg_sync(&mut &self.sock, &mut self.buf)? {
+            Some(Msg::Error { code, message }) => Err(refused(code, message)),
+            Some(m) => Ok(m),
+            None => Err(FilesError::Proto(ProtoError::Truncated)),
+        }
+    }
+
+    /// Lists a remote directory ("" is the root).
+    pub fn list(&mut self, path: &str) -> Result<Vec<Entry>, FilesError> {
+        self.send(&Msg::List { path: path.to_string() })?;
+        let mut all = Vec::new();
+        loop {
+            match self.recv()? {
+                Msg::Entries(e) => all.extend(e),
+                Msg::End => return Ok(all),
+                other => return Err(FilesError::Unexpected(other.name())),
+            }
+        }
+    }
+
+    /// Stores the local file `local` as `remote`. With `resume`, continues an earlier partial
+    /// upload when its beginning matches.
+    pub fn put(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        resume: bool,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Report, FilesError> {
+        let began = Instant::now();
+        let shown = local.display().to_string();
+        let file = File::open(local).map_err(|e| FsError::from_io(&shown, e))?;
+        let meta = file.metadata().map_err(|e| FsError::from_io(&shown, e))?;
+        if meta.is_dir() {
+            return Err(FsError::IsADirectory { path: shown }.into());
+        }
+        if !meta.is_file() {
+            return Err(FsError::NotAFile { path: shown }.into());
+        }
+        let size = meta.len();
+        self.send(&Msg::Put { path: remote.to_string(), size, resume })?;
+        let (have, theirs) = match self.recv()? {
+            Msg::Ready { have, prefix } => (have, prefix),
+            other => return Err(FilesError::Unexpected(other.name())),
+        };
+        let mut start = 0;
+        let mut hasher = blake3::Hasher::new();
+        if have > 0 && have <= size {
+            let h = hash_prefix(&file, have).map_err(|e| FsError::from_io(&shown, e))?;
+            if h.finalize().as_bytes() == &theirs {
+                start = have;
+                hasher = h;
+            }
+        }
+        self.send(&Msg::From { start })?;
+        progress(Progress { done: start, size, start });
+        let mut report = |done| progress(Progress { done, size, start });
+        match send_range(&self.sock, &file, (start, size), &mut hasher, true, &mut report) {
+            Ok(()) => {}
+            Err(SendStop::Shrank) => return Err(FilesError::Changed(shown)),
+            Err(SendStop::Read(e)) => return Err(FsError::from_io(&shown, e).into()),
+            Err(SendStop::Answer(Msg::Error { code, message })) => return Err(refused(code, message)),
+            Err(SendStop::Answer(other)) => return Err(FilesError::Unexpected(other.name())),
+            Err(SendStop::Socket(e)) => {
+                // The server may have said why before it closed.
+                if let Ok(Some(Msg::Error { code, message })) = read_msg_sync(&mut &self.sock, &mut self.buf) {
+                    return Err(refused(code, message));
+                }
+                return Err(FilesError::Proto(e.into()));
+            }
+        }
+        self.send(&Msg::Done { hash: *hasher.finalize().as_bytes() })?;
+        match self.recv()? {
+            Msg::Stored => Ok(Report { size, resumed: start, elapsed: began.elapsed() }),
+            other => Err(FilesError::Unexpected(other.name())),
+        }
+    }
+
+    /// Fetches `remote` into the local file `local`, published atomically once verified. With
+    /// `resume`, continues an earlier partial download when its beginning matches.
+    pub fn get(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        resume: bool,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Report, FilesError> {
+        let began = Instant::now();
+        let shown = local.display().to_string();
+        let mut upload = Upload::local(local, resume)?;
+        let offset = upload.existing_len();
+        let mut hasher = hash_prefix(upload.file(), offset).map_err(|e| FsError::from_io(&shown, e))?;
+        self.send(&Msg::Get { path: remote.to_string(), offset, prefix: *hasher.finalize().as_bytes() })?;
+        let (size, start) = match self.recv()? {
+            Msg::File { size, start } if start <= size && (start == 0 || start == offset) => (size, start),
+            Msg::File { .. } => {
+                return Err(FilesError::Proto(ProtoError::Malformed(
+                    "a FILE that starts at a byte we do not have".into(),
+                )));
+            }
+            other => return Err(FilesError::Unexpected(other.name())),
+        };
+        if start != offset {
+            upload.restart_at(start)?;
+            hasher = blake3::Hasher::new();
+        }
+        progress(Progress { done: start, size, start });
+        let mut report = |done| progress(Progress { done, size, start });
+        match receive_range(&self.sock, upload.file(), (start, size), &mut hasher, &mut report, &mut |_| false) {
+            Ok(Received::Whole) => {}
+            Ok(Received::WriteFailed(e)) => {
+                upload.discard();
+                return Err(FsError::from_io(&shown, e).into());
+            }
+            // The partial file stays for --resume.
+            Err((done, _)) => return Err(FilesError::Interrupted { done, size }),
+        }
+        let theirs = match self.recv()? {
+            Msg::Done { hash } => hash,
+            other => return Err(FilesError::Unexpected(other.name())),
+        };
+        if hasher.finalize().as_bytes() != &theirs {
+            upload.discard();
+            return Err(FilesError::Corrupt(remote.to_string()));
+        }
+        upload.publish()?;
+        Ok(Report { size, resumed: start, elapsed: began.elapsed() })
+    }
+}
