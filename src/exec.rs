@@ -35,6 +35,9 @@ pub struct ExecConfig {
     pub max_timeout: Option<Duration>,
 }
 
+/// How long output is still read after the command has exited and its group was killed.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
 /// Signals a client may deliver to its command: HUP, INT, QUIT, KILL, USR1, USR2, TERM.
 const ALLOWED_SIGNALS: [u8; 7] = [1, 2, 3, 9, 10, 12, 15];
 
@@ -56,7 +59,11 @@ pub async fn session(mut stream: Stream, config: &ExecConfig, limits: SessionLim
             Err(end) => return end,
             Ok(Ok(None)) => return End::PeerClosed,
             Ok(Ok(Some(m))) => m,
-            Ok(Err(e)) => return proto_end(e),
+            Ok(Err(ProtoError::Io(e))) => return End::Io(e.to_string()),
+            Ok(Err(e)) => {
+                let _ = send_counted(&mut stream, &Msg::error(code::PROTOCOL, e.to_string()), traffic).await;
+                return End::Protocol(e.to_string());
+            }
         };
         traffic.bytes_in += buf.len() as u64 + 4;
         let (argv, timeout_ms, stdin) = match msg {
@@ -65,7 +72,7 @@ pub async fn session(mut stream: Stream, config: &ExecConfig, limits: SessionLim
             Msg::Stdin(_) | Msg::StdinEof | Msg::Signal(_) => continue,
             msg => {
                 let why = format!("expected EXEC, got {}", msg.name());
-                let _ = write_msg(&mut stream, &Msg::error(code::PROTOCOL, why.clone())).await;
+                let _ = send_counted(&mut stream, &Msg::error(code::PROTOCOL, why.clone()), traffic).await;
                 return End::Protocol(why);
             }
         };
@@ -115,8 +122,8 @@ fn spawn(argv: &[Vec<u8>], stdin: bool) -> io::Result<Child> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: the closure runs between fork and exec and calls only close_range(2) and
-    // signal(2), which are async-signal-safe. std has already placed the pipes on fds 0 to 2.
+    // SAFETY: the closure runs between fork and exec and calls only close_range(2), rt_sigaction(2),
+    // sigemptyset(3) and sigprocmask(2), which are async-signal-safe. std has already placed the pipes on fds 0 to 2.
     unsafe {
         cmd.pre_exec(|| {
             // Every other descriptor the server holds (a listener, other clients, anything it
@@ -125,13 +132,21 @@ fn spawn(argv: &[Vec<u8>], stdin: bool) -> io::Result<Child> {
             if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            // Default dispositions for every signal, whatever the server inherited (a shell
-            // starts background jobs with SIGINT and SIGQUIT ignored) or set (SIGPIPE).
-            for sig in 1..libc::SIGRTMIN() {
+            // Default dispositions for every signal and an empty signal mask, whatever the
+            // server inherited (a shell starts background jobs with SIGINT and SIGQUIT ignored)
+            // or set (SIGPIPE).
+            // The raw system call: the C library refuses to touch the two real-time signals it
+            // reserves for itself, which a parent may still have left ignored. An all-zero
+            // kernel sigaction is SIG_DFL with no flags and an empty mask, whatever the layout.
+            let default = [0u64; 4];
+            for sig in 1..=libc::SIGRTMAX() {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
+                    libc::syscall(libc::SYS_rt_sigaction, sig, default.as_ptr(), 0usize, 8usize);
                 }
             }
+            let mut none = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             Ok(())
         });
     }
@@ -160,12 +175,12 @@ async fn run(
         Ok(c) => c,
         Err(e) => {
             let msg = spawn_error(&argv[0], &e);
-            return write_msg(stream, &msg).await.map_err(|e| End::Io(e.to_string()));
+            return send_counted(stream, &msg, traffic).await.map_err(|e| End::Io(e.to_string()));
         }
     };
     let pid = child.id().unwrap_or(0);
     let group = Group(Pid::from_raw(pid as i32));
-    write_msg(stream, &Msg::Started { pid }).await.map_err(|e| End::Io(e.to_string()))?;
+    send_counted(stream, &Msg::Started { pid }, traffic).await.map_err(|e| End::Io(e.to_string()))?;
 
     let (out_tx, mut out_rx) = mpsc::channel::<Msg>(4);
     let stdout = pump(child.stdout.take(), Msg::Stdout, out_tx.clone());
@@ -243,16 +258,30 @@ async fn run(
     };
     let mut timed_out = false;
     let mut drained = false;
+    let mut exited = None;
+    // Once the command has exited and its group is killed, its pipes close; a process that left
+    // the group (setsid) and keeps them open is not waited for beyond this.
+    let drain_limit = tokio::time::sleep(crate::MAX_DURATION);
     // In a block, so that the futures (and their borrows of the socket) end with it.
     let outcome = {
-        tokio::pin!(output, input, deadline);
+        tokio::pin!(output, input, deadline, drain_limit);
         loop {
+            if drained && let Some(status) = exited.take() {
+                break Ok(status);
+            }
             tokio::select! {
                 written = &mut output, if !drained => match written {
                     Ok(()) => drained = true,
                     Err(e) => break Err(End::Io(e.to_string())),
                 },
-                status = child.wait(), if drained => break Ok(status),
+                status = child.wait(), if exited.is_none() => {
+                    // Whatever the command left running in its group goes with it, so that
+                    // background children holding the pipes cannot keep the session waiting.
+                    group.signal(Signal::KILL);
+                    exited = Some(status);
+                    drain_limit.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+                }
+                _ = &mut drain_limit, if exited.is_some() => break Ok(exited.take().expect("checked")),
                 // The client left or broke the protocol: nobody will read the output.
                 end = &mut input => break Err(end),
                 _ = &mut deadline, if !timed_out => {
@@ -265,11 +294,13 @@ async fn run(
     };
     traffic.bytes_in += received.load(Relaxed);
     traffic.bytes_out += sent.load(Relaxed);
-    // Whatever the command left running in its group goes with it.
     group.signal(Signal::KILL);
     let status = match outcome {
         Err(end) => {
             reap(&mut child).await;
+            if let End::Protocol(why) = &end {
+                let _ = send_counted(stream, &Msg::error(code::PROTOCOL, why.clone()), traffic).await;
+            }
             return Err(end);
         }
         Ok(Err(e)) => return Err(End::Io(e.to_string())),
@@ -280,7 +311,16 @@ async fn run(
             (None, None) => ExitStatus::Code(255),
         },
     };
-    write_msg(stream, &Msg::Exit(status)).await.map_err(|e| End::Io(e.to_string()))
+    send_counted(stream, &Msg::Exit(status), traffic).await.map_err(|e| End::Io(e.to_string()))
+}
+
+/// Writes a message and counts its bytes.
+async fn send_counted(stream: &mut Stream, msg: &Msg, traffic: &mut Traffic) -> io::Result<()> {
+    let mut b = bytes::BytesMut::new();
+    msg.encode(&mut b);
+    stream.write_all(&b).await?;
+    traffic.bytes_out += b.len() as u64;
+    Ok(())
 }
 
 /// Waits for a killed command to be gone, so that no zombie is left (bounded: a process stuck in

@@ -513,14 +513,24 @@ fn serve_put(
     send(sock, &Msg::Ready { have, prefix: *hasher.finalize().as_bytes() })?;
     let mut buf = Vec::new();
     let start = match read_msg_sync(&mut &*sock, &mut buf) {
-        Ok(Some(Msg::From { start })) if start == have || start == 0 => start,
+        Ok(Some(Msg::From { start })) if start == have || start == 0 => Ok(start),
         Ok(Some(other)) => {
             let why = format!("expected FROM 0 or FROM {have}, got {}", other.name());
             let _ = send(sock, &Msg::error(code::PROTOCOL, why.clone()));
-            return Err(End::Protocol(why));
+            Err(End::Protocol(why))
         }
-        Ok(None) => return Err(End::PeerClosed),
-        Err(e) => return Err(End::Protocol(e.to_string())),
+        Ok(None) => Err(End::PeerClosed),
+        Err(e) => Err(End::Protocol(e.to_string())),
+    };
+    let start = match start {
+        Ok(s) => s,
+        Err(end) => {
+            // No data came: a partial file this request created is of no use.
+            if have == 0 {
+                upload.discard();
+            }
+            return Err(end);
+        }
     };
     if start == 0 && have > 0 {
         hasher = blake3::Hasher::new();
@@ -553,8 +563,12 @@ fn serve_put(
             Ok(_) => expect_done(sock, &mut buf).map(|_| ()),
         };
     }
-    if let Err((_, e)) = received {
-        // The client left: the partial file stays for a resume; nothing is published.
+    if let Err((pos, e)) = received {
+        // The client left: the partial file stays for a resume (unless it holds nothing);
+        // nothing is published.
+        if pos == 0 {
+            upload.discard();
+        }
         return Err(io_end(e));
     }
     let theirs = expect_done(sock, &mut buf)?;
@@ -715,14 +729,22 @@ impl FilesClient {
         let offset = upload.existing_len();
         let mut hasher = hash_prefix(upload.file(), offset).map_err(|e| FsError::from_io(&shown, e))?;
         self.send(&Msg::Get { path: remote.to_string(), offset, prefix: *hasher.finalize().as_bytes() })?;
-        let (size, start) = match self.recv()? {
-            Msg::File { size, start } if start <= size && (start == 0 || start == offset) => (size, start),
+        let answer = self.recv().and_then(|msg| match msg {
+            Msg::File { size, start } if start <= size && (start == 0 || start == offset) => Ok((size, start)),
             Msg::File { .. } => {
-                return Err(FilesError::Proto(ProtoError::Malformed(
-                    "a FILE that starts at a byte we do not have".into(),
-                )));
+                Err(FilesError::Proto(ProtoError::Malformed("a FILE that starts at a byte we do not have".into())))
             }
-            other => return Err(FilesError::Unexpected(other.name())),
+            other => Err(FilesError::Unexpected(other.name())),
+        });
+        let (size, start) = match answer {
+            Ok(x) => x,
+            Err(e) => {
+                // Refused before any data: a partial file this request created is of no use.
+                if offset == 0 {
+                    upload.discard();
+                }
+                return Err(e);
+            }
         };
         if start != offset {
             upload.restart_at(start)?;

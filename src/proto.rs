@@ -128,8 +128,8 @@ pub enum Msg {
     Hello { version: u8, service: ServiceKind, auth: bool, nonce: Hash },
     /// Client: its own nonce and the MAC proving it holds the token.
     Auth { nonce: Hash, mac: Hash },
-    /// Server: the client is in; the proof that the server holds the token too (zeros when no
-    /// token is in use).
+    /// Server: the client is in; the proof that the server holds the token too. (Not sent when
+    /// `HELLO` asked for no token.)
     Welcome { proof: Hash },
     /// Client: run a command.
     Exec { argv: Vec<Vec<u8>>, timeout_ms: u32, stdin: bool },

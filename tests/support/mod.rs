@@ -121,14 +121,16 @@ pub struct Finished {
 impl Server {
     /// Starts `sockit serve ARGS…` and waits until it reports where it listens.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = sockit()
-            .arg("serve")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sockit serve");
+        let mut cmd = sockit();
+        cmd.arg("serve").args(args);
+        Server::start_cmd(cmd)
+    }
+
+    /// Starts a server from a prepared command (`sockit serve …` with its own environment or
+    /// other settings) and waits until it reports where it listens.
+    pub fn start_cmd(mut cmd: Command) -> Server {
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn sockit serve");
         let stderr = Lines::collect(child.stderr.take().unwrap());
         let stdout = Lines::collect(child.stdout.take().unwrap());
         // From here on a guard owns the child, so a failed start (a panic below) still kills
