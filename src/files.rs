@@ -97,8 +97,6 @@ pub enum FilesError {
 fn refused(code: u8, message: String) -> FilesError {
     if code >= FS_CODES {
         FilesError::Fs(FsError::from_code(code - FS_CODES, message))
-    } else if code == code::CORRUPT {
-        FilesError::Refused(format!("{message}: the content arrived damaged (BLAKE3 mismatch)"))
     } else {
         FilesError::Refused(message)
     }
