@@ -18,7 +18,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::proto::{self, HASH_LEN, Hash, Msg, ProtoError, ServiceKind, code, read_msg, write_msg};
+use crate::proto::{self, HASH_LEN, Hash, Msg, ProtoError, ServiceKind, code, read_msg_max, write_msg};
 
 /// The environment variable a token may come from.
 pub const TOKEN_ENV: &str = "SOCKIT_TOKEN";
@@ -189,8 +189,12 @@ impl From<io::Error> for HandshakeError {
     }
 }
 
+/// The largest message of the handshake (an `ERROR` with a long reason); a stranger cannot make
+/// the server hold more than this before it is authenticated.
+const HANDSHAKE_MESSAGE: usize = 1024;
+
 async fn next<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<Msg, HandshakeError> {
-    match read_msg(r, buf).await? {
+    match read_msg_max(r, buf, HANDSHAKE_MESSAGE).await? {
         Some(Msg::Error { message, .. }) => Err(HandshakeError::Refused(message)),
         Some(m) => Ok(m),
         None => Err(HandshakeError::Closed),
@@ -212,14 +216,25 @@ pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             write_msg(stream, &Msg::error(code::AUTH, why.clone())).await?;
             return Err(HandshakeError::Denied(why));
         }
+        if policy.token.is_none() && peer_uid.is_none() {
+            // Only a Unix socket, where the kernel names the peer, may go without a token.
+            let why = "this server has no token, and on TCP it needs one".to_string();
+            write_msg(stream, &Msg::error(code::AUTH, why.clone())).await?;
+            return Err(HandshakeError::Denied(why));
+        }
         let server_nonce = nonce();
         let hello = Msg::Hello { version: proto::VERSION, service, auth: policy.token.is_some(), nonce: server_nonce };
         write_msg(stream, &hello).await?;
         let Some(token) = &policy.token else { return Ok(()) };
         let mut buf = Vec::new();
-        let (client_nonce, mac) = match next(stream, &mut buf).await? {
-            Msg::Auth { nonce, mac } => (nonce, mac),
-            other => {
+        let (client_nonce, mac) = match next(stream, &mut buf).await {
+            Ok(Msg::Auth { nonce, mac }) => (nonce, mac),
+            Err(HandshakeError::Proto(e)) if !matches!(e, ProtoError::Io(_)) => {
+                let _ = write_msg(stream, &Msg::error(code::PROTOCOL, e.to_string())).await;
+                return Err(HandshakeError::Proto(e));
+            }
+            Err(e) => return Err(e),
+            Ok(other) => {
                 let why = format!("expected AUTH, got {}", other.name());
                 write_msg(stream, &Msg::error(code::PROTOCOL, why.clone())).await?;
                 return Err(HandshakeError::Denied(why));
@@ -239,11 +254,14 @@ pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The client's side: checks the server runs `service`, proves the token if the server asks for
-/// one, and checks the server's proof.
+/// one, and checks the server's proof. `server_uid` is the server's uid on a Unix socket
+/// (`None` on TCP): a server that asks for no token is trusted only there, and only when it runs
+/// as this user or as root, since anyone could have bound the address and asked for nothing.
 pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     service: ServiceKind,
     token: Option<&Token>,
+    server_uid: Option<u32>,
 ) -> Result<(), HandshakeError> {
     let work = async {
         let mut buf = Vec::new();
@@ -267,7 +285,16 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             other => return Err(HandshakeError::Unexpected { expected: "HELLO", got: other.name() }),
         };
         if !auth {
-            return Ok(());
+            let me = rustix::process::geteuid().as_raw();
+            return match server_uid {
+                Some(uid) if uid == me || uid == 0 => Ok(()),
+                Some(uid) => Err(HandshakeError::Denied(format!(
+                    "the server runs as uid {uid} and asks for no token; not trusting it"
+                ))),
+                None => Err(HandshakeError::Denied(
+                    "the server asks for no token, which a sockit server on TCP never does; not trusting it".into(),
+                )),
+            };
         }
         let Some(token) = token else {
             return Err(HandshakeError::Denied(format!(
@@ -298,6 +325,7 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::read_msg;
 
     fn token(s: &str) -> Token {
         Token::new(s.as_bytes(), "test").unwrap()
@@ -348,7 +376,7 @@ mod tests {
         let ct = client_token.map(token);
         tokio::join!(
             server_handshake(&mut a, ServiceKind::Exec, &policy, None),
-            client_handshake(&mut b, ServiceKind::Exec, ct.as_ref())
+            client_handshake(&mut b, ServiceKind::Exec, ct.as_ref(), None)
         )
     }
 
@@ -405,10 +433,37 @@ mod tests {
         let other = rustix::process::geteuid().as_raw().wrapping_add(1);
         let (s, c) = tokio::join!(
             server_handshake(&mut a, ServiceKind::Exec, &policy, Some(other)),
-            client_handshake(&mut b, ServiceKind::Exec, None)
+            client_handshake(&mut b, ServiceKind::Exec, None, Some(0))
         );
         assert!(matches!(s, Err(HandshakeError::Denied(_))));
         assert!(c.unwrap_err().to_string().contains("may not use this server"));
+    }
+
+    #[tokio::test]
+    async fn a_server_without_a_token_is_trusted_only_on_a_unix_socket_of_ours() {
+        let me = rustix::process::geteuid().as_raw();
+        for (server_uid, ok) in [(Some(me), true), (Some(0), true), (Some(me.wrapping_add(1)), false), (None, false)] {
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            let policy = Policy { token: None, allow_uids: vec![] };
+            let token = token("0123456789abcdef");
+            let (_, c) = tokio::join!(
+                server_handshake(&mut a, ServiceKind::Exec, &policy, Some(me)),
+                client_handshake(&mut b, ServiceKind::Exec, Some(&token), server_uid)
+            );
+            assert_eq!(c.is_ok(), ok, "server uid {server_uid:?}: {c:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_token_on_tcp_is_refused_by_the_library_too() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let policy = Policy { token: None, allow_uids: vec![] };
+        let (s, c) = tokio::join!(
+            server_handshake(&mut a, ServiceKind::Exec, &policy, None),
+            client_handshake(&mut b, ServiceKind::Exec, None, None)
+        );
+        assert!(matches!(s, Err(HandshakeError::Denied(_))));
+        assert!(c.is_err());
     }
 
     #[tokio::test]
@@ -416,8 +471,8 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(4096);
         let policy = Policy { token: None, allow_uids: vec![] };
         let (_, c) = tokio::join!(
-            server_handshake(&mut a, ServiceKind::Files, &policy, None),
-            client_handshake(&mut b, ServiceKind::Exec, None)
+            server_handshake(&mut a, ServiceKind::Files, &policy, Some(0)),
+            client_handshake(&mut b, ServiceKind::Exec, None, Some(0))
         );
         assert!(c.unwrap_err().to_string().contains("runs the files service, not exec"));
     }

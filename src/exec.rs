@@ -18,12 +18,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, HandshakeError, Policy, Token};
 use crate::net::Stream;
-use crate::proto::{ExitStatus, Msg, OUTPUT_CHUNK, ProtoError, ServiceKind, code, read_msg, write_msg};
+use crate::proto::{ExitStatus, Msg, MsgReader, OUTPUT_CHUNK, ProtoError, ServiceKind, code, write_msg};
 use crate::server::{End, SessionLimits, Traffic};
 
 /// How an `exec` server behaves.
@@ -33,6 +34,9 @@ pub struct ExecConfig {
     pub policy: Policy,
     /// The longest any command may run; a client may ask for less, never more.
     pub max_timeout: Option<Duration>,
+    /// The soft limit on open files commands get (a server usually raises its own; `None`:
+    /// whatever the server has).
+    pub child_nofile: Option<u64>,
 }
 
 /// How long output is still read after the command has exited and its group was killed.
@@ -53,27 +57,35 @@ pub async fn session(mut stream: Stream, config: &ExecConfig, limits: SessionLim
         Ok(Err(e)) => return End::Protocol(format!("authentication failed: {e}")),
         Err(end) => return end,
     }
-    let mut buf = Vec::new();
+    // One reader for the whole session: a read abandoned when a command ends loses nothing.
+    let mut reader = MsgReader::default();
+    let end = requests(&mut stream, &mut reader, config, &limits, traffic).await;
+    traffic.bytes_in += reader.bytes_read();
+    end
+}
+
+/// Takes `EXEC` requests one after another until the session ends.
+async fn requests(
+    stream: &mut Stream,
+    reader: &mut MsgReader,
+    config: &ExecConfig,
+    limits: &SessionLimits<'_>,
+    traffic: &mut Traffic,
+) -> End {
     loop {
-        let msg = match limits.between_requests(read_msg(&mut stream, &mut buf)).await {
+        let msg = match limits.between_requests(reader.next(stream)).await {
             Err(end) => return end,
             Ok(Ok(None)) => return End::PeerClosed,
             Ok(Ok(Some(m))) => m,
-            Ok(Err(ProtoError::Io(e))) => return End::Io(e.to_string()),
-            Ok(Err(e)) => {
-                let _ = send_counted(&mut stream, &Msg::error(code::PROTOCOL, e.to_string()), traffic).await;
-                return End::Protocol(e.to_string());
-            }
+            Ok(Err(e)) => return protocol_error(stream, e, traffic).await,
         };
-        traffic.bytes_in += buf.len() as u64 + 4;
         let (argv, timeout_ms, stdin) = match msg {
             Msg::Exec { argv, timeout_ms, stdin } => (argv, timeout_ms, stdin),
             // Input or a signal meant for a command that has just ended crossed its EXIT.
             Msg::Stdin(_) | Msg::StdinEof | Msg::Signal(_) => continue,
             msg => {
                 let why = format!("expected EXEC, got {}", msg.name());
-                let _ = send_counted(&mut stream, &Msg::error(code::PROTOCOL, why.clone()), traffic).await;
-                return End::Protocol(why);
+                return protocol_error(stream, ProtoError::Malformed(why), traffic).await;
             }
         };
         let asked = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.into()));
@@ -81,63 +93,136 @@ pub async fn session(mut stream: Stream, config: &ExecConfig, limits: SessionLim
             (Some(a), Some(m)) => Some(a.min(m)),
             (a, m) => a.or(m),
         };
-        if let Err(end) = run(&mut stream, argv, stdin, timeout, &limits, traffic).await {
+        let command = Command { argv, stdin, timeout, child_nofile: config.child_nofile };
+        if let Err(end) = run(stream, reader, command, limits, traffic).await {
             return end;
         }
     }
 }
 
-fn proto_end(e: ProtoError) -> End {
+/// Ends a session that broke the protocol: says why in an `ERROR` (not for a failed socket),
+/// then closes.
+async fn protocol_error(stream: &mut Stream, e: ProtoError, traffic: &mut Traffic) -> End {
     match e {
         ProtoError::Io(e) => End::Io(e.to_string()),
-        other => End::Protocol(other.to_string()),
+        other => {
+            let why = other.to_string();
+            let _ = send_counted(stream, &Msg::error(code::PROTOCOL, why.clone()), traffic).await;
+            End::Protocol(why)
+        }
     }
 }
 
-/// Kills a command's whole process group when dropped, whatever path the session takes out.
+/// The process groups of the commands running now, so that a server that must stop at once can
+/// kill them all before it exits ([`kill_all_commands`]).
+static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills every command that any `exec` session of this process is running. For a process about
+/// to exit without waiting for its sessions to end (a second Ctrl-C).
+pub fn kill_all_commands() {
+    let groups = LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner());
+    for &pgid in groups.iter() {
+        if let Some(pid) = Pid::from_raw(pgid) {
+            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        }
+    }
+}
+
+/// A command's process group: killed when dropped, whatever path the session takes out.
 struct Group(Option<Pid>);
 
 impl Group {
+    fn new(pid: u32) -> Group {
+        let pid = Pid::from_raw(pid as i32);
+        if let Some(p) = pid {
+            LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner()).push(p.as_raw_nonzero().get());
+        }
+        Group(pid)
+    }
+
     fn signal(&self, sig: Signal) {
         if let Some(pid) = self.0 {
             // ESRCH (everything already gone) is the expected outcome, not an error.
             let _ = rustix::process::kill_process_group(pid, sig);
         }
     }
+
+    /// Kills what is left of the group one last time and forgets it: once the leader has been
+    /// reaped and the group is empty, its number may be given to someone else's group.
+    fn finish(&mut self) {
+        self.signal(Signal::KILL);
+        if let Some(pid) = self.0.take() {
+            let mut live = LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+            live.retain(|&g| g != pid.as_raw_nonzero().get());
+        }
+    }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.signal(Signal::KILL);
+        self.finish();
     }
 }
 
-fn spawn(argv: &[Vec<u8>], stdin: bool) -> io::Result<Child> {
+/// What to run, and how.
+struct Command {
+    argv: Vec<Vec<u8>>,
+    stdin: bool,
+    timeout: Option<Duration>,
+    child_nofile: Option<u64>,
+}
+
+fn spawn(command: &Command) -> io::Result<Child> {
     use std::os::unix::ffi::OsStrExt;
     let arg = |a: &Vec<u8>| std::ffi::OsStr::from_bytes(a).to_owned();
-    let mut cmd = Command::new(arg(&argv[0]));
+    let argv = &command.argv;
+    let mut cmd = tokio::process::Command::new(arg(&argv[0]));
     cmd.args(argv[1..].iter().map(arg))
-        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdin(if command.stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
+        // The server's secret is not the command's business.
+        .env_remove(auth::TOKEN_ENV)
         .kill_on_drop(true);
-    // SAFETY: the closure runs between fork and exec and calls only close_range(2), rt_sigaction(2),
-    // sigemptyset(3) and sigprocmask(2), which are async-signal-safe. std has already placed the pipes on fds 0 to 2.
+    let nofile = command.child_nofile;
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls:
+    // setsid, prctl, close_range, fcntl, getrlimit, setrlimit, rt_sigaction, sigemptyset and
+    // sigprocmask. std has already placed the pipes on fds 0 to 2.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            // A session and process group of its own: the group is what gets killed, and without
+            // a controlling terminal the command cannot stop on a read from the server's.
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // If the server dies without cleaning up (kill -9), the command dies with it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             // Every other descriptor the server holds (a listener, other clients, anything it
             // inherited without CLOEXEC) is closed at exec. Marking them rather than closing them
             // keeps std's own pipe, which reports a failed exec, working until then.
             if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
-                return Err(io::Error::last_os_error());
+                // Before Linux 5.11: mark them one by one, up to the descriptor limit.
+                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                let top = lim.rlim_cur.min(1 << 20) as i32;
+                for fd in 3..top {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            // The descriptor limit the server had before it raised its own.
+            if let Some(n) = nofile {
+                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                    lim.rlim_cur = n.min(lim.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                }
             }
             // Default dispositions for every signal and an empty signal mask, whatever the
             // server inherited (a shell starts background jobs with SIGINT and SIGQUIT ignored)
-            // or set (SIGPIPE).
-            // The raw system call: the C library refuses to touch the two real-time signals it
-            // reserves for itself, which a parent may still have left ignored. An all-zero
-            // kernel sigaction is SIG_DFL with no flags and an empty mask, whatever the layout.
+            // or set (SIGPIPE). The raw system call, because the C library refuses to touch the
+            // two real-time signals it reserves for itself, which a parent may still have left
+            // ignored; an all-zero kernel sigaction is SIG_DFL with no flags and an empty mask,
+            // whatever the architecture's layout.
             let default = [0u64; 4];
             for sig in 1..=libc::SIGRTMAX() {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
@@ -155,9 +240,12 @@ fn spawn(argv: &[Vec<u8>], stdin: bool) -> io::Result<Child> {
 
 fn spawn_error(argv0: &[u8], e: &io::Error) -> Msg {
     let name = String::from_utf8_lossy(argv0);
-    match e.kind() {
-        io::ErrorKind::NotFound => Msg::error(code::NOT_FOUND, format!("{name}: command not found")),
-        io::ErrorKind::PermissionDenied => Msg::error(code::NOT_EXECUTABLE, format!("{name}: permission denied")),
+    let not_executable = [libc::ENOEXEC, libc::EISDIR, libc::ETXTBSY, libc::EACCES, libc::EPERM];
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Msg::error(code::NOT_FOUND, format!("{name}: command not found")),
+        Some(errno) if not_executable.contains(&errno) => {
+            Msg::error(code::NOT_EXECUTABLE, format!("{name}: cannot execute: {}", io::Error::from_raw_os_error(errno)))
+        }
         _ => Msg::error(code::FAILED, format!("{name}: cannot run: {e}")),
     }
 }
@@ -165,31 +253,33 @@ fn spawn_error(argv0: &[u8], e: &io::Error) -> Msg {
 /// Runs one command to its end. `Ok` means the session may take another request.
 async fn run(
     stream: &mut Stream,
-    argv: Vec<Vec<u8>>,
-    stdin: bool,
-    timeout: Option<Duration>,
+    reader: &mut MsgReader,
+    command: Command,
     limits: &SessionLimits<'_>,
     traffic: &mut Traffic,
 ) -> Result<(), End> {
-    let mut child = match spawn(&argv, stdin) {
+    let mut child = match spawn(&command) {
         Ok(c) => c,
         Err(e) => {
-            let msg = spawn_error(&argv[0], &e);
+            let msg = spawn_error(&command.argv[0], &e);
             return send_counted(stream, &msg, traffic).await.map_err(|e| End::Io(e.to_string()));
         }
     };
     let pid = child.id().unwrap_or(0);
-    let group = Group(Pid::from_raw(pid as i32));
+    let mut group = Group::new(pid);
     send_counted(stream, &Msg::Started { pid }, traffic).await.map_err(|e| End::Io(e.to_string()))?;
 
+    // Once the command has exited and its group is killed, its pipes close; a process that left
+    // the group (setsid) and keeps them open is not waited for beyond DRAIN_AFTER_EXIT. Only the
+    // pipe readers stop then: what they already read is all written.
+    let stop_reading = CancellationToken::new();
     let (out_tx, mut out_rx) = mpsc::channel::<Msg>(4);
-    let stdout = pump(child.stdout.take(), Msg::Stdout, out_tx.clone());
-    let stderr = pump(child.stderr.take(), Msg::Stderr, out_tx);
+    let stdout = pump(child.stdout.take(), Msg::Stdout, out_tx.clone(), &stop_reading);
+    let stderr = pump(child.stderr.take(), Msg::Stderr, out_tx, &stop_reading);
     let mut child_stdin = child.stdin.take();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&*stream);
     let (mut rd, mut wr) = tokio::io::split(&mut *stream);
     let sent = AtomicU64::new(0);
-    let received = AtomicU64::new(0);
 
     // Output: every chunk of both pipes, in order per pipe, until both reach their end.
     let output = async {
@@ -209,16 +299,17 @@ async fn run(
         let (_, _, written) = tokio::join!(stdout, stderr, writer);
         written
     };
-    // Input: stdin for the command, signals, and the client going away.
+    // Input: stdin for the command, signals, and the client going away. A STDIN that the command
+    // does not read holds up what follows it (a SIGNAL included) until it does, or until the
+    // client leaves.
     let input = async {
-        let mut buf = Vec::new();
         loop {
-            let msg = match read_msg(&mut rd, &mut buf).await {
+            let msg = match reader.next(&mut rd).await {
                 Ok(Some(m)) => m,
                 Ok(None) => return End::PeerClosed,
-                Err(e) => return proto_end(e),
+                Err(ProtoError::Io(e)) => return End::Io(e.to_string()),
+                Err(e) => return End::Protocol(e.to_string()),
             };
-            received.fetch_add(buf.len() as u64 + 4, Relaxed);
             match msg {
                 Msg::Stdin(data) => {
                     let Some(pipe) = child_stdin.as_mut() else { continue };
@@ -251,17 +342,15 @@ async fn run(
         }
     };
     let deadline = async {
-        match timeout {
+        match command.timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
     };
+    let drain_limit = tokio::time::sleep(crate::MAX_DURATION);
     let mut timed_out = false;
     let mut drained = false;
     let mut exited = None;
-    // Once the command has exited and its group is killed, its pipes close; a process that left
-    // the group (setsid) and keeps them open is not waited for beyond this.
-    let drain_limit = tokio::time::sleep(crate::MAX_DURATION);
     // In a block, so that the futures (and their borrows of the socket) end with it.
     let outcome = {
         tokio::pin!(output, input, deadline, drain_limit);
@@ -281,10 +370,10 @@ async fn run(
                     exited = Some(status);
                     drain_limit.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
                 }
-                _ = &mut drain_limit, if exited.is_some() => break Ok(exited.take().expect("checked")),
+                _ = &mut drain_limit, if exited.is_some() && !stop_reading.is_cancelled() => stop_reading.cancel(),
                 // The client left or broke the protocol: nobody will read the output.
                 end = &mut input => break Err(end),
-                _ = &mut deadline, if !timed_out => {
+                _ = &mut deadline, if !timed_out && exited.is_none() => {
                     timed_out = true;
                     group.signal(Signal::KILL);
                 }
@@ -292,12 +381,12 @@ async fn run(
             }
         }
     };
-    traffic.bytes_in += received.load(Relaxed);
     traffic.bytes_out += sent.load(Relaxed);
-    group.signal(Signal::KILL);
     let status = match outcome {
         Err(end) => {
+            group.signal(Signal::KILL);
             reap(&mut child).await;
+            group.finish();
             if let End::Protocol(why) = &end {
                 let _ = send_counted(stream, &Msg::error(code::PROTOCOL, why.clone()), traffic).await;
             }
@@ -311,15 +400,14 @@ async fn run(
             (None, None) => ExitStatus::Code(255),
         },
     };
+    group.finish();
     send_counted(stream, &Msg::Exit(status), traffic).await.map_err(|e| End::Io(e.to_string()))
 }
 
 /// Writes a message and counts its bytes.
 async fn send_counted(stream: &mut Stream, msg: &Msg, traffic: &mut Traffic) -> io::Result<()> {
-    let mut b = bytes::BytesMut::new();
-    msg.encode(&mut b);
-    stream.write_all(&b).await?;
-    traffic.bytes_out += b.len() as u64;
+    write_msg(stream, msg).await?;
+    traffic.bytes_out += msg.encoded_len() as u64;
     Ok(())
 }
 
@@ -329,12 +417,22 @@ async fn reap(child: &mut Child) {
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
 }
 
-/// Reads a pipe to its end, a chunk per message, into the bounded output channel.
-async fn pump<R: AsyncRead + Unpin>(pipe: Option<R>, wrap: fn(Bytes) -> Msg, tx: mpsc::Sender<Msg>) {
+/// Reads a pipe to its end (or until `stop`), a chunk per message, into the bounded output
+/// channel.
+async fn pump<R: AsyncRead + Unpin>(
+    pipe: Option<R>,
+    wrap: fn(Bytes) -> Msg,
+    tx: mpsc::Sender<Msg>,
+    stop: &CancellationToken,
+) {
     let Some(mut pipe) = pipe else { return };
     let mut buf = vec![0u8; OUTPUT_CHUNK];
     loop {
-        match pipe.read(&mut buf).await {
+        let n = tokio::select! {
+            n = pipe.read(&mut buf) => n,
+            _ = stop.cancelled() => return,
+        };
+        match n {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 if tx.send(wrap(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
@@ -402,14 +500,18 @@ pub struct Request {
 /// An authenticated `exec` connection that runs commands one after another.
 pub struct ExecClient {
     stream: Stream,
-    buf: Vec<u8>,
+    reader: MsgReader,
+    /// Bytes of a message not yet written when the last command ended: they go out first next
+    /// time, so that the stream never carries half a message.
+    unsent: bytes::BytesMut,
 }
 
 impl ExecClient {
     /// Authenticates on a connected stream.
     pub async fn handshake(mut stream: Stream, token: Option<&Token>) -> Result<ExecClient, HandshakeError> {
-        auth::client_handshake(&mut stream, ServiceKind::Exec, token).await?;
-        Ok(ExecClient { stream, buf: Vec::new() })
+        let server_uid = stream.peer_uid()?;
+        auth::client_handshake(&mut stream, ServiceKind::Exec, token, server_uid).await?;
+        Ok(ExecClient { stream, reader: MsgReader::default(), unsent: bytes::BytesMut::new() })
     }
 
     /// Runs a command: `input` feeds its stdin (when the request asks for it), its output goes to
@@ -429,13 +531,13 @@ impl ExecClient {
         E: AsyncWrite + Unpin,
     {
         let timeout_ms = req.timeout.map_or(0, |t| t.as_millis().clamp(1, u32::MAX as u128) as u32);
-        let exec = Msg::Exec { argv: req.argv.clone(), timeout_ms, stdin: req.stdin };
-        write_msg(&mut self.stream, &exec).await.map_err(ProtoError::Io)?;
+        Msg::Exec { argv: req.argv.clone(), timeout_ms, stdin: req.stdin }.encode(&mut self.unsent);
+        flush_unsent(&mut self.stream, &mut self.unsent).await.map_err(ProtoError::Io)?;
         let (mut rd, mut wr) = tokio::io::split(&mut self.stream);
-        let buf = &mut self.buf;
+        let (reader, unsent) = (&mut self.reader, &mut self.unsent);
         let receive = async {
             loop {
-                let msg = read_msg(&mut rd, buf).await?.ok_or(ExecError::Lost)?;
+                let msg = reader.next(&mut rd).await?.ok_or(ExecError::Lost)?;
                 match msg {
                     Msg::Started { .. } => {}
                     Msg::Stdout(data) => write_flush(&mut out, &data).await?,
@@ -452,17 +554,17 @@ impl ExecClient {
             let mut signals_open = true;
             while input_open || signals_open {
                 tokio::select! {
-                    n = input.read(&mut chunk), if input_open => {
-                        let msg = match n {
-                            Ok(0) | Err(_) => { input_open = false; Msg::StdinEof }
-                            Ok(n) => Msg::Stdin(Bytes::copy_from_slice(&chunk[..n])),
-                        };
-                        if write_msg(&mut wr, &msg).await.is_err() { break }
-                    }
+                    n = input.read(&mut chunk), if input_open => match n {
+                        Ok(0) | Err(_) => { input_open = false; Msg::StdinEof.encode(unsent) }
+                        Ok(n) => Msg::Stdin(Bytes::copy_from_slice(&chunk[..n])).encode(unsent),
+                    },
                     sig = signals.recv(), if signals_open => match sig {
-                        Some(sig) => if write_msg(&mut wr, &Msg::Signal(sig)).await.is_err() { break },
+                        Some(sig) => Msg::Signal(sig).encode(unsent),
                         None => signals_open = false,
                     },
+                }
+                if flush_unsent(&mut wr, unsent).await.is_err() {
+                    break;
                 }
             }
             // Nothing more to send; keep the receive side going.
@@ -473,6 +575,20 @@ impl ExecClient {
             _ = send => unreachable!("the sender never finishes"),
         }
     }
+}
+
+/// Writes out `unsent`, removing what was written. Cancel-safe: abandoned halfway, the rest is
+/// still in `unsent`.
+async fn flush_unsent<W: AsyncWrite + Unpin>(w: &mut W, unsent: &mut bytes::BytesMut) -> io::Result<()> {
+    use bytes::Buf;
+    while !unsent.is_empty() {
+        let n = w.write(unsent).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        unsent.advance(n);
+    }
+    Ok(())
 }
 
 async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> Result<(), ExecError> {

@@ -1,10 +1,11 @@
 //! File transfer: the `files` service and its client (PROTOCOL.md, section 7).
 //!
 //! After the handshake ([`crate::auth`]), which is async, a connection leaves the runtime and
-//! runs in a blocking thread of its own: a transfer is a plain loop of `read`, hash and `write`
-//! on a blocking socket, the fastest way to move a file through a socket, and a session holds
-//! one thread at most (bounded by `--max-conns`). Memory is one buffer per transfer, whatever
-//! the file's size.
+//! runs in a blocking thread of its own: a transfer is a plain loop of `read` (or `sendfile`),
+//! hash and `write` on a blocking socket, the fastest way to move a file through a socket, split
+//! over two threads while a file moves (the number of sessions is bounded by `--max-conns`).
+//! Memory is a few buffers per transfer, whatever the file's size. A peer that stalls in the
+//! middle of a request for [`STALL_LIMIT`] (or the idle timeout) is dropped.
 //!
 //! Every file is hashed with BLAKE3 end to end: the sender hashes what it reads, the receiver
 //! what it writes, and the receiver publishes only when the two agree. Publishing is atomic on
@@ -43,6 +44,10 @@ pub struct FilesConfig {
 
 /// ERROR codes from this value on carry a file-system error: `FS_CODES + FsError::code()`.
 pub const FS_CODES: u8 = 16;
+
+/// How long a session waits for a peer that stops in the middle of a request (sending or
+/// reading), when no idle timeout is set.
+pub const STALL_LIMIT: Duration = Duration::from_secs(120);
 
 /// The size of the buffer each transfer moves data through.
 const CHUNK: usize = 1 << 20;
@@ -108,18 +113,11 @@ fn refused(code: u8, message: String) -> FilesError {
 /// The BLAKE3 state after the first `len` bytes of `file`.
 fn hash_prefix(file: &File, len: u64) -> io::Result<blake3::Hasher> {
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK.min(len as usize)];
-    let mut pos = 0u64;
-    while pos < len {
-        let want = (len - pos).min(buf.len() as u64) as usize;
-        let n = file.read_at(&mut buf[..want], pos)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected"));
-        }
-        hasher.update(&buf[..n]);
-        pos += n as u64;
+    match hash_range(file, (0, len), &mut hasher, &AtomicBool::new(false)) {
+        Ok(()) => Ok(hasher),
+        Err(SendStop::Read(e)) => Err(e),
+        Err(_) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected")),
     }
-    Ok(hasher)
 }
 
 /// What stopped [`send_range`].
@@ -347,16 +345,16 @@ pub async fn session(
         Ok(c) => c,
         Err(e) => return End::Io(e.to_string()),
     };
-    // A silent client, between requests or in the middle of a file, is an idle one.
-    if let Some(t) = limits.idle_timeout {
-        let _ = sock.set_read_timeout(Some(t.max(Duration::from_millis(1))));
-        let _ = sock.set_write_timeout(Some(t.max(Duration::from_millis(1))));
-    }
+    // A silent client, between requests or in the middle of a file, is an idle one; without an
+    // idle timeout, only one that stalls in the middle of a request is dropped, after STALL_LIMIT.
+    let stall = limits.idle_timeout.unwrap_or(STALL_LIMIT).max(Duration::from_millis(1));
+    let _ = sock.set_write_timeout(Some(stall));
+    let idle = limits.idle_timeout.map(|t| t.max(Duration::from_millis(1)));
     let state = Arc::new(State { busy: AtomicBool::new(false), stopping: AtomicBool::new(false) });
     let thread_state = state.clone();
     let mut worker = tokio::task::spawn_blocking(move || {
         let mut traffic = Traffic::default();
-        let end = serve_blocking(&sock, &config, &thread_state, &mut traffic);
+        let end = serve_blocking(&sock, &config, &thread_state, (idle, stall), &mut traffic);
         (end, traffic)
     });
     let mut shutdown_seen = false;
@@ -390,23 +388,28 @@ struct State {
     stopping: AtomicBool,
 }
 
-fn serve_blocking(sock: &Socket, config: &FilesConfig, state: &State, traffic: &mut Traffic) -> End {
+fn serve_blocking(
+    sock: &Socket,
+    config: &FilesConfig,
+    state: &State,
+    (idle, stall): (Option<Duration>, Duration),
+    traffic: &mut Traffic,
+) -> End {
     let mut buf = Vec::new();
     loop {
         state.busy.store(false, SeqCst);
         if state.stopping.load(SeqCst) {
             return End::Shutdown;
         }
-        let msg = match read_msg_sync(&mut &*sock, &mut buf) {
+        // Between requests the idle timeout applies (none: wait); within one, the stall limit.
+        let _ = sock.set_read_timeout(idle);
+        let msg = read_msg_sync(&mut &*sock, &mut buf);
+        let _ = sock.set_read_timeout(Some(stall));
+        let msg = match msg {
             Ok(Some(m)) => m,
             Ok(None) if state.stopping.load(SeqCst) => return End::Shutdown,
             Ok(None) => return End::PeerClosed,
-            Err(ProtoError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return End::IdleTimeout,
-            Err(ProtoError::Io(e)) => return End::Io(e.to_string()),
-            Err(e) => {
-                let _ = write_msg_sync(&mut &*sock, &Msg::error(code::PROTOCOL, e.to_string()));
-                return End::Protocol(e.to_string());
-            }
+            Err(e) => return proto_failure(sock, e),
         };
         state.busy.store(true, SeqCst);
         traffic.bytes_in += buf.len() as u64 + 4;
@@ -416,8 +419,7 @@ fn serve_blocking(sock: &Socket, config: &FilesConfig, state: &State, traffic: &
             Msg::Put { path, size, resume } => serve_put(sock, config, &path, size, resume, traffic),
             other => {
                 let why = format!("expected LIST, GET or PUT, got {}", other.name());
-                let _ = write_msg_sync(&mut &*sock, &Msg::error(code::PROTOCOL, why.clone()));
-                return End::Protocol(why);
+                return proto_failure(sock, ProtoError::Malformed(why));
             }
         };
         if let Err(end) = outcome {
@@ -490,8 +492,8 @@ fn serve_put(
     traffic: &mut Traffic,
 ) -> Result<(), End> {
     if config.read_only {
-        let e = FsError::PermissionDenied { path: format!("{path} (the server is read-only)") };
-        return send(sock, &fs_error_msg(&e));
+        let code = FS_CODES + FsError::PermissionDenied { path: String::new() }.code();
+        return send(sock, &Msg::error(code, format!("{path:?}: permission denied: the server is read-only")));
     }
     let mut upload = match config.root.begin_put(path, resume) {
         Ok(u) => u,
@@ -512,13 +514,12 @@ fn serve_put(
     let mut buf = Vec::new();
     let start = match read_msg_sync(&mut &*sock, &mut buf) {
         Ok(Some(Msg::From { start })) if start == have || start == 0 => Ok(start),
-        Ok(Some(other)) => {
-            let why = format!("expected FROM 0 or FROM {have}, got {}", other.name());
-            let _ = send(sock, &Msg::error(code::PROTOCOL, why.clone()));
-            Err(End::Protocol(why))
-        }
+        Ok(Some(other)) => Err(proto_failure(
+            sock,
+            ProtoError::Malformed(format!("expected FROM 0 or FROM {have}, got {}", other.name())),
+        )),
         Ok(None) => Err(End::PeerClosed),
-        Err(e) => Err(End::Protocol(e.to_string())),
+        Err(e) => Err(proto_failure(sock, e)),
     };
     let start = match start {
         Ok(s) => s,
@@ -583,9 +584,22 @@ fn serve_put(
 fn expect_done(sock: &Socket, buf: &mut Vec<u8>) -> Result<Hash, End> {
     match read_msg_sync(&mut &*sock, buf) {
         Ok(Some(Msg::Done { hash })) => Ok(hash),
-        Ok(Some(other)) => Err(End::Protocol(format!("expected DONE, got {}", other.name()))),
+        Ok(Some(other)) => {
+            Err(proto_failure(sock, ProtoError::Malformed(format!("expected DONE, got {}", other.name()))))
+        }
         Ok(None) => Err(End::PeerClosed),
-        Err(e) => Err(End::Protocol(e.to_string())),
+        Err(e) => Err(proto_failure(sock, e)),
+    }
+}
+
+/// Ends a session on a bad message (telling the client with an `ERROR`) or a failed socket.
+fn proto_failure(sock: &Socket, e: ProtoError) -> End {
+    match e {
+        ProtoError::Io(e) => io_end(e),
+        other => {
+            let _ = write_msg_sync(&mut &*sock, &Msg::error(code::PROTOCOL, other.to_string()));
+            End::Protocol(other.to_string())
+        }
     }
 }
 
@@ -624,7 +638,8 @@ pub struct FilesClient {
 impl FilesClient {
     /// Authenticates on a connected stream, then leaves the async runtime.
     pub async fn handshake(mut stream: Stream, token: Option<&Token>) -> Result<FilesClient, FilesError> {
-        auth::client_handshake(&mut stream, ServiceKind::Files, token).await?;
+        let server_uid = stream.peer_uid().map_err(ProtoError::Io)?;
+        auth::client_handshake(&mut stream, ServiceKind::Files, token, server_uid).await?;
         let sock = Socket::from(stream.into_blocking().map_err(ProtoError::Io)?);
         Ok(FilesClient { sock, buf: Vec::new() })
     }

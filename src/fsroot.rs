@@ -411,13 +411,20 @@ impl Upload {
     /// file stays for a later resume. The lock is released after the rename.
     pub fn publish(self) -> Result<(), FsError> {
         let map = |e: Errno| FsError::from_errno(&self.shown, e);
-        self.file.sync_all().map_err(|e| FsError::from_io(&self.shown, e))?;
+        if let Err(e) = self.file.sync_all() {
+            // The data may never reach the disk, while the page cache still shows it: a resume
+            // could match a prefix that is not there. The partial file goes.
+            let _ = rustix::fs::unlinkat(&self.dir, &self.partial, AtFlags::empty());
+            return Err(FsError::from_io(&self.shown, e));
+        }
         rustix::fs::renameat(&self.dir, &self.partial, &self.dir, &self.name).map_err(map)?;
         // The rename is on disk only once the directory is; an O_PATH descriptor cannot be
-        // fsynced, so the directory is opened for reading.
+        // fsynced, so the directory is opened for reading. The file is published by now, so a
+        // failure here is not reported as a failed upload.
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let dir = rustix::fs::openat(&self.dir, ".", flags, Mode::empty()).map_err(map)?;
-        rustix::fs::fsync(&dir).map_err(map)?;
+        if let Ok(dir) = rustix::fs::openat(&self.dir, ".", flags, Mode::empty()) {
+            let _ = rustix::fs::fsync(&dir);
+        }
         Ok(())
     }
 
@@ -452,7 +459,9 @@ fn lock_partial(dir: BorrowedFd<'_>, partial: &OsStr, shown: &str) -> Result<Fil
             Err(e) => return Err(FsError::from_errno(shown, e)),
         };
         let stat = rustix::fs::fstat(&fd).map_err(|e| FsError::from_errno(shown, e))?;
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        // A hard link planted under the partial name would have us truncate and write a file
+        // that lives elsewhere, outside the root perhaps.
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile || stat.st_nlink != 1 {
             return Err(FsError::NotAFile { path: partial_shown });
         }
         clear_nonblock(&fd).map_err(|e| FsError::from_errno(shown, e))?;
@@ -807,6 +816,16 @@ mod tests {
     fn a_planted_partial_symlink_is_not_followed() {
         let f = Fixture::new();
         symlink(f.tmp.path().join("secret"), f.path(".x.sockit-part")).unwrap();
+        let result = f.root.begin_put("x", false);
+        assert!(matches!(result, Err(FsError::NotAFile { .. })), "{result:?}");
+        assert_eq!(std::fs::read(f.tmp.path().join("secret")).unwrap(), b"outside");
+    }
+
+    #[test]
+    fn a_planted_partial_hard_link_is_not_written() {
+        let f = Fixture::new();
+        // The tempdir's "secret" is outside the root but on the same file system.
+        std::fs::hard_link(f.tmp.path().join("secret"), f.path(".x.sockit-part")).unwrap();
         let result = f.root.begin_put("x", false);
         assert!(matches!(result, Err(FsError::NotAFile { .. })), "{result:?}");
         assert_eq!(std::fs::read(f.tmp.path().join("secret")).unwrap(), b"outside");

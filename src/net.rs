@@ -879,12 +879,6 @@ impl Stream {
         }
     }
 
-    /// Whether the peer has closed its sending side, even when unread data is still queued
-    /// (`POLLRDHUP`). Does not wait.
-    pub fn peer_closed(&self) -> bool {
-        peer_hung_up(std::os::fd::AsRawFd::as_raw_fd(self))
-    }
-
     /// Leaves the async runtime: a blocking socket, for work done in a plain thread.
     pub fn into_blocking(self) -> io::Result<std::os::fd::OwnedFd> {
         let fd: std::os::fd::OwnedFd = match self {

@@ -1,4 +1,4 @@
-//! The message protocol of the `exec` and `files` services (PROTOCOL.md, sections 5 to 8).
+//! The message protocol of the `exec` and `files` services (PROTOCOL.md, sections 5 to 7).
 //!
 //! Every message is one `len` frame (a 4-byte big-endian length, then that many bytes) whose
 //! first byte says what it is. File contents are the one exception: after a `FILE` or `FROM`
@@ -97,7 +97,7 @@ impl ExitStatus {
     pub fn shell_code(self) -> u8 {
         match self {
             ExitStatus::Code(c) => (c & 0xff) as u8,
-            ExitStatus::Signal(s) => (128 + s).clamp(0, 255) as u8,
+            ExitStatus::Signal(s) => 128i32.saturating_add(s).clamp(0, 255) as u8,
             ExitStatus::TimedOut => 124,
         }
     }
@@ -431,6 +431,13 @@ impl Msg {
         }
     }
 
+    /// How many bytes [`Msg::encode`] writes, length prefix included.
+    pub fn encoded_len(&self) -> usize {
+        let mut b = BytesMut::new();
+        self.encode(&mut b);
+        b.len()
+    }
+
     /// An `ERROR` message.
     pub fn error(code: u8, message: impl Into<String>) -> Msg {
         Msg::Error { code, message: message.into() }
@@ -481,16 +488,28 @@ impl<'a> Body<'a> {
     }
 }
 
-fn check_len(header: [u8; 4]) -> Result<usize, ProtoError> {
+fn check_len(header: [u8; 4], max: usize) -> Result<usize, ProtoError> {
     let len = u32::from_be_bytes(header);
-    if len as usize > MAX_MESSAGE {
+    if len as usize > max {
         return Err(ProtoError::TooLarge(len));
     }
     Ok(len as usize)
 }
 
 /// Reads exactly one message. `Ok(None)` is a clean end of the stream before a message began.
+/// Not cancel-safe: a read dropped halfway loses its bytes (use [`MsgReader`] where a read may be
+/// abandoned).
 pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<Option<Msg>, ProtoError> {
+    read_msg_max(r, buf, MAX_MESSAGE).await
+}
+
+/// [`read_msg`] with a smaller size limit, for the handshake, where no message is large and a
+/// stranger must not make the server hold a megabyte.
+pub async fn read_msg_max<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<Option<Msg>, ProtoError> {
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -500,11 +519,47 @@ pub async fn read_msg<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Res
         }
         got += n;
     }
-    let len = check_len(header)?;
+    let len = check_len(header, max)?;
     buf.clear();
     buf.resize(len, 0);
     r.read_exact(buf).await.map_err(truncated)?;
     Msg::decode(buf).map(Some)
+}
+
+/// Reads messages from a stream through a buffer of its own, so that a read abandoned halfway
+/// (in a `select!`) loses nothing: the next call goes on where it stopped. It may read past the
+/// end of a message, so it is for streams that carry only messages (not raw file bytes).
+#[derive(Debug, Default)]
+pub struct MsgReader {
+    buf: bytes::BytesMut,
+    read: u64,
+}
+
+impl MsgReader {
+    /// How many bytes it has read from the stream so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// The next message; `Ok(None)` at a clean end of the stream. Cancel-safe.
+    pub async fn next<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> Result<Option<Msg>, ProtoError> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = check_len(self.buf[..4].try_into().expect("4 bytes"), MAX_MESSAGE)?;
+                if self.buf.len() >= 4 + len {
+                    let frame = self.buf.split_to(4 + len);
+                    return Msg::decode(&frame[4..]).map(Some);
+                }
+                self.buf.reserve(4 + len - self.buf.len());
+            }
+            // `read_buf` is cancel-safe: bytes are kept only when it completes.
+            let n = r.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return if self.buf.is_empty() { Ok(None) } else { Err(ProtoError::Truncated) };
+            }
+            self.read += n as u64;
+        }
+    }
 }
 
 /// Writes one message.
@@ -529,7 +584,7 @@ pub fn read_msg_sync<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<Option<Msg
         }
         got += n;
     }
-    let len = check_len(header)?;
+    let len = check_len(header, MAX_MESSAGE)?;
     buf.clear();
     buf.resize(len, 0);
     r.read_exact(buf).map_err(truncated)?;
@@ -633,10 +688,36 @@ mod tests {
         assert!(matches!(read_msg_sync(&mut r, &mut Vec::new()), Err(ProtoError::Truncated)));
     }
 
+    #[tokio::test]
+    async fn the_buffered_reader_loses_nothing_when_a_read_is_abandoned() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let mut reader = MsgReader::default();
+        let mut whole = BytesMut::new();
+        Msg::Stdin(Bytes::from(vec![7u8; 1000])).encode(&mut whole);
+        Msg::StdinEof.encode(&mut whole);
+        // Half of the first message, then a read that gives up waiting for the rest.
+        a.write_all(&whole[..500]).await.unwrap();
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(20), reader.next(&mut b)).await;
+        assert!(gave_up.is_err());
+        a.write_all(&whole[500..]).await.unwrap();
+        drop(a);
+        assert_eq!(reader.next(&mut b).await.unwrap(), Some(Msg::Stdin(Bytes::from(vec![7u8; 1000]))));
+        assert_eq!(reader.next(&mut b).await.unwrap(), Some(Msg::StdinEof));
+        assert_eq!(reader.next(&mut b).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_handshake_limit_refuses_big_frames_before_reading_them() {
+        let mut r = &b"\x00\x10\x00\x00"[..];
+        let got = read_msg_max(&mut r, &mut Vec::new(), 128).await;
+        assert!(matches!(got, Err(ProtoError::TooLarge(0x100000))));
+    }
+
     #[test]
     fn exit_codes_follow_the_shell() {
         assert_eq!(ExitStatus::Code(3).shell_code(), 3);
         assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
         assert_eq!(ExitStatus::TimedOut.shell_code(), 124);
+        assert_eq!(ExitStatus::Signal(i32::MAX).shell_code(), 255, "a hostile value neither panics nor wraps");
     }
 }

@@ -292,6 +292,12 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
     let text = format!("sockit: server busy ({max} clients connected), try again later");
     let send = async {
         match conn {
+            // exec and files speak in messages: the refusal is an ERROR their clients can read.
+            Conn::Stream(mut s) if matches!(shared.config.service, Service::Exec(_) | Service::Files(_)) => {
+                let _ =
+                    crate::proto::write_msg(&mut s, &crate::proto::Msg::error(crate::proto::code::FAILED, text)).await;
+                let _ = s.shutdown().await;
+            }
             Conn::Stream(mut s) => {
                 let mut buf = BytesMut::new();
                 let codec = FrameCodec::new(shared.config.framing, usize::MAX);
@@ -371,6 +377,12 @@ async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
         (Conn::Stream(s), Service::Files(cfg)) => {
             let mut t = Traffic::default();
             let end = Box::pin(crate::files::session(s, cfg.clone(), shared.session_limits(), &mut t)).await;
+            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
+            end
+        }
+        (Conn::Stream(s), Service::Chat(room)) => {
+            let mut t = Traffic::default();
+            let end = Box::pin(crate::chat::session(s, room.clone(), shared.session_limits(), &mut t)).await;
             (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
             end
         }

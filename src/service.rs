@@ -151,6 +151,9 @@ pub enum Service {
     /// Serves files under a root directory to authenticated clients ([`crate::files`]). Stream
     /// sockets only.
     Files(Arc<crate::files::FilesConfig>),
+    /// Sends every line to every other client with the sender's name ([`crate::chat`]). Stream
+    /// sockets only.
+    Chat(Arc<crate::chat::Room>),
 }
 
 impl fmt::Debug for Service {
@@ -162,7 +165,7 @@ impl fmt::Debug for Service {
 impl Service {
     /// Whether the service speaks its own protocol on a stream and cannot run on packet sockets.
     pub fn needs_stream(&self) -> bool {
-        matches!(self, Service::Exec(_) | Service::Files(_))
+        matches!(self, Service::Exec(_) | Service::Files(_) | Service::Chat(_))
     }
 
     /// The service's name as the command line spells it.
@@ -177,6 +180,7 @@ impl Service {
             Service::Source => "source",
             Service::Exec(_) => "exec",
             Service::Files(_) => "files",
+            Service::Chat(_) => "chat",
         }
     }
 
@@ -190,7 +194,8 @@ impl Service {
             | Service::Discard
             | Service::Source
             | Service::Exec(_)
-            | Service::Files(_) => false,
+            | Service::Files(_)
+            | Service::Chat(_) => false,
         }
     }
 
@@ -214,7 +219,7 @@ impl Service {
             // simply dropped.
             Service::Discard | Service::Source => {}
             // Sessions with their own protocol never come here: the server runs them itself.
-            Service::Exec(_) | Service::Files(_) => {}
+            Service::Exec(_) | Service::Files(_) | Service::Chat(_) => {}
         }
         Flow::Continue
     }

@@ -1308,3 +1308,65 @@ fn the_command_gets_an_empty_signal_mask_and_no_ignored_realtime_signals() {
         r.stdout_text()
     );
 }
+
+/// Output still in the pipes and the channel when the command exits is all delivered, however
+/// slowly the client reads: only the pipe readers give up after the drain limit, never the
+/// writing of what was read.
+#[test]
+fn output_left_when_the_command_exits_arrives_whole_for_a_slow_reader() {
+    let srv = ExecServer::start(&[]);
+    let mut child = spawn_piped(srv.exec(&["-n", "--", "head", "-c", "3000000", "/dev/zero"]));
+    drop(child.stdin.take());
+    // Read nothing for longer than the drain limit, then everything.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = drain(child.stdout.take().unwrap());
+    let status = support::wait_bounded(&mut child, Duration::from_secs(30)).expect("the client finished");
+    assert_eq!(out.join().unwrap().len(), 3_000_000);
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A server at its --max-conns limit tells an exec client so, in a message it can read.
+#[test]
+fn a_busy_server_refuses_with_a_readable_error() {
+    let srv = ExecServer::start(&["--max-conns", "1"]);
+    let mut first = spawn_piped(srv.exec(&["-n", "--", "sh", "-c", "echo up; sleep 5"]));
+    let up = read_line_within(first.stdout.take().unwrap(), Duration::from_secs(10));
+    assert_eq!(up, "up\n");
+    let r = srv.run(&["-n", "--", "true"], b"");
+    assert_fails(&r, 255, &["server busy"]);
+    let _ = first.kill();
+    let _ = first.wait();
+}
+
+/// The command does not see the server's token, and has no controlling terminal.
+#[test]
+fn the_command_gets_neither_the_token_nor_a_terminal() {
+    let srv = ExecServer::start_with(&[], |cmd| {
+        cmd.env("SOCKIT_TOKEN", "a-token-the-command-must-not-see");
+    });
+    let r = srv.run(
+        &[
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            "echo ${SOCKIT_TOKEN:-none}; if (: </dev/tty) 2>/dev/null; then echo tty; else echo no-tty; fi",
+        ],
+        b"",
+    );
+    assert_eq!(r.stdout_text(), "none\nno-tty\n", "stderr {:?}", r.stderr);
+}
+
+/// A command that exits in time is never reported as timed out, even when its output is still
+/// being written when the time limit passes.
+#[test]
+fn a_command_that_exits_in_time_is_not_a_timeout() {
+    let srv = ExecServer::start(&[]);
+    let mut child = spawn_piped(srv.exec(&["-n", "--timeout", "1s", "--", "head", "-c", "2000000", "/dev/zero"]));
+    drop(child.stdin.take());
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = drain(child.stdout.take().unwrap());
+    let status = support::wait_bounded(&mut child, Duration::from_secs(30)).expect("the client finished");
+    assert_eq!(out.join().unwrap().len(), 2_000_000);
+    assert_eq!(status.code(), Some(0), "reported as a timeout");
+}

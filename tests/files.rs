@@ -1176,11 +1176,21 @@ fn permission_denied_is_one_clear_error_and_leaves_nothing() {
     }
     cmd.env_remove("SOCKIT_TOKEN").arg("serve").arg(format!("unix:{}", s(&run.join("s.sock"))));
     cmd.args(["files", "--root", s(&root)]);
+    // A client trusts a server of another uid only if it proves the token.
+    let token_file = b.join("token");
+    let mut with_token: Vec<&str> = Vec::new();
     if as_root {
-        cmd.args(["--allow-uid", "0"]);
+        cmd.args(["--allow-uid", "0"]).env("SOCKIT_TOKEN", "a-token-for-the-nobody-server");
+        fs::write(&token_file, "a-token-for-the-nobody-server").unwrap();
+        set(&token_file, 0o600);
+        with_token = vec!["--token-file", s(&token_file)];
     }
     let server = Server::start_cmd(cmd);
     let ep = server.endpoint.as_str();
+    let run_in = |c: &Path, args: &[&str]| {
+        let args: Vec<&str> = args.iter().chain(&with_token).copied().collect();
+        run_in(c, &args)
+    };
 
     for args in [
         &["put", ep, "x.txt"][..],

@@ -139,7 +139,9 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
                 EntryKind::Symlink => "@",
                 _ => "",
             };
-            out += &format!("{:>12}  {}  {}{suffix}\n", e.size, when.replace('T', " ").trim_end_matches('Z'), e.name);
+            // Names come from the server: escaped, so that none can move the cursor or fake lines.
+            let name = render::escaped_line(e.name.as_bytes());
+            out += &format!("{:>12}  {}  {name}{suffix}\n", e.size, when.replace('T', " ").trim_end_matches('Z'));
         }
     }
     crate::write_stdout(out.as_bytes())?;

@@ -132,6 +132,13 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
+/// The soft limit on open files, as it is now.
+pub fn fd_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit on a valid, owned struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur } else { 1024 }
+}
+
 /// Raises the soft limit on open files to the hard limit, as servers and load generators that
 /// hold many connections need (the default soft limit is often 1024).
 pub fn raise_fd_limit() {

@@ -52,6 +52,8 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let socket = net::bind(&endpoint, &bind_opts).await?;
     if !quiet {
         let framing = match endpoint.style() {
+            SocketStyle::Stream if matches!(service, Service::Chat(_)) => "one message per line".to_owned(),
+            SocketStyle::Stream if service.needs_stream() => "sockit messages, PROTOCOL.md".to_owned(),
             SocketStyle::Stream => format!("framing {}", args.framing.framing),
             SocketStyle::Seqpacket => "one message per packet".to_owned(),
             SocketStyle::Datagram => "one message per datagram".to_owned(),
@@ -84,6 +86,10 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         s = server::run(socket, config, shutdown.clone()) => Some(s),
         _ = cut_now.cancelled() => None,
     };
+    if summary.is_none() {
+        // Stopping at once: commands still running must not outlive the server.
+        sockit::exec::kill_all_commands();
+    }
     flusher.abort();
     monitor.flush();
     if stdout_closed.load(Ordering::Relaxed) {
@@ -180,7 +186,16 @@ fn build_service(
         "source" => no_args(Service::Source),
         "exec" => {
             let policy = server_policy(auth, endpoint, name)?;
-            no_args(Service::Exec(Arc::new(ExecConfig { policy, max_timeout: args.timeout })))
+            // Commands get the descriptor limit sockit was given, not the one it raises for itself.
+            let child_nofile = Some(crate::fd_limit());
+            no_args(Service::Exec(Arc::new(ExecConfig { policy, max_timeout: args.timeout, child_nofile })))
+        }
+        "chat" => {
+            if args.framing.framing == Framing::Len {
+                return Err(Usage("chat is line-based: leave --framing out (or use line)".into()).into());
+            }
+            let max_line = args.framing.max_frame.min(sockit::chat::MAX_LINE);
+            no_args(Service::Chat(Arc::new(sockit::chat::Room::new(max_line))))
         }
         "files" => {
             let Some(dir) = &args.root else {
@@ -191,7 +206,7 @@ fn build_service(
             no_args(Service::Files(Arc::new(FilesConfig { policy, root, read_only: args.read_only })))
         }
         other => Err(Usage(format!(
-            "unknown service '{other}' (choose echo, upper, reply TEXT, qa, print, discard, source, exec or files)"
+            "unknown service '{other}' (choose echo, upper, reply TEXT, qa, print, discard, source, chat, exec or files)"
         ))
         .into()),
     }
