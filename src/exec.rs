@@ -47,15 +47,8 @@ const ALLOWED_SIGNALS: [u8; 7] = [1, 2, 3, 9, 10, 12, 15];
 
 /// Serves one `exec` connection until the client leaves.
 pub async fn session(mut stream: Stream, config: &ExecConfig, limits: SessionLimits<'_>, traffic: &mut Traffic) -> End {
-    let uid = match stream.peer_uid() {
-        Ok(uid) => uid,
-        Err(e) => return End::Io(format!("cannot read the peer's credentials: {e}")),
-    };
-    let handshake = auth::server_handshake(&mut stream, ServiceKind::Exec, &config.policy, uid);
-    match limits.between_requests(handshake).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return End::Protocol(format!("authentication failed: {e}")),
-        Err(end) => return end,
+    if let Err(end) = limits.admit(&mut stream, ServiceKind::Exec, &config.policy).await {
+        return end;
     }
     // One reader for the whole session: a read abandoned when a command ends loses nothing.
     let mut reader = MsgReader::default();

@@ -327,15 +327,8 @@ pub async fn session(
     traffic: &mut Traffic,
 ) -> End {
     let mut stream = stream;
-    let uid = match stream.peer_uid() {
-        Ok(uid) => uid,
-        Err(e) => return End::Io(format!("cannot read the peer's credentials: {e}")),
-    };
-    let handshake = auth::server_handshake(&mut stream, ServiceKind::Files, &config.policy, uid);
-    match limits.between_requests(handshake).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return End::Protocol(format!("authentication failed: {e}")),
-        Err(end) => return end,
+    if let Err(end) = limits.admit(&mut stream, ServiceKind::Files, &config.policy).await {
+        return end;
     }
     let sock = match stream.into_blocking() {
         Ok(fd) => Socket::from(fd),

@@ -336,6 +336,22 @@ pub struct SessionLimits<'a> {
 }
 
 impl SessionLimits<'_> {
+    /// Runs the server's side of the handshake ([`crate::auth`]) within these limits: `Ok` once
+    /// the client is in, else how the session ended.
+    pub async fn admit(
+        &self,
+        stream: &mut Stream,
+        service: crate::proto::ServiceKind,
+        policy: &crate::auth::Policy,
+    ) -> Result<(), End> {
+        let uid = stream.peer_uid().map_err(|e| End::Io(format!("cannot read the peer's credentials: {e}")))?;
+        match self.between_requests(crate::auth::server_handshake(stream, service, policy, uid)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Protocol(format!("authentication failed: {e}"))),
+            Err(end) => Err(end),
+        }
+    }
+
     /// Waits for `fut` unless the session should end first (shutdown, cut, or idle between
     /// requests).
     pub async fn between_requests<F: Future>(&self, fut: F) -> Result<F::Output, End> {

@@ -33,10 +33,22 @@ pub async fn connect_stream(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyho
     }
 }
 
-async fn open(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyhow::Result<ExecClient> {
-    let token = load_token(args.token_file.as_deref())?;
-    let stream = connect_stream(endpoint, args).await?;
-    Ok(ExecClient::handshake(stream, token.as_ref()).await?)
+/// An authenticated client; a failure to get one is said here and becomes exit code 255, as
+/// for ssh (usage errors stay errors, for exit code 2).
+async fn open(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyhow::Result<Result<ExecClient, ExitCode>> {
+    let connected = async {
+        let token = load_token(args.token_file.as_deref())?;
+        let stream = connect_stream(endpoint, args).await?;
+        anyhow::Ok(ExecClient::handshake(stream, token.as_ref()).await?)
+    };
+    match connected.await {
+        Ok(c) => Ok(Ok(c)),
+        Err(e) if e.is::<Usage>() => Err(e),
+        Err(e) => {
+            note!("sockit: {e:#}");
+            Ok(Err(ExitCode::from(FAILED)))
+        }
+    }
 }
 
 /// Forwards Ctrl-C to the remote command; `leave_on_second` makes a second one end sockit.
@@ -61,13 +73,9 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let endpoint = crate::endpoint(&args.endpoint)?;
     let words: Vec<Vec<u8>> = args.command.iter().map(|a| a.as_bytes().to_vec()).collect();
     let argv = if args.shell { vec![b"sh".to_vec(), b"-c".to_vec(), words.join(&b' ')] } else { words };
-    let mut client = match open(&endpoint, &args.auth).await {
+    let mut client = match open(&endpoint, &args.auth).await? {
         Ok(c) => c,
-        Err(e) if e.is::<Usage>() => return Err(e),
-        Err(e) => {
-            note!("sockit: {e:#}");
-            return Ok(ExitCode::from(FAILED));
-        }
+        Err(code) => return Ok(code),
     };
     let req = Request { argv, timeout: args.timeout, stdin: !args.no_stdin };
     let mut signals = forward_interrupts(true);
@@ -84,13 +92,9 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn shell(args: ShellArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let endpoint = crate::endpoint(&args.endpoint)?;
-    let mut client = match open(&endpoint, &args.auth).await {
+    let mut client = match open(&endpoint, &args.auth).await? {
         Ok(c) => c,
-        Err(e) if e.is::<Usage>() => return Err(e),
-        Err(e) => {
-            note!("sockit: {e:#}");
-            return Ok(ExitCode::from(FAILED));
-        }
+        Err(code) => return Ok(code),
     };
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if interactive && !quiet {
