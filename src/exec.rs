@@ -280,9 +280,18 @@ async fn run(
             while let Some(msg) = out_rx.recv().await {
                 let mut b = bytes::BytesMut::new();
                 msg.encode(&mut b);
-                if let Err(e) = wr.write_all(&b).await {
-                    // Nobody reads any more: let the pumps stop instead of waiting on a full channel.
+                // A client that takes nothing for the idle timeout is idle, as on every service.
+                let written = match limits.idle_timeout {
+                    Some(t) => tokio::time::timeout(t, wr.write_all(&b))
+                        .await
+                        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"))),
+                    None => wr.write_all(&b).await,
+                };
+                if let Err(e) = written {
+                    // Nobody reads any more: the pumps stop, whether they wait on a full channel
+                    // or on a pipe the command keeps open.
                     out_rx.close();
+                    stop_reading.cancel();
                     return Err(e);
                 }
                 sent.fetch_add(b.len() as u64, Relaxed);
@@ -354,6 +363,7 @@ async fn run(
             tokio::select! {
                 written = &mut output, if !drained => match written {
                     Ok(()) => drained = true,
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => break Err(End::IdleTimeout),
                     Err(e) => break Err(End::Io(e.to_string())),
                 },
                 status = child.wait(), if exited.is_none() => {

@@ -1370,3 +1370,18 @@ fn a_command_that_exits_in_time_is_not_a_timeout() {
     assert_eq!(out.join().unwrap().len(), 2_000_000);
     assert_eq!(status.code(), Some(0), "reported as a timeout");
 }
+
+/// With --idle-timeout, a client that stops reading a command's output is idle: the command is
+/// killed and the session ends, instead of both waiting forever.
+#[test]
+fn a_client_that_stops_reading_output_is_idle() {
+    let srv = ExecServer::start(&["--idle-timeout", "1s"]);
+    let m = marker(765432);
+    let mut child = spawn_piped(srv.exec(&["-n", "--", "sh", "-c", &format!("yes & exec sleep {m}")]));
+    drop(child.stdin.take());
+    wait_until("the command runs", Duration::from_secs(10), || !live_with("sleep", &m).is_empty());
+    // Never read the client's stdout: the client blocks, the server's writes stall.
+    wait_until("the command is killed", Duration::from_secs(20), || live_with("sleep", &m).is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+}
