@@ -470,7 +470,8 @@ pub fn seqpacket_peer_closed(sock: &UnixSeqpacket) -> bool {
 /// wait. An fd that is not open counts as hung up.
 pub fn peer_hung_up(fd: std::os::fd::RawFd) -> bool {
     let mut pfd = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
-    // SAFETY: one valid pollfd, a zero timeout; the descriptor is owned by `sock`.
+    // SAFETY: one valid pollfd and a zero timeout; poll only reads the descriptor's state (a
+    // closed one is reported as POLLNVAL, not undefined behaviour).
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n < 0 || pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }

@@ -331,7 +331,7 @@ pub struct SessionLimits<'a> {
     pub shutdown: &'a CancellationToken,
     /// Kill whatever runs and end now.
     pub cut: &'a CancellationToken,
-    /// How long to wait for the next request.
+    /// How long to wait for the next request, or for a client that takes none of the output.
     pub idle_timeout: Option<Duration>,
 }
 

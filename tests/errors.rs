@@ -450,3 +450,27 @@ fn completions_and_man_page_are_printed() {
     let ran = sockit_run(&["completions", "tcsh"], b"");
     assert_parser_usage_error(&ran, &["tcsh"]);
 }
+
+#[test]
+fn options_of_exec_files_and_chat_elsewhere_or_missing_are_usage_errors() {
+    let dir = support::temp_dir();
+    let d = dir.path().to_str().unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    for (args, needle) in [
+        (vec!["serve", "127.0.0.1:0", "echo", "--token-file", "/nonexistent"], "belong to the exec and files"),
+        (vec!["serve", "127.0.0.1:0", "echo", "--insecure"], "belong to the exec and files"),
+        (vec!["serve", "127.0.0.1:0", "upper", "--root", d], "belong to the files service"),
+        (vec!["serve", "127.0.0.1:0", "echo", "--timeout", "1s"], "belongs to the exec service"),
+        (vec!["serve", "unix:/tmp/sockit-errors-files.sock", "files"], "--root DIR"),
+        (vec!["serve", "unix:/tmp/sockit-errors-files.sock", "files", "--root", file.to_str().unwrap()], "--root"),
+        (vec!["serve", "udp://127.0.0.1:0", "exec"], "stream socket"),
+        (vec!["serve", "unix-seqpacket:@sockit-errors-files", "files", "--root", d], "stream socket"),
+        (vec!["serve", "127.0.0.1:0", "chat", "--framing", "len"], "line-based"),
+        (vec!["get", "127.0.0.1:1", ".."], "names no file"),
+        (vec!["exec", "udp://127.0.0.1:9", "--", "true"], "not a stream socket"),
+    ] {
+        let ran = sockit_run(&args, b"");
+        assert_one_line_error(&ran, 2, &[needle]);
+    }
+}

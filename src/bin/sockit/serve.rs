@@ -214,6 +214,9 @@ fn build_service(
 
 /// Who may use a service that runs commands or touches files.
 fn server_policy(auth: &ServerAuthArgs, endpoint: &Endpoint, name: &str) -> anyhow::Result<Policy> {
+    if endpoint.style() != SocketStyle::Stream {
+        return Err(Usage(format!("{name} needs a stream socket (tcp or unix:); {endpoint} is not one")).into());
+    }
     if !endpoint.is_local() && !auth.insecure {
         return Err(Usage(format!(
             "{name} on {endpoint} would be reachable from other machines without TLS; listen on \
