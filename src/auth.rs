@@ -143,9 +143,17 @@ pub struct Policy {
     pub token: Option<Token>,
     /// Uids allowed on Unix sockets (the server's own is always allowed).
     pub allow_uids: Vec<u32>,
+    /// Held by a refused client while it waits out [`FAILURE_DELAY`]: refusals come one at a
+    /// time, so that guessing in parallel connections is no faster than one after another.
+    failures: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Policy {
+    /// A policy with a token (or none, for Unix sockets) and extra allowed uids.
+    pub fn new(token: Option<Token>, allow_uids: Vec<u32>) -> Policy {
+        Policy { token, allow_uids, failures: Default::default() }
+    }
+
     /// Whether a Unix peer with this uid may come in.
     pub fn uid_allowed(&self, uid: u32) -> bool {
         uid == rustix::process::geteuid().as_raw() || self.allow_uids.contains(&uid)
@@ -241,6 +249,7 @@ pub async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         if !token.verify(CLIENT_LABEL, service, &server_nonce, &client_nonce, &mac) {
+            let _one_at_a_time = policy.failures.lock().await;
             tokio::time::sleep(FAILURE_DELAY).await;
             let why = "wrong token".to_string();
             write_msg(stream, &Msg::error(code::AUTH, why.clone())).await?;
@@ -372,7 +381,7 @@ mod tests {
         client_token: Option<&str>,
     ) -> (Result<(), HandshakeError>, Result<(), HandshakeError>) {
         let (mut a, mut b) = tokio::io::duplex(4096);
-        let policy = Policy { token: server_token.map(token), allow_uids: vec![] };
+        let policy = Policy::new(server_token.map(token), vec![]);
         let ct = client_token.map(token);
         tokio::join!(
             server_handshake(&mut a, ServiceKind::Exec, &policy, None),
@@ -397,6 +406,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn wrong_tokens_are_answered_one_per_second_however_many_connections_try() {
+        let policy = Policy::new(Some(token("0123456789abcdef")), vec![]);
+        let started = tokio::time::Instant::now();
+        let attempt = |policy: Policy| async move {
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            let wrong = token("0123456789abcdeX");
+            let (s, _) = tokio::join!(
+                server_handshake(&mut a, ServiceKind::Exec, &policy, None),
+                client_handshake(&mut b, ServiceKind::Exec, Some(&wrong), None)
+            );
+            assert!(matches!(s, Err(HandshakeError::Denied(_))));
+            started.elapsed()
+        };
+        let (x, y, z) = tokio::join!(attempt(policy.clone()), attempt(policy.clone()), attempt(policy.clone()));
+        let mut took = [x, y, z];
+        took.sort();
+        assert!(took[2] >= FAILURE_DELAY * 3, "three refusals in {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_recorded_auth_does_not_replay() {
         // Record a good AUTH for one server nonce, then present it to a new HELLO.
         let t = token("0123456789abcdef");
@@ -405,7 +434,7 @@ mod tests {
         let recorded =
             Msg::Auth { nonce: client_nonce, mac: t.client_mac(ServiceKind::Exec, &old_nonce, &client_nonce) };
         let (mut a, mut b) = tokio::io::duplex(4096);
-        let policy = Policy { token: Some(t), allow_uids: vec![] };
+        let policy = Policy::new(Some(t), vec![]);
         let attacker = async {
             let mut buf = Vec::new();
             let hello = read_msg(&mut b, &mut buf).await.unwrap().unwrap();
@@ -421,7 +450,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_hits_the_deadline() {
         let (mut a, _b) = tokio::io::duplex(4096);
-        let policy = Policy { token: Some(token("0123456789abcdef")), allow_uids: vec![] };
+        let policy = Policy::new(Some(token("0123456789abcdef")), vec![]);
         let r = server_handshake(&mut a, ServiceKind::Exec, &policy, None).await;
         assert!(matches!(r, Err(HandshakeError::Deadline)));
     }
@@ -429,7 +458,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_uid_is_refused_before_hello() {
         let (mut a, mut b) = tokio::io::duplex(4096);
-        let policy = Policy { token: None, allow_uids: vec![] };
+        let policy = Policy::new(None, vec![]);
         let other = rustix::process::geteuid().as_raw().wrapping_add(1);
         let (s, c) = tokio::join!(
             server_handshake(&mut a, ServiceKind::Exec, &policy, Some(other)),
@@ -444,7 +473,7 @@ mod tests {
         let me = rustix::process::geteuid().as_raw();
         for (server_uid, ok) in [(Some(me), true), (Some(0), true), (Some(me.wrapping_add(1)), false), (None, false)] {
             let (mut a, mut b) = tokio::io::duplex(4096);
-            let policy = Policy { token: None, allow_uids: vec![] };
+            let policy = Policy::new(None, vec![]);
             let token = token("0123456789abcdef");
             let (_, c) = tokio::join!(
                 server_handshake(&mut a, ServiceKind::Exec, &policy, Some(me)),
@@ -457,7 +486,7 @@ mod tests {
     #[tokio::test]
     async fn no_token_on_tcp_is_refused_by_the_library_too() {
         let (mut a, mut b) = tokio::io::duplex(4096);
-        let policy = Policy { token: None, allow_uids: vec![] };
+        let policy = Policy::new(None, vec![]);
         let (s, c) = tokio::join!(
             server_handshake(&mut a, ServiceKind::Exec, &policy, None),
             client_handshake(&mut b, ServiceKind::Exec, None, None)
@@ -469,7 +498,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_service_is_named() {
         let (mut a, mut b) = tokio::io::duplex(4096);
-        let policy = Policy { token: None, allow_uids: vec![] };
+        let policy = Policy::new(None, vec![]);
         let (_, c) = tokio::join!(
             server_handshake(&mut a, ServiceKind::Files, &policy, Some(0)),
             client_handshake(&mut b, ServiceKind::Exec, None, Some(0))

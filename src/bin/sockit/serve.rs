@@ -233,7 +233,7 @@ fn server_policy(auth: &ServerAuthArgs, endpoint: &Endpoint, name: &str) -> anyh
         ))
         .into());
     }
-    Ok(Policy { token, allow_uids: auth.allow_uid.clone() })
+    Ok(Policy::new(token, auth.allow_uid.clone()))
 }
 
 /// Watches SIGINT and SIGTERM: the first asks for an orderly shutdown, the second cuts.
