@@ -409,8 +409,7 @@ async fn run(
 
 /// Writes a message and counts its bytes.
 async fn send_counted(stream: &mut Stream, msg: &Msg, traffic: &mut Traffic) -> io::Result<()> {
-    write_msg(stream, msg).await?;
-    traffic.bytes_out += msg.encoded_len() as u64;
+    traffic.bytes_out += write_msg(stream, msg).await? as u64;
     Ok(())
 }
 

@@ -216,9 +216,7 @@ fn sendfile_range(
 }
 
 fn readable_now(sock: &Socket) -> bool {
-    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd, zero timeout, on a descriptor `sock` owns.
-    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+    crate::net::poll_now(sock.as_raw_fd(), libc::POLLIN).is_some_and(|r| r != 0)
 }
 
 /// What [`receive_range`] did.

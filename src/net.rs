@@ -469,11 +469,17 @@ pub fn seqpacket_peer_closed(sock: &UnixSeqpacket) -> bool {
 /// connection failed (`POLLRDHUP`, `POLLHUP`, `POLLERR`), even with unread data queued. Does not
 /// wait. An fd that is not open counts as hung up.
 pub fn peer_hung_up(fd: std::os::fd::RawFd) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+    poll_now(fd, libc::POLLRDHUP).is_none_or(|r| r & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0)
+}
+
+/// The events of `events` (plus the ones poll always reports) that `fd` has right now, without
+/// waiting; `None` if poll itself failed.
+pub fn poll_now(fd: std::os::fd::RawFd, events: i16) -> Option<i16> {
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
     // SAFETY: one valid pollfd and a zero timeout; poll only reads the descriptor's state (a
     // closed one is reported as POLLNVAL, not undefined behaviour).
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n < 0 || pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    (n >= 0).then_some(pfd.revents)
 }
 
 /// A bound datagram socket (UDP or `unix-dgram:`).

@@ -431,13 +431,6 @@ impl Msg {
         }
     }
 
-    /// How many bytes [`Msg::encode`] writes, length prefix included.
-    pub fn encoded_len(&self) -> usize {
-        let mut b = BytesMut::new();
-        self.encode(&mut b);
-        b.len()
-    }
-
     /// An `ERROR` message.
     pub fn error(code: u8, message: impl Into<String>) -> Msg {
         Msg::Error { code, message: message.into() }
@@ -562,11 +555,12 @@ impl MsgReader {
     }
 }
 
-/// Writes one message.
-pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Msg) -> io::Result<()> {
+/// Writes one message; returns how many bytes that took.
+pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Msg) -> io::Result<usize> {
     let mut out = BytesMut::new();
     msg.encode(&mut out);
-    w.write_all(&out).await
+    w.write_all(&out).await?;
+    Ok(out.len())
 }
 
 /// [`read_msg`] on a blocking reader.
