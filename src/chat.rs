@@ -160,16 +160,6 @@ impl Room {
             Room::send(&m, None, &line(format!("* {} left", member.nick).as_bytes()));
         }
     }
-
-    /// How many members the room has.
-    pub fn len(&self) -> usize {
-        self.lock().by_id.len()
-    }
-
-    /// Whether the room is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn line(text: &[u8]) -> Bytes {
