@@ -181,7 +181,7 @@ impl NetError {
 // Addresses
 
 /// The address of the other end of a connection or datagram.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PeerAddr {
     /// An IP peer.
     Inet(SocketAddr),
@@ -877,6 +877,15 @@ impl std::os::fd::AsRawFd for Stream {
     }
 }
 
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
 impl Stream {
     /// The uid of the process at the other end of a Unix stream (`SO_PEERCRED`); `None` on TCP.
     pub fn peer_uid(&self) -> io::Result<Option<u32>> {
@@ -894,6 +903,63 @@ impl Stream {
         };
         socket2::SockRef::from(&fd).set_nonblocking(false)?;
         Ok(fd)
+    }
+
+    /// Waits until the socket may be ready for `interest` (it may still turn out not to be:
+    /// [`Stream::try_io`] tells).
+    pub async fn ready(&self, interest: tokio::io::Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.ready(interest).await.map(drop),
+            Stream::Unix(s) => s.ready(interest).await.map(drop),
+        }
+    }
+
+    /// Runs `f`, a non-blocking operation on the socket's descriptor; a `WouldBlock` from it
+    /// clears the readiness so that [`Stream::ready`] waits for the next event.
+    pub fn try_io<R>(&self, interest: tokio::io::Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        match self {
+            Stream::Tcp(s) => s.try_io(interest, f),
+            Stream::Unix(s) => s.try_io(interest, f),
+        }
+    }
+
+    /// Reads through a shared reference, so that one task can read and write the same stream
+    /// at once (a relay's two directions). 0 is the end of the stream.
+    pub async fn read_shared(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.ready(tokio::io::Interest::READABLE).await?;
+            let r = match self {
+                Stream::Tcp(s) => s.try_read(buf),
+                Stream::Unix(s) => s.try_read(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes all of `data` through a shared reference (see [`Stream::read_shared`]).
+    pub async fn write_all_shared(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            self.ready(tokio::io::Interest::WRITABLE).await?;
+            let r = match self {
+                Stream::Tcp(s) => s.try_write(data),
+                Stream::Unix(s) => s.try_write(data),
+            };
+            match r {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Shuts down the sending side at once (the peer reads end-of-stream), through a shared
+    /// reference.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write)
     }
 
     /// Closes the connection with a TCP reset instead of an orderly close (used when the peer

@@ -10,7 +10,12 @@ use std::fmt::Write;
 /// or corrupts a terminal line.
 pub fn escaped_line(data: &[u8]) -> String {
     let data = data.strip_suffix(b"\n").unwrap_or(data);
-    let data = data.strip_suffix(b"\r").unwrap_or(data);
+    escaped(data.strip_suffix(b"\r").unwrap_or(data))
+}
+
+/// Renders `data` as one line with every control character or invalid byte escaped, line
+/// endings included: the exact bytes can be read back from it.
+pub fn escaped(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len());
     for chunk in data.utf8_chunks() {
         for c in chunk.valid().chars() {

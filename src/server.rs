@@ -100,6 +100,8 @@ pub enum End {
     Protocol(String),
     /// The socket failed (a reset, for instance).
     Io(String),
+    /// A fault the relay was asked to inject ended it (`--reset-after`).
+    Injected(String),
 }
 
 impl fmt::Display for End {
@@ -112,6 +114,7 @@ impl fmt::Display for End {
             End::Cut => f.write_str("cut at shutdown deadline"),
             End::Protocol(e) => write!(f, "protocol error: {e}"),
             End::Io(e) => write!(f, "error: {e}"),
+            End::Injected(what) => write!(f, "injected fault: {what}"),
         }
     }
 }
@@ -196,9 +199,28 @@ struct Shared {
 pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: CancellationToken) -> Summary {
     let started = Instant::now();
     let shared = Arc::new(Shared { config, counters: Counters::default(), shutdown, cut: CancellationToken::new() });
-    match socket {
-        ServerSocket::Listener(listener) => accept_loop(listener, &shared).await,
-        ServerSocket::Datagram(socket) => datagram_loop(socket, &shared).await,
+    match (socket, &shared.config.service) {
+        (ServerSocket::Listener(listener), _) => accept_loop(listener, &shared).await,
+        (ServerSocket::Datagram(socket), Service::Relay(relay)) => {
+            let totals = Arc::new(crate::relay::DatagramTotals::default());
+            let run = crate::relay::DatagramRelay {
+                shutdown: &shared.shutdown,
+                monitor: shared.config.monitor.clone(),
+                max_sessions: shared.config.max_conns,
+                idle: shared.config.idle_timeout,
+                totals: totals.clone(),
+            };
+            crate::relay::datagram_relay(socket, relay.clone(), run).await;
+            let c = &shared.counters;
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            c.connections.fetch_add(get(&totals.sessions), Ordering::Relaxed);
+            c.refused.fetch_add(get(&totals.refused), Ordering::Relaxed);
+            c.datagrams_in.fetch_add(get(&totals.datagrams_in), Ordering::Relaxed);
+            c.datagrams_out.fetch_add(get(&totals.datagrams_out), Ordering::Relaxed);
+            c.bytes_in.fetch_add(get(&totals.bytes_in), Ordering::Relaxed);
+            c.bytes_out.fetch_add(get(&totals.bytes_out), Ordering::Relaxed);
+        }
+        (ServerSocket::Datagram(socket), _) => datagram_loop(socket, &shared).await,
     }
     shared.counters.summary(started.elapsed())
 }
@@ -292,6 +314,10 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
     let text = format!("sockit: server busy ({max} clients connected), try again later");
     let send = async {
         match conn {
+            // A relay's clients speak the target's protocol, into which no text of ours fits:
+            // they get a reset, as from a target that is not there.
+            Conn::Stream(s) if matches!(shared.config.service, Service::Relay(_)) => s.set_linger_zero(),
+            Conn::Seqpacket(_) if matches!(shared.config.service, Service::Relay(_)) => {}
             // exec and files speak in messages: the refusal is an ERROR their clients can read.
             Conn::Stream(mut s) if matches!(shared.config.service, Service::Exec(_) | Service::Files(_)) => {
                 let _ =
@@ -399,6 +425,12 @@ async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
         (Conn::Stream(s), Service::Chat(room)) => {
             let mut t = Traffic::default();
             let end = Box::pin(crate::chat::session(s, room.clone(), shared.session_limits(), &mut t)).await;
+            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
+            end
+        }
+        (conn, Service::Relay(cfg)) => {
+            let mut t = Traffic::default();
+            let end = Box::pin(crate::relay::session(conn, &peer, cfg, shared.session_limits(), &mut t)).await;
             (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
             end
         }

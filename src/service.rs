@@ -154,6 +154,8 @@ pub enum Service {
     /// Sends every line to every other client with the sender's name ([`crate::chat`]). Stream
     /// sockets only.
     Chat(Arc<crate::chat::Room>),
+    /// Connects every client to a target and relays between them ([`crate::relay`]).
+    Relay(Arc<crate::relay::RelayConfig>),
 }
 
 impl fmt::Debug for Service {
@@ -181,6 +183,7 @@ impl Service {
             Service::Exec(_) => "exec",
             Service::Files(_) => "files",
             Service::Chat(_) => "chat",
+            Service::Relay(_) => "relay",
         }
     }
 
@@ -195,7 +198,8 @@ impl Service {
             | Service::Source
             | Service::Exec(_)
             | Service::Files(_)
-            | Service::Chat(_) => false,
+            | Service::Chat(_)
+            | Service::Relay(_) => false,
         }
     }
 
@@ -219,7 +223,7 @@ impl Service {
             // simply dropped.
             Service::Discard | Service::Source => {}
             // Sessions with their own protocol never come here: the server runs them itself.
-            Service::Exec(_) | Service::Files(_) | Service::Chat(_) => {}
+            Service::Exec(_) | Service::Files(_) | Service::Chat(_) | Service::Relay(_) => {}
         }
         Flow::Continue
     }

@@ -57,6 +57,9 @@ pub enum Command {
     /// List a directory on a `files` server.
     #[command(after_help = FILES_HELP)]
     Ls(LsArgs),
+    /// Forward every client of FROM to TO, any family to any, optionally with injected faults.
+    #[command(after_help = RELAY_HELP)]
+    Relay(RelayArgs),
     /// Measure a server: echo latency and rate, bulk throughput, connection rate, UDP rate.
     #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
@@ -147,6 +150,30 @@ Examples:
   sockit send udp://127.0.0.1:9999 hello
   sockit send unix:/tmp/echo.sock 'frame me' --framing len";
 
+const RELAY_HELP: &str = "\
+Each client of FROM gets its own connection to TO. Connected sockets (tcp, unix:,
+unix-seqpacket:) relay to connected sockets, in any combination; datagram sockets (udp,
+unix-dgram:) to datagram sockets, with a session per client address that ends after
+--idle-timeout of silence (60s if not given). A half-close is passed on; a reset or error on one
+side resets the other. Between two streams the bytes move with splice(2) (zero copy) unless
+faults or a log need to see them.
+
+Faults (to test other programs against a bad network; reproducible with --seed):
+  --delay MS, --jitter MS    hold data back (± a random amount; streams keep their order)
+  --rate BYTES               at most BYTES per second each way (e.g. 64K)
+  --chunk N                  streams: deliver in pieces of at most N bytes, each its own write
+  --reset-after BYTES        streams: reset both connections after BYTES have gone through
+  --drop P, --duplicate P, --reorder P
+                             datagrams: lose, send twice, or send after the next one, with
+                             probability P (0.1 or 10%)
+  --faults-on up|down        only client-to-target (up) or target-to-client (down)
+
+Examples:
+  sockit relay 127.0.0.1:8080 unix:/run/app.sock         expose a Unix socket on TCP
+  sockit relay unix:/tmp/pg.sock tcp://db.internal:5432
+  sockit relay 127.0.0.1:7001 127.0.0.1:7000 --delay 100 --jitter 20 --log traffic.txt
+  sockit relay udp://127.0.0.1:5353 udp://127.0.0.1:53 --drop 10% --seed 7";
+
 const BENCH_HELP: &str = "\
 Modes:
   echo      round trips of --size bytes over -c connections to an echo server; every answer is
@@ -211,6 +238,91 @@ pub struct BenchArgs {
     /// Give up connecting after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Where clients connect (or send datagrams).
+    pub from: String,
+
+    /// Where each client is relayed to.
+    pub to: String,
+
+    /// At most N clients (datagram sessions) at once; more are reset (dropped).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: Option<u32>,
+
+    /// Close a connection (end a datagram session) when nothing has moved for this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Give up connecting to TO after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// The listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backlog: u32,
+
+    /// Permissions of a new Unix socket file, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
+    pub mode: u32,
+
+    /// On shutdown, how long connections get to finish before they are cut.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Copy bytes through user space even between two streams (for comparison).
+    #[arg(long)]
+    pub no_splice: bool,
+
+    /// Dump the traffic as hex (on stderr, or in the --log file).
+    #[arg(long)]
+    pub hex: bool,
+
+    /// Write every chunk or datagram with its time and direction to FILE (- for stderr).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Hold data back this long (a number is milliseconds: 100, 1.5s).
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub delay: Option<Duration>,
+
+    /// Vary the delay by up to this much either way.
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub jitter: Option<Duration>,
+
+    /// At most this many bytes per second in each direction (e.g. 100K).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub rate: Option<usize>,
+
+    /// Streams: deliver data in pieces of at most N bytes.
+    #[arg(long, value_name = "N", value_parser = parse_size)]
+    pub chunk: Option<usize>,
+
+    /// Streams: reset both connections after this many bytes.
+    #[arg(long, value_name = "BYTES", value_parser = parse_count)]
+    pub reset_after: Option<u64>,
+
+    /// Datagrams: the probability of losing one (0 to 1, or a percentage).
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    pub drop: Option<f64>,
+
+    /// Datagrams: the probability of sending one twice.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    pub duplicate: Option<f64>,
+
+    /// Datagrams: the probability of holding one back until after the next.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    pub reorder: Option<f64>,
+
+    /// The seed of the faults' random choices (default: a random one, shown at start).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Which way faults apply: both, up (client to target) or down (target to client).
+    #[arg(long, value_name = "both|up|down", default_value = "both")]
+    pub faults_on: sockit::fault::FaultDirection,
 }
 
 #[derive(Debug, Args)]
@@ -501,6 +613,37 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     v.ok_or_else(|| format!("'{s}' must be between 1 byte and 4G"))
 }
 
+/// Parses a delay: a bare number is milliseconds (`100`, `2.5`); `1s`, `250ms` work too.
+pub fn parse_millis(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    match t.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => parse_duration(&format!("{}", ms / 1000.0)),
+        Ok(_) => Err(format!("'{s}' is not a delay of zero or more milliseconds")),
+        Err(_) => parse_duration(t),
+    }
+}
+
+/// Parses a probability: `0.25` or `25%`, from 0 to 1.
+pub fn parse_probability(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let p = match t.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    };
+    match p {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}' is not a probability from 0 to 1 (or 0% to 100%)")),
+    }
+}
+
+/// Parses a byte count that may be zero: `0`, `1500`, `64K`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    parse_size(s).map(|n| n as u64)
+}
+
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
@@ -531,6 +674,24 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("5G").is_err());
         assert!(parse_size("12Q").is_err());
+    }
+
+    #[test]
+    fn faults() {
+        assert_eq!(parse_millis("100"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_millis("2.5"), Ok(Duration::from_micros(2500)));
+        assert_eq!(parse_millis("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_millis("-5").is_err());
+        assert!(parse_millis("NaN").is_err());
+        assert!(parse_millis("soon").is_err());
+        assert_eq!(parse_probability("0.25"), Ok(0.25));
+        assert_eq!(parse_probability("10%"), Ok(0.1));
+        assert!(parse_probability("1.5").is_err());
+        assert!(parse_probability("-1%").is_err());
+        assert!(parse_probability("NaN").is_err());
+        assert_eq!(parse_count("0"), Ok(0));
+        assert_eq!(parse_count("2K"), Ok(2048));
+        assert!(parse_count("-3").is_err());
     }
 
     #[test]

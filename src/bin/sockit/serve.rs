@@ -61,7 +61,6 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         let both = if socket.is_dual_stack() { " (IPv4 and IPv6)" } else { "" };
         note!("sockit: serving {} on {}{both} ({framing}); Ctrl-C stops", service.name(), socket.local_endpoint());
     }
-    let monitor = Arc::new(LogMonitor::new(quiet));
     let config = ServerConfig {
         service,
         framing: args.framing.framing,
@@ -70,8 +69,26 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         idle_timeout: args.idle_timeout,
         once: args.once,
         grace: args.grace,
-        monitor: monitor.clone(),
+        monitor: Arc::new(server::Silent),
     };
+    let datagrams = endpoint.style() == SocketStyle::Datagram;
+    run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || stdout_closed.load(Ordering::Relaxed)).await
+}
+
+/// Runs a bound server with a per-connection log on stderr until it stops, then prints the
+/// summary. `output_closed` says, once the server has stopped, whether it stopped because its
+/// stdout went away (a quiet, successful end).
+pub(crate) async fn run_logged(
+    socket: net::ServerSocket,
+    mut config: ServerConfig,
+    shutdown: CancellationToken,
+    cut_now: CancellationToken,
+    datagrams: bool,
+    quiet: bool,
+    output_closed: impl Fn() -> bool,
+) -> anyhow::Result<ExitCode> {
+    let monitor = Arc::new(LogMonitor::new(quiet));
+    config.monitor = monitor.clone();
     let flusher = {
         let monitor = monitor.clone();
         tokio::spawn(async move {
@@ -92,7 +109,7 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     flusher.abort();
     monitor.flush();
-    if stdout_closed.load(Ordering::Relaxed) {
+    if output_closed() {
         return Err(OutputClosed.into());
     }
     if !quiet {
@@ -100,7 +117,7 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             Some(s) => {
                 let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
                 let mut line = format!("sockit: stopped after {:.1}s: ", s.uptime.as_secs_f64());
-                if endpoint.style() == SocketStyle::Datagram {
+                if datagrams {
                     line += &format!("{} in, {} out", plural(s.datagrams_in, "datagram"), s.datagrams_out);
                 } else {
                     line += &plural(s.connections, "connection");
@@ -237,7 +254,7 @@ fn server_policy(auth: &ServerAuthArgs, endpoint: &Endpoint, name: &str) -> anyh
 }
 
 /// Watches SIGINT and SIGTERM: the first asks for an orderly shutdown, the second cuts.
-fn spawn_signal_watch(
+pub(crate) fn spawn_signal_watch(
     shutdown: CancellationToken,
     cut_now: CancellationToken,
     grace: std::time::Duration,

@@ -1,0 +1,133 @@
+//! `sockit relay FROM TO`: checks that the two ends and the faults fit together, binds FROM,
+//! and runs the library's relay service on it with the same log and summary as `serve`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use sockit::endpoint::{Endpoint, SocketStyle};
+use sockit::fault::Faults;
+use sockit::net::{self, BindOptions};
+use sockit::relay::{RelayConfig, TrafficLog};
+use sockit::server::ServerConfig;
+use sockit::service::Service;
+use tokio_util::sync::CancellationToken;
+
+use crate::Usage;
+use crate::cli::RelayArgs;
+
+pub async fn run(args: RelayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let from = crate::endpoint(&args.from)?;
+    let to = crate::endpoint(&args.to)?;
+    let datagrams = check_styles(&from, &to)?;
+    let faults = faults(&args)?;
+    if datagrams && let Some(name) = faults.stream_only() {
+        return Err(Usage(format!("{name} applies to connections; {from} relays datagrams")).into());
+    }
+    if !datagrams && let Some(name) = faults.datagram_only() {
+        return Err(Usage(format!(
+            "{name} applies to datagrams; {from} relays connections, which do not lose data (try --reset-after)"
+        ))
+        .into());
+    }
+    let log = traffic_log(&args)?;
+
+    let shutdown = CancellationToken::new();
+    let cut_now = CancellationToken::new();
+    crate::serve::spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
+    crate::raise_fd_limit();
+    let socket = net::bind(&from, &BindOptions { backlog: args.backlog, unix_mode: args.mode }).await?;
+    if !quiet {
+        let both = if socket.is_dual_stack() { " (IPv4 and IPv6)" } else { "" };
+        let how = if !faults.is_empty() {
+            format!("faults: {}", faults.describe())
+        } else if datagrams {
+            "a session per client".to_owned()
+        } else if args.no_splice
+            || log.is_some()
+            || from.style() != SocketStyle::Stream
+            || to.style() != SocketStyle::Stream
+        {
+            "copying".to_owned()
+        } else {
+            "splice".to_owned()
+        };
+        note!("sockit: relaying {}{both} to {to} ({how}); Ctrl-C stops", socket.local_endpoint());
+    }
+    let mut relay = RelayConfig::new(to);
+    relay.connect_timeout = args.connect_timeout;
+    relay.splice = !args.no_splice;
+    relay.faults = faults;
+    relay.log = log;
+    let config = ServerConfig {
+        max_conns: args.max_conns.map(|n| n as usize),
+        idle_timeout: args.idle_timeout,
+        grace: args.grace,
+        ..ServerConfig::new(Service::Relay(Arc::new(relay)))
+    };
+    crate::serve::run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || false).await
+}
+
+/// Connections relay to connections, datagrams to datagrams: says which, or why not.
+fn check_styles(from: &Endpoint, to: &Endpoint) -> anyhow::Result<bool> {
+    let datagram = |e: &Endpoint| e.style() == SocketStyle::Datagram;
+    match (datagram(from), datagram(to)) {
+        (false, false) => Ok(false),
+        (true, true) => Ok(true),
+        (f, _) => {
+            let kind = |d: bool| if d { "datagrams" } else { "connections" };
+            Err(Usage(format!(
+                "cannot relay {from} ({}) to {to} ({}): both ends must be connected sockets (tcp, unix:, \
+                 unix-seqpacket:) or both datagram sockets (udp, unix-dgram:)",
+                kind(f),
+                kind(!f)
+            ))
+            .into())
+        }
+    }
+}
+
+fn faults(args: &RelayArgs) -> anyhow::Result<Faults> {
+    let seed = args.seed.unwrap_or_else(|| {
+        let mut b = [0u8; 8];
+        // Without the system's randomness the time will do: the seed is shown either way.
+        if getrandom::fill(&mut b).is_err() {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            b = (t.as_nanos() as u64).to_le_bytes();
+        }
+        // Small enough to read out and type back.
+        u64::from_le_bytes(b) % 1_000_000
+    });
+    let faults = Faults {
+        delay: args.delay.unwrap_or_default(),
+        jitter: args.jitter.unwrap_or_default(),
+        rate: args.rate.map(|r| r as u64),
+        chunk: args.chunk,
+        reset_after: args.reset_after,
+        drop: args.drop.unwrap_or(0.0),
+        duplicate: args.duplicate.unwrap_or(0.0),
+        reorder: args.reorder.unwrap_or(0.0),
+        seed,
+        direction: args.faults_on,
+    };
+    if faults.is_empty() && (args.seed.is_some() || args.faults_on != sockit::fault::FaultDirection::Both) {
+        return Err(Usage("--seed and --faults-on go with a fault (--delay, --drop, …)".into()).into());
+    }
+    Ok(faults)
+}
+
+fn traffic_log(args: &RelayArgs) -> anyhow::Result<Option<Arc<TrafficLog>>> {
+    let out: Box<dyn std::io::Write + Send> = match &args.log {
+        None if !args.hex => return Ok(None),
+        None => Box::new(std::io::stderr()),
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stderr()),
+        Some(p) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| Usage(format!("cannot open --log {}: {e}", p.display())))?;
+            Box::new(std::io::BufWriter::new(file))
+        }
+    };
+    Ok(Some(Arc::new(TrafficLog::new(out, args.hex))))
+}
