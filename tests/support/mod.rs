@@ -137,10 +137,21 @@ impl Server {
         // it instead of leaving a server running after the test.
         let mut guard = Server { child: Some(child), endpoint: String::new(), stderr, stdout };
         let banner = guard.stderr.wait_for("'sockit: serving …'", |l| l.starts_with("sockit: "));
-        assert!(banner.starts_with("sockit: serving "), "server failed to start: {banner}");
-        let on = banner.split(" on ").nth(1).expect("banner names the endpoint");
+        let on = if let Some(rest) = banner.strip_prefix("sockit: relaying ") {
+            rest
+        } else {
+            assert!(banner.starts_with("sockit: serving "), "server failed to start: {banner}");
+            banner.split(" on ").nth(1).expect("banner names the endpoint")
+        };
         guard.endpoint = on.split(' ').next().unwrap().to_owned();
         guard
+    }
+
+    /// Starts `sockit relay ARGS…` and waits until it reports where it listens.
+    pub fn relay(args: &[&str]) -> Server {
+        let mut cmd = sockit();
+        cmd.arg("relay").args(args);
+        Server::start_cmd(cmd)
     }
 
     /// `HOST:PORT` of an IP server (the `tcp://` or `udp://` stripped).
