@@ -42,6 +42,7 @@
 /// socket, and the bound keeps every deadline computable (`now + duration` cannot overflow).
 pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
+pub mod acl;
 pub mod auth;
 pub mod bench;
 pub mod chat;

@@ -562,6 +562,7 @@ pub(crate) struct DatagramRelay<'a> {
     pub shutdown: &'a CancellationToken,
     pub monitor: Arc<dyn Monitor>,
     pub max_sessions: Option<usize>,
+    pub access: Arc<crate::acl::AccessList>,
     pub idle: Option<Duration>,
     pub totals: Arc<DatagramTotals>,
 }
@@ -579,6 +580,7 @@ pub(crate) async fn datagram_relay(socket: DatagramSocket, config: Arc<RelayConf
     let idle = run.idle.unwrap_or(config.datagram_idle);
     let mut sessions: HashMap<Option<PeerAddr>, mpsc::Sender<Bytes>> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut last_refusal = None;
     loop {
         let received = tokio::select! {
             _ = run.shutdown.cancelled() => break,
@@ -593,6 +595,10 @@ pub(crate) async fn datagram_relay(socket: DatagramSocket, config: Arc<RelayConf
         };
         run.totals.datagrams_in.fetch_add(1, Ordering::Relaxed);
         run.totals.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        if !crate::server::datagram_admitted(peer.as_ref(), &run.access, run.monitor.as_ref(), &mut last_refusal) {
+            run.totals.refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let datagram = Bytes::copy_from_slice(&buf[..n]);
         if let Some(tx) = sessions.get(&peer)
             && !tx.is_closed()

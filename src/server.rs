@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::acl::AccessList;
 use crate::framing::{DEFAULT_MAX_FRAME, FrameCodec, FrameError, Framing, next_text_line, text_lines};
 use crate::net::{Conn, DatagramSocket, Listener, MAX_DATAGRAM, PeerAddr, ServerSocket, Stream};
 use crate::service::{Flow, Service};
@@ -46,6 +47,10 @@ pub struct ServerConfig {
     pub once: bool,
     /// After shutdown is asked for, how long connections get to finish before they are cut.
     pub grace: Duration,
+    /// Which peer addresses may connect (or send datagrams); deny wins.
+    pub access: Arc<AccessList>,
+    /// At most this many connections at once from one IP address.
+    pub max_per_source: Option<usize>,
     /// Told about every connection and problem; the library itself never prints.
     pub monitor: Arc<dyn Monitor>,
 }
@@ -62,6 +67,8 @@ impl ServerConfig {
             idle_timeout: None,
             once: false,
             grace: Duration::from_secs(5),
+            access: Arc::new(AccessList::default()),
+            max_per_source: None,
             monitor: Arc::new(Silent),
         }
     }
@@ -207,6 +214,7 @@ pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: Cancellat
                 shutdown: &shared.shutdown,
                 monitor: shared.config.monitor.clone(),
                 max_sessions: shared.config.max_conns,
+                access: shared.config.access.clone(),
                 idle: shared.config.idle_timeout,
                 totals: totals.clone(),
             };
@@ -230,6 +238,7 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
     let limit = shared.config.max_conns.map(|n| Arc::new(Semaphore::new(n)));
     let mut backoff = Duration::from_millis(10);
     let mut once_done = false;
+    let per_source = PerSource::default();
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -252,6 +261,17 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
                 continue;
             }
         };
+        if let Err(why) = admit_peer(&peer, shared, &per_source) {
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            shared.config.monitor.refused(&peer, &why);
+            // Nothing is said to a client turned away by address: the connection is reset.
+            if let Conn::Stream(s) = &conn {
+                s.set_linger_zero();
+            }
+            drop(conn);
+            continue;
+        }
+        let source = SourceSlot::take(&peer, &per_source);
         let permit = match &limit {
             None => None,
             Some(sem) => match sem.clone().try_acquire_owned() {
@@ -272,6 +292,7 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
         let task = async move {
             let report = serve_conn(conn, peer, &task_shared).await;
             drop(permit);
+            drop(source);
             task_shared.config.monitor.closed(&report);
         };
         // A span costs on every poll even when nothing records it: attach it only when debug
@@ -298,6 +319,78 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
         }
     }
     drain(&tracker, shared).await;
+}
+
+/// Connections open now per source address, for `max_per_source`.
+type PerSource = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// Checks a new connection's address against the access list and the per-source limit.
+fn admit_peer(peer: &PeerAddr, shared: &Shared, per_source: &PerSource) -> Result<(), String> {
+    let PeerAddr::Inet(addr) = peer else { return Ok(()) };
+    let ip = canonical_ip(addr.ip());
+    shared.config.access.check(ip).map_err(|r| r.to_string())?;
+    if let Some(max) = shared.config.max_per_source {
+        let open = per_source.lock().unwrap_or_else(|e| e.into_inner()).get(&ip).copied().unwrap_or(0);
+        if open >= max {
+            return Err(format!("over --max-per-source {max} from {ip}"));
+        }
+    }
+    Ok(())
+}
+
+fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// One connection counted against its source address while it lives.
+struct SourceSlot {
+    ip: std::net::IpAddr,
+    table: PerSource,
+}
+
+impl SourceSlot {
+    fn take(peer: &PeerAddr, table: &PerSource) -> Option<SourceSlot> {
+        let PeerAddr::Inet(addr) = peer else { return None };
+        let ip = canonical_ip(addr.ip());
+        *table.lock().unwrap_or_else(|e| e.into_inner()).entry(ip).or_insert(0) += 1;
+        Some(SourceSlot { ip, table: table.clone() })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = table.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Whether a datagram's sender passes the access list. Refusals are reported at most once a
+/// second, so that a flood of datagrams does not become a flood of log lines.
+pub(crate) fn datagram_admitted(
+    peer: Option<&PeerAddr>,
+    access: &AccessList,
+    monitor: &dyn Monitor,
+    last_report: &mut Option<Instant>,
+) -> bool {
+    let Some(PeerAddr::Inet(addr)) = peer else { return true };
+    match access.check(canonical_ip(addr.ip())) {
+        Ok(()) => true,
+        Err(why) => {
+            if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                *last_report = Some(Instant::now());
+                monitor.refused(peer.expect("matched above"), &format!("datagram dropped: {why}"));
+            }
+            false
+        }
+    }
 }
 
 /// Waits for the connections to finish, cutting them when the grace period runs out.
@@ -844,6 +937,7 @@ async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
     let counters = &shared.counters;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut answers: Vec<Vec<u8>> = Vec::new();
+    let mut last_refusal = None;
     loop {
         let received = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -860,6 +954,10 @@ async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
         };
         counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
         counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        if !datagram_admitted(peer.as_ref(), &config.access, config.monitor.as_ref(), &mut last_refusal) {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let peer_for_service = peer.clone().unwrap_or(PeerAddr::UnixUnnamed { pid: None, uid: None });
         let (_, cut_short) = answer_packet(&config.service, &peer_for_service, &mut buf[..n], &mut answers);
         if cut_short {

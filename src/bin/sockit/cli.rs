@@ -272,6 +272,9 @@ pub struct RelayArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
 
+    #[command(flatten)]
+    pub access: AccessArgs,
+
     /// Copy bytes through user space even between two streams (for comparison).
     #[arg(long)]
     pub no_splice: bool,
@@ -390,6 +393,9 @@ pub struct ServeArgs {
     pub hex: bool,
 
     #[command(flatten)]
+    pub access: AccessArgs,
+
+    #[command(flatten)]
     pub auth: ServerAuthArgs,
 
     /// exec: the longest a command may run (a client may ask for less).
@@ -403,6 +409,30 @@ pub struct ServeArgs {
     /// files: refuse uploads.
     #[arg(long)]
     pub read_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AccessArgs {
+    /// Let in only clients from these addresses or CIDR ranges (repeatable, or comma-separated:
+    /// 10.0.0.0/8,::1).
+    #[arg(long, value_name = "RANGES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub allow: Vec<sockit::acl::Cidr>,
+
+    /// Turn away clients from these addresses or ranges; deny wins over allow.
+    #[arg(long, value_name = "RANGES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub deny: Vec<sockit::acl::Cidr>,
+
+    /// --allow for every address or range in FILE (one or more per line, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub allow_file: Vec<PathBuf>,
+
+    /// --deny for every address or range in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub deny_file: Vec<PathBuf>,
+
+    /// At most N connections at once from one IP address; more are reset.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_source: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -642,6 +672,10 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
         return Ok(0);
     }
     parse_size(s).map(|n| n as u64)
+}
+
+fn parse_cidr(s: &str) -> Result<sockit::acl::Cidr, String> {
+    s.parse()
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {

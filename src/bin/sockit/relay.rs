@@ -29,6 +29,7 @@ pub async fn run(args: RelayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    let access = crate::serve::access_list(&args.access, &from)?;
     let log = traffic_log(&args)?;
 
     let shutdown = CancellationToken::new();
@@ -62,6 +63,8 @@ pub async fn run(args: RelayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         max_conns: args.max_conns.map(|n| n as usize),
         idle_timeout: args.idle_timeout,
         grace: args.grace,
+        access,
+        max_per_source: args.access.max_per_source.map(|n| n as usize),
         ..ServerConfig::new(Service::Relay(Arc::new(relay)))
     };
     crate::serve::run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || false).await

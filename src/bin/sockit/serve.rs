@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use anyhow::Context;
+use sockit::acl::AccessList;
 use sockit::auth::Policy;
 use sockit::endpoint::{Endpoint, SocketStyle};
 use sockit::exec::ExecConfig;
@@ -20,7 +21,7 @@ use sockit::service::{MessageSink, QaDict, Service};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ServeArgs, ServerAuthArgs};
+use crate::cli::{AccessArgs, ServeArgs, ServerAuthArgs};
 use crate::{OutputClosed, Usage};
 
 pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -43,6 +44,7 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             Usage(format!("{} needs a stream socket (tcp or unix:); {endpoint} is not one", service.name())).into()
         );
     }
+    let access = access_list(&args.access, &endpoint)?;
     // Signals are watched before the socket exists: a Ctrl-C at any moment after this is an
     // orderly stop that removes the socket file, never the default handler's abrupt exit.
     let cut_now = CancellationToken::new();
@@ -69,10 +71,47 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         idle_timeout: args.idle_timeout,
         once: args.once,
         grace: args.grace,
+        access,
+        max_per_source: args.access.max_per_source.map(|n| n as usize),
         monitor: Arc::new(server::Silent),
     };
     let datagrams = endpoint.style() == SocketStyle::Datagram;
     run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || stdout_closed.load(Ordering::Relaxed)).await
+}
+
+/// The access list from `--allow`, `--deny` and their files. Rules need IP peers: on a Unix
+/// socket they are a usage error rather than rules that silently never match.
+pub(crate) fn access_list(args: &AccessArgs, endpoint: &Endpoint) -> anyhow::Result<Arc<AccessList>> {
+    let mut acl = AccessList::default();
+    let read = |path: &std::path::PathBuf, flag: &str| -> anyhow::Result<Vec<sockit::acl::Cidr>> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Usage(format!("cannot read {flag} {}: {e}", path.display())))?;
+        Ok(AccessList::parse_file(&text).map_err(|e| Usage(format!("{flag} {}: {e}", path.display())))?)
+    };
+    for rule in &args.allow {
+        acl.allow(*rule);
+    }
+    for path in &args.allow_file {
+        read(path, "--allow-file")?.into_iter().for_each(|r| acl.allow(r));
+    }
+    for rule in &args.deny {
+        acl.deny(*rule);
+    }
+    for path in &args.deny_file {
+        read(path, "--deny-file")?.into_iter().for_each(|r| acl.deny(r));
+    }
+    let limited = !acl.is_empty() || args.max_per_source.is_some();
+    if limited && let Endpoint::Unix { .. } = endpoint {
+        return Err(Usage(format!(
+            "--allow, --deny and --max-per-source match IP addresses; {endpoint} has none (its file mode, --mode, \
+             says who may connect)"
+        ))
+        .into());
+    }
+    if args.max_per_source.is_some() && endpoint.style() == SocketStyle::Datagram {
+        return Err(Usage(format!("--max-per-source counts connections; {endpoint} receives datagrams")).into());
+    }
+    Ok(Arc::new(acl))
 }
 
 /// Runs a bound server with a per-connection log on stderr until it stops, then prints the
