@@ -45,6 +45,7 @@ pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365
 pub mod auth;
 pub mod bench;
 pub mod chat;
+pub mod child;
 pub mod client;
 pub mod endpoint;
 pub mod exec;

@@ -88,7 +88,7 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     if summary.is_none() {
         // Stopping at once: commands still running must not outlive the server.
-        sockit::exec::kill_all_commands();
+        sockit::child::kill_all_commands();
     }
     flusher.abort();
     monitor.flush();
