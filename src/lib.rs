@@ -57,3 +57,4 @@ pub mod proto;
 pub mod render;
 pub mod server;
 pub mod service;
+pub mod spawn;
