@@ -96,7 +96,7 @@ Examples:
   sockit serve 127.0.0.1:7022 exec --token-file ~/.sockit-token
   sockit serve unix:/tmp/files.sock files --root ~/shared
   sockit serve unix:/tmp/upper.sock spawn -- tr a-z A-Z      then: echo hi | nc -U /tmp/upper.sock
-  sockit serve 127.0.0.1:7024 spawn --token-file ~/.sockit-token --timeout 1h -- bash -i
+  sockit serve 127.0.0.1:7024 spawn --token-file ~/.sockit-token --timeout 1h -- sh -c 'exec sh -i 2>&1'
 
 exec, files and spawn need a token on TCP (--token-file FILE, readable only by you, or
 $SOCKIT_TOKEN; make one with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE). On a
@@ -145,13 +145,14 @@ ends the sending side is closed and sockit exits once the server closes.
 A `spawn` server with a token wants the sockit handshake first: --token-file FILE (or --auth, with
 the token in $SOCKIT_TOKEN) does it, then everything is as above. Without either, connect never
 speaks first and never reads $SOCKIT_TOKEN. A failed handshake is one line on stderr and exit
-status 1, as for any connection that fails.
+status 1, as for any connection that fails. At the prompt, --framing line sends every line with
+its newline, which a program that reads lines (a shell) waits for.
 
 Examples:
   sockit connect 127.0.0.1:7000
   printf 'how are u\\nbye\\n' | sockit connect 127.0.0.1:7000 --framing line
   sockit connect udp://127.0.0.1:9999 < lines.txt     each line one datagram
-  sockit connect 127.0.0.1:7024 --token-file ~/.sockit-token       a spawn server's program";
+  sockit connect 127.0.0.1:7024 --token-file ~/.sockit-token --framing line";
 
 const SEND_HELP: &str = "\
 Examples:
