@@ -488,3 +488,13 @@ fn options_of_exec_files_spawn_and_chat_elsewhere_or_missing_are_usage_errors() 
         assert_one_line_error(&ran, 2, &[needle]);
     }
 }
+
+/// A missing token file was reported with its reason twice ("…: No such file or directory (os
+/// error 2): No such file or directory (os error 2)"): the error's message and its source both
+/// said it.
+#[test]
+fn a_missing_token_file_is_said_once() {
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "exec", "--token-file", "/nonexistent/token"], b"");
+    assert_one_line_error(&ran, 1, &["cannot read token file /nonexistent/token"]);
+    assert_eq!(ran.stderr.matches("os error 2").count(), 1, "{:?}", ran.stderr);
+}
