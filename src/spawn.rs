@@ -16,8 +16,9 @@
 //! Both directions end on their own, as with a pipe. The client half-closing its connection
 //! closes the program's stdin while its output still flows back; the program closing its stdout
 //! (or exiting) half-closes the connection after the last byte. The session ends once the program
-//! has exited and its output is sent, or when the client goes away, the idle timeout or the time
-//! limit runs out, or the server is cut.
+//! has exited and its output is sent; or when the client leaves (its input still reaches the
+//! program, which is killed at its first write or after a short last chance to exit), resets the
+//! connection, the idle timeout or the time limit runs out, or the server is cut.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -197,9 +198,9 @@ enum Input {
     Eof,
     /// The server is shutting down and takes no more input; the program's stdin is closed.
     Stopped,
-    /// The client closed the whole connection.
+    /// The client closed the whole connection; the program's stdin is closed.
     HungUp,
-    /// Reading from the client failed.
+    /// Reading from the client failed (a reset).
     Failed(io::Error),
 }
 
@@ -303,8 +304,11 @@ async fn wire(
     let mut timed_out = false;
     let mut shutting_down = false;
     let mut last_chance_over = false;
-    // Armed at the program's exit (the output drain) or when both directions have ended (the
-    // program's last chance to exit by itself).
+    // The client closed the whole connection: its input has ended and the output has nowhere
+    // to go.
+    let mut client_left = false;
+    // Armed at the program's exit (the output drain), or when both directions have ended or the
+    // client has left (the program's last chance to exit by itself).
     let after = tokio::time::sleep(crate::MAX_DURATION);
     let mut probe = tokio::time::interval(PROBE_EVERY);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -313,22 +317,31 @@ async fn wire(
         tokio::pin!(input, output, after);
         loop {
             if exited && output_done {
-                break if timed_out { End::TimedOut } else { End::SessionEnded };
+                break if client_left {
+                    End::PeerClosed
+                } else if timed_out {
+                    End::TimedOut
+                } else {
+                    End::SessionEnded
+                };
             }
             let idle_at = idle.map(|t| started + Duration::from_millis(last_moved.load(Relaxed)) + t);
+            let last_chance = !exited && !last_chance_over && ((input_done && output_done) || client_left);
             // A client that is not being read could leave unnoticed; ask the kernel now and then.
-            let last_chance = !exited && input_done && output_done && !last_chance_over;
-            let watch = !output_closed.load(Relaxed) && (input_done || stdin_full.load(Relaxed));
+            let watch = !client_left && !output_closed.load(Relaxed) && (input_done || stdin_full.load(Relaxed));
             tokio::select! {
                 r = &mut input, if !input_done => {
                     input_done = true;
                     match r {
                         Input::Eof => client_eof = true,
                         Input::Stopped => {}
-                        Input::HungUp => break End::PeerClosed,
+                        // What the client sent before it left still reaches the program, which
+                        // may be a sink that only needs its input to end (`cat >> log`).
+                        Input::HungUp => (client_eof, client_left) = (true, true),
+                        // A reset is an abort: nothing is waited for.
                         Input::Failed(e) => break client_gone(e),
                     }
-                    if output_done && !exited {
+                    if (output_done || client_left) && !exited {
                         after.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
                     }
                 }
@@ -353,7 +366,8 @@ async fn wire(
                         // A process that left the group holds the stdout pipe: stop reading it.
                         stop_output.cancel();
                     } else {
-                        // Nothing can reach the program or come from it any more.
+                        // Nothing can reach the program or come from it any more, and it did
+                        // not end by itself.
                         last_chance_over = true;
                         group.signal(Signal::KILL);
                     }
@@ -370,7 +384,13 @@ async fn wire(
                     }
                 }
                 _ = probe.tick(), if watch => if hung_up(fd) {
-                    break End::PeerClosed;
+                    // As if read: the program's input ends (whatever it has not taken yet is
+                    // dropped), and it gets its last chance.
+                    client_left = true;
+                    stop_input.cancel();
+                    if !exited {
+                        after.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
+                    }
                 },
                 // The program's input ends, as a message session's reading does; its output
                 // still flows until it exits or the grace period is over.
