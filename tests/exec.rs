@@ -627,7 +627,8 @@ fn client_disconnect_kills_the_process_group_and_leaves_no_zombie() {
     let mut child = spawn_piped(srv.exec(&["-n", "--", "sh", "-c", &script]));
     let line = read_line_within(child.stdout.take().unwrap(), PROMPT);
     assert_eq!(line, "started\n");
-    assert_eq!(live_with("sleep", &m).len(), 2, "both sleeps run");
+    // The shell forks them before it echoes, but they may not have become `sleep` yet.
+    wait_until("both sleeps run", PROMPT, || live_with("sleep", &m).len() == 2);
     assert_eq!(live_with("sh", &m).len(), 1, "the shell runs");
     child.kill().unwrap();
     child.wait().unwrap();
