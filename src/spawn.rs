@@ -222,7 +222,8 @@ async fn wire(
     let last_moved = AtomicU64::new(0);
     let moved = || last_moved.store(started.elapsed().as_millis() as u64, Relaxed);
     let (bytes_in, bytes_out) = (AtomicU64::new(0), AtomicU64::new(0));
-    // Set while the program's stdin is full, so nothing is read from the client meanwhile.
+    // Set while a write to the program's stdin is pending (its pipe may be full): nothing is
+    // read from the client meanwhile.
     let stdin_full = AtomicBool::new(false);
     // Set once the connection is half-closed toward the client (the output has ended).
     let output_closed = AtomicBool::new(false);

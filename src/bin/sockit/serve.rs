@@ -227,7 +227,8 @@ fn build_service(
             // Checked once here, as execvp would find it, rather than failing for every client.
             let program = sockit::spawn::resolve_program(prog).map_err(|e| Usage(e.to_string()))?;
             let policy = server_policy(auth, endpoint, name)?;
-            no_args(Service::Spawn(Arc::new(SpawnConfig {
+            // Programs get the descriptor limit sockit was given, not the one it raises for itself.
+            Ok(Service::Spawn(Arc::new(SpawnConfig {
                 program,
                 argv: args.program.clone(),
                 policy,
