@@ -44,12 +44,12 @@ impl fmt::Debug for Token {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The file could not be read.
-    #[error("cannot read token file {path}: {source}")]
+    #[error("cannot read token file {path}: {why}")]
     Read {
         /// The file.
         path: String,
-        /// Why.
-        source: io::Error,
+        /// Why. Not a `source`: the message says it already, and a chain would say it twice.
+        why: io::Error,
     },
     /// Other users may read the file.
     #[error("token file {path} is readable by other users (mode {mode:o}); run: chmod 600 {path}")]
@@ -84,7 +84,7 @@ impl Token {
     pub fn from_file(path: &Path) -> Result<Token, TokenError> {
         use std::os::unix::fs::MetadataExt;
         let shown = path.display().to_string();
-        let read_err = |source| TokenError::Read { path: shown.clone(), source };
+        let read_err = |why| TokenError::Read { path: shown.clone(), why };
         let file = std::fs::File::open(path).map_err(read_err)?;
         let mode = file.metadata().map_err(read_err)?.mode() & 0o777;
         if mode & 0o077 != 0 {

@@ -2,12 +2,12 @@
 //!
 //! A session authenticates ([`crate::auth`]), then runs one command per `EXEC` request, one after
 //! another. The argv is executed as given, with no shell in between. The command gets fresh pipes
-//! for fds 0 to 2 and nothing else, default signal dispositions, and its own process group, so
-//! that it and everything it started can be killed together: on a timeout, when the client goes
-//! away, or when the server is cut at shutdown. Output streams back as it is produced, stdout and
-//! stderr kept apart, through a channel of a few 64 KiB chunks: a client that reads slowly makes
-//! the server stop reading the pipes, and the command blocks on its own writes, so memory stays
-//! bounded whatever the output size.
+//! for fds 0 to 2 and nothing else, default signal dispositions, and its own process group
+//! ([`crate::child`]), so that it and everything it started can be killed together: on a
+//! timeout, when the client goes away, or when the server is cut at shutdown. Output streams
+//! back as it is produced, stdout and stderr kept apart, through a channel of a few 64 KiB
+//! chunks: a client that reads slowly makes the server stop reading the pipes, and the command
+//! blocks on its own writes, so memory stays bounded whatever the output size.
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rustix::process::{Pid, Signal};
+use rustix::process::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, HandshakeError, Policy, Token};
+use crate::child::{self, Group, reap};
 use crate::net::Stream;
 use crate::proto::{ExitStatus, Msg, MsgReader, OUTPUT_CHUNK, ProtoError, ServiceKind, code, write_msg};
 use crate::server::{End, SessionLimits, Traffic};
@@ -106,57 +107,6 @@ async fn protocol_error(stream: &mut Stream, e: ProtoError, traffic: &mut Traffi
     }
 }
 
-/// The process groups of the commands running now, so that a server that must stop at once can
-/// kill them all before it exits ([`kill_all_commands`]).
-static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
-
-/// Kills every command that any `exec` session of this process is running. For a process about
-/// to exit without waiting for its sessions to end (a second Ctrl-C).
-pub fn kill_all_commands() {
-    let groups = LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner());
-    for &pgid in groups.iter() {
-        if let Some(pid) = Pid::from_raw(pgid) {
-            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
-        }
-    }
-}
-
-/// A command's process group: killed when dropped, whatever path the session takes out.
-struct Group(Option<Pid>);
-
-impl Group {
-    fn new(pid: u32) -> Group {
-        let pid = Pid::from_raw(pid as i32);
-        if let Some(p) = pid {
-            LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner()).push(p.as_raw_nonzero().get());
-        }
-        Group(pid)
-    }
-
-    fn signal(&self, sig: Signal) {
-        if let Some(pid) = self.0 {
-            // ESRCH (everything already gone) is the expected outcome, not an error.
-            let _ = rustix::process::kill_process_group(pid, sig);
-        }
-    }
-
-    /// Kills what is left of the group one last time and forgets it: once the leader has been
-    /// reaped and the group is empty, its number may be given to someone else's group.
-    fn finish(&mut self) {
-        self.signal(Signal::KILL);
-        if let Some(pid) = self.0.take() {
-            let mut live = LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner());
-            live.retain(|&g| g != pid.as_raw_nonzero().get());
-        }
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
 /// What to run, and how.
 struct Command {
     argv: Vec<Vec<u8>>,
@@ -173,61 +123,8 @@ fn spawn(command: &Command) -> io::Result<Child> {
     cmd.args(argv[1..].iter().map(arg))
         .stdin(if command.stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // The server's secret is not the command's business.
-        .env_remove(auth::TOKEN_ENV)
-        .kill_on_drop(true);
-    let nofile = command.child_nofile;
-    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls:
-    // setsid, prctl, close_range, fcntl, getrlimit, setrlimit, rt_sigaction, sigemptyset and
-    // sigprocmask. std has already placed the pipes on fds 0 to 2.
-    unsafe {
-        cmd.pre_exec(move || {
-            // A session and process group of its own: the group is what gets killed, and without
-            // a controlling terminal the command cannot stop on a read from the server's.
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // If the server dies without cleaning up (kill -9), the command dies with it.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            // Every other descriptor the server holds (a listener, other clients, anything it
-            // inherited without CLOEXEC) is closed at exec. Marking them rather than closing them
-            // keeps std's own pipe, which reports a failed exec, working until then.
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
-                // Before Linux 5.11: mark them one by one, up to the descriptor limit.
-                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-                let top = lim.rlim_cur.min(1 << 20) as i32;
-                for fd in 3..top {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                }
-            }
-            // The descriptor limit the server had before it raised its own.
-            if let Some(n) = nofile {
-                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-                    lim.rlim_cur = n.min(lim.rlim_max);
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-                }
-            }
-            // Default dispositions for every signal and an empty signal mask, whatever the
-            // server inherited (a shell starts background jobs with SIGINT and SIGQUIT ignored)
-            // or set (SIGPIPE). The raw system call, because the C library refuses to touch the
-            // two real-time signals it reserves for itself, which a parent may still have left
-            // ignored; an all-zero kernel sigaction is SIG_DFL with no flags and an empty mask,
-            // whatever the architecture's layout.
-            let default = [0u64; 4];
-            for sig in 1..=libc::SIGRTMAX() {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::syscall(libc::SYS_rt_sigaction, sig, default.as_ptr(), 0usize, 8usize);
-                }
-            }
-            let mut none = std::mem::zeroed::<libc::sigset_t>();
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+        .stderr(Stdio::piped());
+    child::confine(&mut cmd, command.child_nofile);
     cmd.spawn()
 }
 
@@ -411,12 +308,6 @@ async fn run(
 async fn send_counted(stream: &mut Stream, msg: &Msg, traffic: &mut Traffic) -> io::Result<()> {
     traffic.bytes_out += write_msg(stream, msg).await? as u64;
     Ok(())
-}
-
-/// Waits for a killed command to be gone, so that no zombie is left (bounded: a process stuck in
-/// the kernel is left to the runtime's reaper).
-async fn reap(child: &mut Child) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
 }
 
 /// Reads a pipe to its end (or until `stop`), a chunk per message, into the bounded output

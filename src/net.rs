@@ -962,6 +962,17 @@ impl Stream {
         socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write)
     }
 
+    /// Turns on TCP keepalive: after `idle` without traffic, probes every `idle / 2`, and after
+    /// three unanswered ones the connection fails. A peer that has vanished (or whose host has)
+    /// is found even when nothing is being sent to it. Does nothing on a Unix socket, whose
+    /// peer's closing the kernel always knows.
+    pub fn set_keepalive(&self, idle: Duration) {
+        if let Stream::Tcp(s) = self {
+            let probes = socket2::TcpKeepalive::new().with_time(idle).with_interval(idle / 2).with_retries(3);
+            let _ = socket2::SockRef::from(s).set_tcp_keepalive(&probes);
+        }
+    }
+
     /// Closes the connection with a TCP reset instead of an orderly close (used when the peer
     /// broke the protocol and unread data would otherwise linger).
     pub fn set_linger_zero(&self) {

@@ -1,4 +1,5 @@
-//! The message protocol of the `exec` and `files` services (PROTOCOL.md, sections 5 to 7).
+//! The message protocol of the `exec` and `files` services, and of the handshake `spawn` uses too
+//! (PROTOCOL.md, sections 5 to 7 and 9).
 //!
 //! Every message is one `len` frame (a 4-byte big-endian length, then that many bytes) whose
 //! first byte says what it is. File contents are the one exception: after a `FILE` or `FROM`
@@ -60,6 +61,8 @@ pub enum ServiceKind {
     Exec = 1,
     /// File transfer.
     Files = 2,
+    /// A program wired to the connection; only the handshake is in messages.
+    Spawn = 3,
 }
 
 impl ServiceKind {
@@ -67,6 +70,7 @@ impl ServiceKind {
         match b {
             1 => Some(ServiceKind::Exec),
             2 => Some(ServiceKind::Files),
+            3 => Some(ServiceKind::Spawn),
             _ => None,
         }
     }
@@ -76,6 +80,7 @@ impl ServiceKind {
         match self {
             ServiceKind::Exec => "exec",
             ServiceKind::Files => "files",
+            ServiceKind::Spawn => "spawn",
         }
     }
 }
@@ -617,6 +622,7 @@ mod tests {
         let h = [7u8; 32];
         for msg in [
             Msg::Hello { version: VERSION, service: ServiceKind::Files, auth: true, nonce: h },
+            Msg::Hello { version: VERSION, service: ServiceKind::Spawn, auth: true, nonce: h },
             Msg::Auth { nonce: h, mac: [9; 32] },
             Msg::Welcome { proof: h },
             Msg::Exec {

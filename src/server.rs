@@ -103,6 +103,8 @@ pub enum End {
     Shutdown,
     /// The server's grace period ran out while the connection was still busy.
     Cut,
+    /// The time limit on what the session ran (`spawn --timeout`) ran out.
+    TimedOut,
     /// The client broke the framing (an oversized or truncated frame).
     Protocol(String),
     /// The socket failed (a reset, for instance).
@@ -119,6 +121,7 @@ impl fmt::Display for End {
             End::IdleTimeout => f.write_str("idle timeout"),
             End::Shutdown => f.write_str("server shutting down"),
             End::Cut => f.write_str("cut at shutdown deadline"),
+            End::TimedOut => f.write_str("time limit reached"),
             End::Protocol(e) => write!(f, "protocol error: {e}"),
             End::Io(e) => write!(f, "error: {e}"),
             End::Injected(what) => write!(f, "injected fault: {what}"),
@@ -411,8 +414,8 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
             // they get a reset, as from a target that is not there.
             Conn::Stream(s) if matches!(shared.config.service, Service::Relay(_)) => s.set_linger_zero(),
             Conn::Seqpacket(_) if matches!(shared.config.service, Service::Relay(_)) => {}
-            // exec and files speak in messages: the refusal is an ERROR their clients can read.
-            Conn::Stream(mut s) if matches!(shared.config.service, Service::Exec(_) | Service::Files(_)) => {
+            // A client that expects a HELLO gets an ERROR it can read in its place.
+            Conn::Stream(mut s) if shared.config.service.greets_with_hello() => {
                 let _ =
                     crate::proto::write_msg(&mut s, &crate::proto::Msg::error(crate::proto::code::FAILED, text)).await;
                 let _ = s.shutdown().await;
@@ -512,6 +515,12 @@ async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
         (Conn::Stream(s), Service::Files(cfg)) => {
             let mut t = Traffic::default();
             let end = Box::pin(crate::files::session(s, cfg.clone(), shared.session_limits(), &mut t)).await;
+            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
+            end
+        }
+        (Conn::Stream(s), Service::Spawn(cfg)) => {
+            let mut t = Traffic::default();
+            let end = Box::pin(crate::spawn::session(s, cfg, shared.session_limits(), &mut t)).await;
             (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
             end
         }

@@ -156,6 +156,9 @@ pub enum Service {
     Chat(Arc<crate::chat::Room>),
     /// Connects every client to a target and relays between them ([`crate::relay`]).
     Relay(Arc<crate::relay::RelayConfig>),
+    /// Connects every client to a fresh process of a program, raw bytes both ways
+    /// ([`crate::spawn`]). Stream sockets only.
+    Spawn(Arc<crate::spawn::SpawnConfig>),
 }
 
 impl fmt::Debug for Service {
@@ -167,7 +170,17 @@ impl fmt::Debug for Service {
 impl Service {
     /// Whether the service speaks its own protocol on a stream and cannot run on packet sockets.
     pub fn needs_stream(&self) -> bool {
-        matches!(self, Service::Exec(_) | Service::Files(_) | Service::Chat(_))
+        matches!(self, Service::Exec(_) | Service::Files(_) | Service::Chat(_) | Service::Spawn(_))
+    }
+
+    /// Whether a client's first bytes from the server are a message of PROTOCOL.md section 5
+    /// (`HELLO`, or an `ERROR` in its place): `exec`, `files`, and `spawn` with a token.
+    pub fn greets_with_hello(&self) -> bool {
+        match self {
+            Service::Exec(_) | Service::Files(_) => true,
+            Service::Spawn(config) => config.policy.token.is_some(),
+            _ => false,
+        }
     }
 
     /// The service's name as the command line spells it.
@@ -184,6 +197,7 @@ impl Service {
             Service::Files(_) => "files",
             Service::Chat(_) => "chat",
             Service::Relay(_) => "relay",
+            Service::Spawn(_) => "spawn",
         }
     }
 
@@ -199,7 +213,8 @@ impl Service {
             | Service::Exec(_)
             | Service::Files(_)
             | Service::Chat(_)
-            | Service::Relay(_) => false,
+            | Service::Relay(_)
+            | Service::Spawn(_) => false,
         }
     }
 
@@ -223,7 +238,7 @@ impl Service {
             // simply dropped.
             Service::Discard | Service::Source => {}
             // Sessions with their own protocol never come here: the server runs them itself.
-            Service::Exec(_) | Service::Files(_) | Service::Chat(_) | Service::Relay(_) => {}
+            Service::Exec(_) | Service::Files(_) | Service::Chat(_) | Service::Relay(_) | Service::Spawn(_) => {}
         }
         Flow::Continue
     }

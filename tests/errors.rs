@@ -452,16 +452,16 @@ fn completions_and_man_page_are_printed() {
 }
 
 #[test]
-fn options_of_exec_files_and_chat_elsewhere_or_missing_are_usage_errors() {
+fn options_of_exec_files_spawn_and_chat_elsewhere_or_missing_are_usage_errors() {
     let dir = support::temp_dir();
     let d = dir.path().to_str().unwrap();
     let file = dir.path().join("plain");
     std::fs::write(&file, b"x").unwrap();
     for (args, needle) in [
-        (vec!["serve", "127.0.0.1:0", "echo", "--token-file", "/nonexistent"], "belong to the exec and files"),
-        (vec!["serve", "127.0.0.1:0", "echo", "--insecure"], "belong to the exec and files"),
+        (vec!["serve", "127.0.0.1:0", "echo", "--token-file", "/nonexistent"], "belong to the exec, files and spawn"),
+        (vec!["serve", "127.0.0.1:0", "echo", "--insecure"], "belong to the exec, files and spawn"),
         (vec!["serve", "127.0.0.1:0", "upper", "--root", d], "belong to the files service"),
-        (vec!["serve", "127.0.0.1:0", "echo", "--timeout", "1s"], "belongs to the exec service"),
+        (vec!["serve", "127.0.0.1:0", "echo", "--timeout", "1s"], "belongs to the exec and spawn services"),
         (vec!["serve", "unix:/tmp/sockit-errors-files.sock", "files"], "--root DIR"),
         (vec!["serve", "unix:/tmp/sockit-errors-files.sock", "files", "--root", file.to_str().unwrap()], "--root"),
         (vec!["serve", "udp://127.0.0.1:0", "exec"], "stream socket"),
@@ -469,8 +469,32 @@ fn options_of_exec_files_and_chat_elsewhere_or_missing_are_usage_errors() {
         (vec!["serve", "127.0.0.1:0", "chat", "--framing", "len"], "line-based"),
         (vec!["get", "127.0.0.1:1", ".."], "names no file"),
         (vec!["exec", "udp://127.0.0.1:9", "--", "true"], "not a stream socket"),
+        (vec!["serve", "unix:/tmp/sockit-errors-spawn.sock", "spawn"], "spawn needs the program to run"),
+        (vec!["serve", "unix:/tmp/sockit-errors-spawn.sock", "spawn", "cat"], "spawn's program goes after --"),
+        (vec!["serve", "127.0.0.1:0", "echo", "--", "cat"], "only spawn runs a program"),
+        (
+            vec!["serve", "unix:/tmp/sockit-errors-spawn.sock", "spawn", "--", "no-such-program-e7x"],
+            "command not found",
+        ),
+        (vec!["serve", "unix:/tmp/sockit-errors-spawn.sock", "spawn", "--", "/etc/passwd"], "cannot execute"),
+        (vec!["serve", "unix:/tmp/sockit-errors-spawn.sock", "spawn", "--", d], "cannot execute"),
+        (vec!["serve", "udp://127.0.0.1:0", "spawn", "--", "cat"], "stream socket"),
+        (vec!["serve", "unix-seqpacket:@sockit-errors-spawn", "spawn", "--", "cat"], "stream socket"),
+        (vec!["serve", "unix:/tmp/sockit-errors-spawn.sock", "spawn", "--framing", "line", "--", "cat"], "raw bytes"),
+        (vec!["serve", "127.0.0.1:0", "spawn", "--", "cat"], "needs a token"),
+        (vec!["connect", "udp://127.0.0.1:9", "--token-file", "/nonexistent"], "not a stream socket"),
     ] {
         let ran = sockit_run(&args, b"");
         assert_one_line_error(&ran, 2, &[needle]);
     }
+}
+
+/// A missing token file was reported with its reason twice ("…: No such file or directory (os
+/// error 2): No such file or directory (os error 2)"): the error's message and its source both
+/// said it.
+#[test]
+fn a_missing_token_file_is_said_once() {
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "exec", "--token-file", "/nonexistent/token"], b"");
+    assert_one_line_error(&ran, 1, &["cannot read token file /nonexistent/token"]);
+    assert_eq!(ran.stderr.matches("os error 2").count(), 1, "{:?}", ran.stderr);
 }

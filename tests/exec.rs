@@ -16,14 +16,11 @@
 
 mod support;
 
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
@@ -31,42 +28,11 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use support::*;
 
-/// How long something that should happen at once (a refusal, a close, a kill) may take on a
-/// loaded machine. Well under [`LIMIT`] and well under the sleeps of the commands that must not
-/// be waited for.
-const PROMPT: Duration = Duration::from_secs(5);
-
-const TOKEN_ENV: &str = "SOCKIT_TOKEN";
-
 // ---------------------------------------------------------------------------------------------
 // Helpers: servers, tokens, clients
 
-/// A token no other test uses, at least 16 bytes.
-fn fresh_token() -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!("exec-test-token-{}-{}-0123456789abcdef", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Writes `content` (and a final newline, which the token loses) to `dir/name` with `mode`.
-fn write_token(dir: &Path, name: &str, content: &str, mode: u32) -> PathBuf {
-    let path = dir.join(name);
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&path).unwrap();
-    f.write_all(content.as_bytes()).unwrap();
-    f.write_all(b"\n").unwrap();
-    // The umask may have taken bits away; the mode is part of what some tests test.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    path
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// `sockit serve ARGS…` with no token in its environment.
-fn serve_cmd(args: &[&str]) -> Command {
-    let mut c = sockit();
-    c.env_remove(TOKEN_ENV).arg("serve").args(args);
-    c
 }
 
 /// An `exec` server on 127.0.0.1 with a fresh token file.
@@ -144,88 +110,8 @@ fn assert_fails(ran: &Ran, code: i32, needles: &[&str]) {
     }
 }
 
-/// Spawns `cmd` with stdin, stdout and stderr piped.
-fn spawn_piped(mut cmd: Command) -> Child {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn")
-}
-
-/// Reads one line from `r` within `within` (on a thread, so a silent peer cannot hang the test).
-fn read_line_within(r: impl Read + Send + 'static, within: Duration) -> String {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(r).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    rx.recv_timeout(within).unwrap_or_else(|_| panic!("no line within {within:?}"))
-}
-
-/// Reads the rest of `r` on a thread.
-fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = r.read_to_end(&mut v);
-        v
-    })
-}
-
-/// A number no other test and no other run of this file uses, to find a command's processes by
-/// their command line: `base`, then this test process's id.
-fn marker(base: u64) -> String {
-    format!("{base}{:07}", std::process::id())
-}
-
-/// Polls `done` until it holds, failing the test with `what` after `within`.
-#[track_caller]
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Helpers: /proc
-
-/// A process as /proc shows it.
-#[derive(Debug)]
-struct Proc {
-    pid: i32,
-    ppid: i32,
-    state: char,
-    comm: String,
-    cmdline: String,
-}
-
-/// Every process on the machine (those that vanish while we look are skipped).
-fn processes() -> Vec<Proc> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // "pid (comm) state ppid …": comm may hold spaces and parentheses; it ends at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let comm = stat[open + 1..close].to_string();
-        let mut rest = stat[close + 1..].split_whitespace();
-        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        all.push(Proc { pid, ppid, state, comm, cmdline });
-    }
-    all
-}
-
-/// Live (not zombie) processes named `comm` whose command line contains `marker`.
-fn live_with(comm: &str, marker: &str) -> Vec<Proc> {
-    processes().into_iter().filter(|p| p.comm == comm && p.state != 'Z' && p.cmdline.contains(marker)).collect()
-}
-
-/// Zombie children of `pid`.
-fn zombie_children(pid: i32) -> Vec<Proc> {
-    processes().into_iter().filter(|p| p.ppid == pid && p.state == 'Z').collect()
-}
 
 /// A `kB` field of /proc/PID/status, in bytes.
 fn status_bytes(pid: i32, field: &str) -> u64 {
@@ -741,7 +627,8 @@ fn client_disconnect_kills_the_process_group_and_leaves_no_zombie() {
     let mut child = spawn_piped(srv.exec(&["-n", "--", "sh", "-c", &script]));
     let line = read_line_within(child.stdout.take().unwrap(), PROMPT);
     assert_eq!(line, "started\n");
-    assert_eq!(live_with("sleep", &m).len(), 2, "both sleeps run");
+    // The shell forks them before it echoes, but they may not have become `sleep` yet.
+    wait_until("both sleeps run", PROMPT, || live_with("sleep", &m).len() == 2);
     assert_eq!(live_with("sh", &m).len(), 1, "the shell runs");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -769,50 +656,6 @@ fn ctrl_c_on_the_client_interrupts_the_remote_command() {
 
 // ---------------------------------------------------------------------------------------------
 // 8. What the command inherits
-
-/// Starts the server with an extra descriptor (fd 9, not close-on-exec) and SIGPIPE, SIGINT,
-/// SIGQUIT and SIGHUP ignored, as a careless parent might: the command must get none of it.
-fn careless_parent(cmd: &mut Command) {
-    // SAFETY: dup2, signal and sigprocmask are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::dup2(2, 9) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            for sig in [libc::SIGPIPE, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
-                libc::signal(sig, libc::SIG_IGN);
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Starts the server with SIGUSR1 blocked and the real-time signal SIGRTMIN+1 ignored.
-fn blocking_parent(cmd: &mut Command) {
-    // SAFETY: signal and sigprocmask are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGRTMIN() + 1, libc::SIG_IGN);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGUSR1);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-}
-
-/// The `SigBlk` and `SigIgn` masks in a /proc/PID/status text.
-fn signal_masks(status: &str) -> (u64, u64) {
-    let field = |name: &str| {
-        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {status:?}"));
-        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
-    };
-    (field("SigBlk:"), field("SigIgn:"))
-}
-
-/// Signals 1 to 31, the standard ones (bit N-1 is signal N).
-const STANDARD_SIGNALS: u64 = 0x7fff_ffff;
 
 #[test]
 fn the_command_gets_only_fds_0_to_2() {

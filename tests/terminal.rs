@@ -130,3 +130,28 @@ fn lines_typed_ahead_of_the_prompt_are_all_sent() {
     }
     assert!(screen.ends_with("EXIT 0\n"), "{screen}");
 }
+
+/// `connect --token-file` to a `spawn` server: the handshake first, then the same prompt.
+#[test]
+fn the_prompt_works_after_a_spawn_handshake() {
+    let dir = temp_dir();
+    let token = write_token(dir.path(), "token", &fresh_token(), 0o600);
+    let token = token.to_str().unwrap();
+    let server = Server::start_cmd(serve_cmd(&[
+        "127.0.0.1:0",
+        "spawn",
+        "--token-file",
+        token,
+        "--",
+        "sh",
+        "-c",
+        "while read -r line; do echo \"got $line\"; done",
+    ]));
+    // Under line framing the prompt sends each line with its newline, as `read` expects.
+    let screen = drive(
+        &[&server.addr(), "--token-file", token, "--framing", "line"],
+        &[("", READY), ("hello\r", "got hello"), ("", READY), ("\x04", "")],
+    );
+    assert!(screen.contains("connected to tcp://"), "{screen}");
+    assert!(screen.ends_with("EXIT 0\n"), "{screen}");
+}

@@ -86,6 +86,9 @@ Services:
   exec          run commands for authenticated clients (`sockit exec`, `sockit shell`)
   files         serve the files under --root DIR to authenticated clients (`sockit put/get/ls`);
                 --read-only refuses uploads
+  spawn -- PROG ARGS…
+                run a new PROG for each client, its stdin and stdout wired to the connection
+                (like ncat -e); clients: nc -U on a Unix socket, or sockit connect --token-file
 
 Examples:
   sockit serve 127.0.0.1:7000 upper          the seed's upper-case server, for many clients
@@ -95,11 +98,14 @@ Examples:
   sockit serve 127.0.0.1:7000 reply Hi --once
   sockit serve 127.0.0.1:7022 exec --token-file ~/.sockit-token
   sockit serve unix:/tmp/files.sock files --root ~/shared
+  sockit serve unix:/tmp/upper.sock spawn -- tr a-z A-Z      then: echo hi | nc -U /tmp/upper.sock
+  sockit serve 127.0.0.1:7024 spawn --token-file ~/.sockit-token --timeout 1h -- sh -c 'exec sh -i 2>&1'
 
-exec and files need a token on TCP (--token-file FILE, readable only by you, or $SOCKIT_TOKEN; make one
-with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE). On a Unix socket the client's
-uid must be yours (or --allow-uid) and a token is optional. It refuses addresses other than
-loopback unless --insecure: without TLS, the commands and their output cross the network in clear.";
+exec, files and spawn need a token on TCP (--token-file FILE, readable only by you, or
+$SOCKIT_TOKEN; make one with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE). On a
+Unix socket the client's uid must be yours (or --allow-uid) and a token is optional; spawn
+without a token takes no handshake at all. They refuse addresses other than loopback unless
+--insecure: without TLS, the commands and their output cross the network in clear.";
 
 const EXEC_HELP: &str = "\
 The command runs as given, without a shell (--shell runs it with sh -c). Its stdout and stderr
@@ -139,10 +145,17 @@ On a terminal: a '>> ' prompt with line editing and history; answers appear as t
 Ctrl-D ends. Otherwise stdin goes to the server and the server's answers to stdout; when stdin
 ends the sending side is closed and sockit exits once the server closes.
 
+A `spawn` server with a token wants the sockit handshake first: --token-file FILE (or --auth, with
+the token in $SOCKIT_TOKEN) does it, then everything is as above. Without either, connect never
+speaks first and never reads $SOCKIT_TOKEN. A failed handshake is one line on stderr and exit
+status 1, as for any connection that fails. At the prompt, --framing line sends every line with
+its newline, which a program that reads lines (a shell) waits for.
+
 Examples:
   sockit connect 127.0.0.1:7000
   printf 'how are u\\nbye\\n' | sockit connect 127.0.0.1:7000 --framing line
-  sockit connect udp://127.0.0.1:9999 < lines.txt     each line one datagram";
+  sockit connect udp://127.0.0.1:9999 < lines.txt     each line one datagram
+  sockit connect 127.0.0.1:7024 --token-file ~/.sockit-token --framing line";
 
 const SEND_HELP: &str = "\
 Examples:
@@ -345,13 +358,18 @@ pub struct ServeArgs {
     /// Where to listen.
     pub endpoint: String,
 
-    /// The service: echo (the default), upper, reply, qa, print, discard, source.
+    /// The service: echo (the default), upper, reply, qa, print, discard, source, chat, exec,
+    /// files, spawn.
     #[arg(value_name = "SERVICE")]
     pub service: Option<String>,
 
     /// The service's argument: the TEXT of `reply TEXT`.
     #[arg(value_name = "TEXT")]
     pub service_arg: Option<String>,
+
+    /// spawn: the program to run for each client, and its arguments.
+    #[arg(last = true, value_name = "PROG")]
+    pub program: Vec<std::ffi::OsString>,
 
     #[command(flatten)]
     pub framing: FramingArgs,
@@ -398,7 +416,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub auth: ServerAuthArgs,
 
-    /// exec: the longest a command may run (a client may ask for less).
+    /// exec: the longest a command may run (a client may ask for less); spawn: the longest each
+    /// client's program may run.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
@@ -437,17 +456,17 @@ pub struct AccessArgs {
 
 #[derive(Debug, Args)]
 pub struct ServerAuthArgs {
-    /// exec, files: the shared token clients must prove (a file only you can read);
+    /// exec, files, spawn: the shared token clients must prove (a file only you can read);
     /// $SOCKIT_TOKEN works too.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
-    /// exec, files: also let this uid in over a Unix socket (repeatable; your own uid always
-    /// may).
+    /// exec, files, spawn: also let this uid in over a Unix socket (repeatable; your own uid
+    /// always may).
     #[arg(long, value_name = "UID")]
     pub allow_uid: Vec<u32>,
 
-    /// exec, files: listen on an address other than loopback, without TLS.
+    /// exec, files, spawn: listen on an address other than loopback, without TLS.
     #[arg(long)]
     pub insecure: bool,
 }
@@ -587,6 +606,15 @@ pub struct ConnectArgs {
     /// Send TEXT, print the answer and exit, like `sockit send`.
     #[arg(long, value_name = "TEXT")]
     pub send: Option<String>,
+
+    /// Authenticate to a `spawn` server first (the sockit handshake), with the token in FILE (a
+    /// file only you can read).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Authenticate to a `spawn` server first, with the token in $SOCKIT_TOKEN.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 #[derive(Debug, Args)]

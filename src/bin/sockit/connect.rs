@@ -1,13 +1,16 @@
-//! `sockit connect` and `sockit send`: connect, then run the interactive prompt, the pipe, or
-//! the one-shot exchange from the library's client.
+//! `sockit connect` and `sockit send`: connect (and, when asked, authenticate to a `spawn`
+//! server), then run the interactive prompt, the pipe, or the one-shot exchange from the
+//! library's client.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use sockit::auth::{HandshakeError, TOKEN_ENV, Token};
 use sockit::client::{self, ClientError, ClientOptions};
 use sockit::endpoint::{Endpoint, SocketStyle};
 use sockit::framing::Framing;
-use sockit::net;
+use sockit::net::{self, ClientSocket, Conn};
+use sockit::proto::ProtoError;
 
 use crate::cli::{ClientArgs, ConnectArgs, SendArgs};
 use crate::{OutputClosed, Usage};
@@ -38,12 +41,13 @@ fn client_error(e: ClientError, endpoint: &Endpoint) -> anyhow::Error {
 
 pub async fn connect(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let endpoint = crate::endpoint(&args.endpoint)?;
+    let token = handshake_token(&args, &endpoint)?;
     if let Some(text) = &args.send {
         let timeout = args.timeout.unwrap_or(std::time::Duration::from_secs(5));
-        return send_text(&endpoint, &args.client, text, timeout, false).await;
+        return send_text(&endpoint, &args.client, token.as_ref(), text, timeout, false).await;
     }
     let opts = options(&endpoint, &args.client, args.timeout)?;
-    let socket = net::connect(&endpoint, args.client.connect_timeout).await?;
+    let socket = open(&endpoint, &args.client, token.as_ref()).await?;
     // The prompt needs a terminal to read from and one to draw on; with either redirected,
     // the pipe is what a user wants (`sockit connect … > answers.txt`).
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
@@ -55,20 +59,69 @@ pub async fn connect(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// The token for the handshake with a `spawn` server, only when one is asked for: `connect`
+/// without --token-file or --auth is a plain client that never speaks first.
+fn handshake_token(args: &ConnectArgs, endpoint: &Endpoint) -> anyhow::Result<Option<Token>> {
+    if args.token_file.is_none() && !args.auth {
+        return Ok(None);
+    }
+    if endpoint.style() != SocketStyle::Stream {
+        return Err(Usage(format!(
+            "{endpoint} is not a stream socket (tcp or unix:); --token-file and --auth are for spawn servers"
+        ))
+        .into());
+    }
+    match crate::exec::load_token(args.token_file.as_deref())? {
+        Some(token) => Ok(Some(token)),
+        None => {
+            Err(Usage(format!("--auth takes the token from ${TOKEN_ENV}, which is not set (or use --token-file FILE)"))
+                .into())
+        }
+    }
+}
+
+/// Connects; with a token, on a stream socket, and authenticates to a `spawn` server before
+/// anything else is sent or received.
+async fn open(endpoint: &Endpoint, args: &ClientArgs, token: Option<&Token>) -> anyhow::Result<ClientSocket> {
+    let Some(token) = token else {
+        return Ok(net::connect(endpoint, args.connect_timeout).await?);
+    };
+    let mut stream = crate::exec::connect_stream(endpoint, args.connect_timeout).await?;
+    if let Err(e) = sockit::spawn::authenticate(&mut stream, token).await {
+        // A server that never says HELLO is likely a spawn server without a token, whose program
+        // speaks (or closes) first.
+        let no_hello =
+            matches!(e, HandshakeError::Deadline | HandshakeError::Closed | HandshakeError::Unexpected { .. })
+                || matches!(&e, HandshakeError::Proto(p) if !matches!(p, ProtoError::Io(_)));
+        let hint = if no_hello {
+            " (hint: a spawn server without a token takes no handshake; leave --token-file and --auth out)"
+        } else {
+            ""
+        };
+        anyhow::bail!("{endpoint}: {e}{hint}");
+    }
+    // On TCP the server cannot tell a closed connection from a half-closed one, so a client that
+    // dies (Ctrl-C, kill) while the program is silent would leave it running. Closing with a
+    // reset tells the server at once; the end of our input is still an orderly half-close.
+    stream.set_linger_zero();
+    Ok(ClientSocket::Conn(Conn::Stream(stream)))
+}
+
 pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let endpoint = crate::endpoint(&args.endpoint)?;
-    send_text(&endpoint, &args.client, &args.text, args.timeout, args.no_wait).await
+    send_text(&endpoint, &args.client, None, &args.text, args.timeout, args.no_wait).await
 }
 
 async fn send_text(
     endpoint: &Endpoint,
     args: &ClientArgs,
+    token: Option<&Token>,
     text: &str,
     timeout: std::time::Duration,
     no_wait: bool,
 ) -> anyhow::Result<ExitCode> {
     let opts = options(endpoint, args, Some(timeout))?;
-    let socket = net::connect(endpoint, args.connect_timeout).await?;
+    let socket = open(endpoint, args, token).await?;
     let mut answer =
         client::send(socket, text.as_bytes(), &opts, !no_wait).await.map_err(|e| client_error(e, endpoint))?;
     if no_wait {

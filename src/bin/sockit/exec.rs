@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use sockit::auth::Token;
 use sockit::endpoint::Endpoint;
@@ -25,9 +26,9 @@ pub fn load_token(file: Option<&Path>) -> anyhow::Result<Option<Token>> {
     })
 }
 
-/// Connects to a stream endpoint.
-pub async fn connect_stream(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyhow::Result<Stream> {
-    match net::connect(endpoint, args.connect_timeout).await? {
+/// Connects to a stream endpoint, giving up after `timeout`.
+pub async fn connect_stream(endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<Stream> {
+    match net::connect(endpoint, timeout).await? {
         ClientSocket::Conn(Conn::Stream(s)) => Ok(s),
         _ => Err(Usage(format!("{endpoint} is not a stream socket (tcp or unix:)")).into()),
     }
@@ -38,7 +39,7 @@ pub async fn connect_stream(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyho
 async fn open(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyhow::Result<Result<ExecClient, ExitCode>> {
     let connected = async {
         let token = load_token(args.token_file.as_deref())?;
-        let stream = connect_stream(endpoint, args).await?;
+        let stream = connect_stream(endpoint, args.connect_timeout).await?;
         anyhow::Ok(ExecClient::handshake(stream, token.as_ref()).await?)
     };
     match connected.await {

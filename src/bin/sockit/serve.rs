@@ -2,6 +2,7 @@
 //! library's server, and handles signals, logging and the final summary.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use sockit::net::{self, BindOptions, PeerAddr};
 use sockit::render;
 use sockit::server::{self, ConnReport, Monitor, ServerConfig};
 use sockit::service::{MessageSink, QaDict, Service};
+use sockit::spawn::SpawnConfig;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +57,11 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if !quiet {
         let framing = match endpoint.style() {
             SocketStyle::Stream if matches!(service, Service::Chat(_)) => "one message per line".to_owned(),
+            SocketStyle::Stream if let Service::Spawn(config) = &service => {
+                let prog = Path::new(&config.argv[0]).file_name().unwrap_or(config.argv[0].as_os_str());
+                let handshake = if config.policy.token.is_some() { " after the handshake" } else { "" };
+                format!("a new {} for each client, raw bytes{handshake}", prog.to_string_lossy())
+            }
             SocketStyle::Stream if service.needs_stream() => "sockit messages, PROTOCOL.md".to_owned(),
             SocketStyle::Stream => format!("framing {}", args.framing.framing),
             SocketStyle::Seqpacket => "one message per packet".to_owned(),
@@ -144,7 +151,7 @@ pub(crate) async fn run_logged(
     };
     if summary.is_none() {
         // Stopping at once: commands still running must not outlive the server.
-        sockit::exec::kill_all_commands();
+        sockit::child::kill_all_commands();
     }
     flusher.abort();
     monitor.flush();
@@ -183,18 +190,28 @@ fn build_service(
     endpoint: &Endpoint,
 ) -> anyhow::Result<Service> {
     let name = args.service.as_deref().unwrap_or("echo");
-    let guarded = matches!(name, "exec" | "files");
+    let guarded = matches!(name, "exec" | "files" | "spawn");
     let auth = &args.auth;
     if !guarded && (auth.token_file.is_some() || !auth.allow_uid.is_empty() || auth.insecure) {
-        return Err(
-            Usage("--token-file, --allow-uid and --insecure belong to the exec and files services".into()).into()
-        );
+        return Err(Usage(
+            "--token-file, --allow-uid and --insecure belong to the exec, files and spawn services".into(),
+        )
+        .into());
     }
     if (args.root.is_some() || args.read_only) && name != "files" {
         return Err(Usage("--root and --read-only belong to the files service".into()).into());
     }
-    if args.timeout.is_some() && name != "exec" {
-        return Err(Usage("--timeout belongs to the exec service (see --idle-timeout)".into()).into());
+    if args.timeout.is_some() && !matches!(name, "exec" | "spawn") {
+        return Err(Usage("--timeout belongs to the exec and spawn services (see --idle-timeout)".into()).into());
+    }
+    if let Some(prog) = args.program.first()
+        && name != "spawn"
+    {
+        return Err(Usage(format!(
+            "only spawn runs a program: serve ENDPOINT spawn -- PROG ARGS… (got '{}' for {name})",
+            prog.to_string_lossy()
+        ))
+        .into());
     }
     let no_args = |svc: Service| -> anyhow::Result<Service> {
         match &args.service_arg {
@@ -253,6 +270,28 @@ fn build_service(
             let max_line = args.framing.max_frame.min(sockit::chat::MAX_LINE);
             no_args(Service::Chat(Arc::new(sockit::chat::Room::new(max_line))))
         }
+        "spawn" => {
+            if let Some(word) = &args.service_arg {
+                return Err(Usage(format!("spawn's program goes after --: serve ENDPOINT spawn -- {word} …")).into());
+            }
+            let Some(prog) = args.program.first() else {
+                return Err(Usage("spawn needs the program to run: serve ENDPOINT spawn -- PROG ARGS…".into()).into());
+            };
+            if args.framing.framing != Framing::Raw {
+                return Err(Usage("spawn passes raw bytes to and from the program: leave --framing out".into()).into());
+            }
+            // Checked once here, as execvp would find it, rather than failing for every client.
+            let program = sockit::spawn::resolve_program(prog).map_err(|e| Usage(e.to_string()))?;
+            let policy = server_policy(auth, endpoint, name)?;
+            // Programs get the descriptor limit sockit was given, not the one it raises for itself.
+            Ok(Service::Spawn(Arc::new(SpawnConfig {
+                program,
+                argv: args.program.clone(),
+                policy,
+                timeout: args.timeout,
+                child_nofile: Some(crate::fd_limit()),
+            })))
+        }
         "files" => {
             let Some(dir) = &args.root else {
                 return Err(Usage("files needs the directory to serve: --root DIR".into()).into());
@@ -262,7 +301,7 @@ fn build_service(
             no_args(Service::Files(Arc::new(FilesConfig { policy, root, read_only: args.read_only })))
         }
         other => Err(Usage(format!(
-            "unknown service '{other}' (choose echo, upper, reply TEXT, qa, print, discard, source, chat, exec or files)"
+            "unknown service '{other}' (choose echo, upper, reply TEXT, qa, print, discard, source, chat, exec, files or spawn)"
         ))
         .into()),
     }
