@@ -51,6 +51,7 @@ pub mod exec;
 pub mod files;
 pub mod framing;
 pub mod fsroot;
+pub mod inherit;
 pub mod net;
 pub mod proto;
 pub mod render;
