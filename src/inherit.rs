@@ -45,7 +45,7 @@ const MAX_LISTEN_FDS: usize = 4096;
 /// What systemd socket activation passed to this process, read from the environment once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Activation {
-    /// `LISTEN_PID` and `LISTEN_FDS` are not set.
+    /// `LISTEN_PID` and `LISTEN_FDS` are not both set.
     None,
     /// The variables name another process: they were inherited from a parent that was
     /// activated, and the descriptors (if any) are not ours to interpret.
@@ -241,7 +241,10 @@ pub enum InheritError {
         endpoint: FdRef,
     },
     /// The descriptor is one this process opened, not one it was given.
-    #[error("{endpoint} was not passed to sockit (that descriptor is one sockit opened itself)")]
+    #[error(
+        "{endpoint} was not passed to sockit: that descriptor is one sockit opened itself (hint: the parent must \
+         leave the socket open across exec, without close-on-exec)"
+    )]
     NotInherited {
         /// The endpoint.
         endpoint: FdRef,
@@ -660,9 +663,9 @@ mod tests {
         // One of our own: close-on-exec, as every descriptor Rust opens.
         let own = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap().into_raw_fd();
         let e = probe(&FdRef::Number(own)).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            format!("fd://{own} was not passed to sockit (that descriptor is one sockit opened itself)")
+        assert!(
+            e.to_string().starts_with(&format!("fd://{own} was not passed to sockit: that descriptor is one")),
+            "{e}"
         );
 
         let netlink = Socket::new(Domain::from(libc::AF_NETLINK), Type::DGRAM, None).unwrap();

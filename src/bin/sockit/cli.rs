@@ -101,7 +101,8 @@ Examples:
 Inherited sockets: a listening socket is served like any other (its socket file is not removed
 on exit); a connected one (inetd, systemd Accept=yes) is one client, and sockit exits when it
 leaves. fd://NAME needs LISTEN_PID to be sockit's pid; --backlog and --mode do not apply.
-With --inetd nothing is written to stdout or stderr (they may be the client's socket) unless -v.
+With --inetd, stdout and stderr may be the client's socket: no banner, log or summary unless -v,
+and not even an error when stderr is that socket (the exit code tells).
 
 exec and files need a token on TCP (--token-file FILE, readable only by you, or $SOCKIT_TOKEN; make one
 with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE). On a Unix socket the client's

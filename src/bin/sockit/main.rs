@@ -63,7 +63,9 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_logging(cli.verbose);
+    // Under inetd, stderr may be the client's socket: no log lines unless asked for.
+    let inetd = matches!(&cli.command, Command::Serve(args) if args.inetd);
+    init_logging(cli.verbose, inetd);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -133,9 +135,10 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, silent: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        0 if silent => "off",
         0 => "warn",
         1 => "sockit=info",
         2 => "sockit=debug",
