@@ -2,13 +2,17 @@
 //!
 //! An [`Endpoint`] names a socket family, a socket type and an address, written as a
 //! URL-like string (`tcp://127.0.0.1:7000`, `unix:@name`, `udp6://[::1]:53`) or one of the
-//! shorthands (`HOST:PORT`, `:PORT`, `/path`, `./path`). Parsing is pure: it never resolves a
-//! host name or touches the file system; that happens when the endpoint is bound or connected
-//! (see [`crate::net`]).
+//! shorthands (`HOST:PORT`, `:PORT`, `/path`, `./path`), or `fd://N` / `fd://NAME` for a socket
+//! the parent process passed down ([`crate::inherit`]). Parsing is pure: it never resolves a
+//! host name, touches the file system or looks at a descriptor; that happens when the endpoint
+//! is bound or connected (see [`crate::net`]). The one exception is what only a descriptor can
+//! tell: [`Endpoint::style`] and [`Endpoint::is_local`] of an `fd://` endpoint ask the inherited
+//! socket itself.
 
 use std::ffi::OsStr;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -16,7 +20,10 @@ use std::str::FromStr;
 /// The accepted forms, shown in every parse error so that a user can correct the input.
 pub const FORMS: &str = "tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, udp://HOST:PORT, udp4://, udp6://, \
 unix:///abs/path, unix:rel/path, unix:@abstract, unix-dgram:…, unix-seqpacket:…, \
-HOST:PORT, :PORT, /path, ./path";
+fd://N, fd://NAME, HOST:PORT, :PORT, /path, ./path";
+
+/// The longest name systemd gives a passed socket (`FileDescriptorName=`).
+pub const MAX_FD_NAME: usize = 255;
 
 /// The address family an IP endpoint is restricted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +98,18 @@ pub enum Endpoint {
         /// The path or abstract name.
         addr: UnixAddr,
     },
+    /// A socket inherited from the parent process (`fd://3`, `fd://web`): its family, type and
+    /// address are whatever the descriptor is.
+    Fd(FdRef),
+}
+
+/// Which inherited descriptor an `fd://` endpoint names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FdRef {
+    /// A descriptor number (`fd://3`; `fd://0` is stdin, as inetd passes a connection).
+    Number(RawFd),
+    /// A socket systemd passed with `FileDescriptorName=NAME`, found through `LISTEN_FDNAMES`.
+    Name(String),
 }
 
 /// How a socket carries messages: as a byte stream or as datagrams that keep their boundaries.
@@ -122,8 +141,14 @@ impl Endpoint {
     }
 
     /// Whether this endpoint is a byte stream, a seqpacket or a datagram socket.
+    ///
+    /// For an `fd://` endpoint this is the type of the inherited socket, read from the
+    /// descriptor (see [`crate::inherit::probe`], which is the fallible form: call it first to
+    /// report a descriptor that is not open or not a socket). Such a descriptor reports
+    /// [`SocketStyle::Stream`] here, and binding or connecting it fails with the reason.
     pub fn style(&self) -> SocketStyle {
         match self {
+            Endpoint::Fd(r) => crate::inherit::probe(r).map(|s| s.style()).unwrap_or(SocketStyle::Stream),
             Endpoint::Ip { proto: IpProto::Tcp, .. } | Endpoint::Unix { kind: UnixKind::Stream, .. } => {
                 SocketStyle::Stream
             }
@@ -135,13 +160,26 @@ impl Endpoint {
     }
 
     /// Whether the endpoint names only this machine: a loopback address, `localhost`, or a Unix
-    /// socket. Servers that run commands use this to refuse exposure by accident.
+    /// socket. Servers that run commands use this to refuse exposure by accident. An inherited
+    /// socket is local when the address it is bound to is (a descriptor that cannot be read is
+    /// not).
     pub fn is_local(&self) -> bool {
         match self {
+            Endpoint::Fd(r) => crate::inherit::probe(r).is_ok_and(|s| s.is_local()),
             Endpoint::Unix { .. } => true,
             Endpoint::Ip { host: Host::Ip(ip), .. } => ip.is_loopback(),
             Endpoint::Ip { host: Host::Name(n), .. } => n.eq_ignore_ascii_case("localhost"),
             Endpoint::Ip { host: Host::Unspecified, .. } => false,
+        }
+    }
+
+    /// Whether the endpoint is a Unix-domain socket, where the kernel tells a server who the
+    /// peer is (an inherited socket: whether it is one).
+    pub fn is_unix(&self) -> bool {
+        match self {
+            Endpoint::Unix { .. } => true,
+            Endpoint::Ip { .. } => false,
+            Endpoint::Fd(r) => crate::inherit::probe(r).is_ok_and(|s| s.is_unix()),
         }
     }
 }
@@ -202,8 +240,38 @@ fn parse_with_scheme(scheme: &str, rest: &str) -> Result<Endpoint, String> {
         "unix" => parse_unix(UnixKind::Stream, rest),
         "unix-dgram" => parse_unix(UnixKind::Dgram, rest),
         "unix-seqpacket" => parse_unix(UnixKind::Seqpacket, rest),
+        "fd" => parse_fd(rest).map(Endpoint::Fd),
         other => Err(format!("unknown scheme '{other}'")),
     }
+}
+
+/// `fd://N` with N a decimal descriptor number, or `fd://NAME` with a name as systemd gives
+/// passed sockets: ASCII letters, digits and `. _ - @ \`, starting with a letter or `_` (so that
+/// a number is never mistaken for a name), no `:` (the separator in `LISTEN_FDNAMES`).
+fn parse_fd(rest: &str) -> Result<FdRef, String> {
+    let Some(first) = rest.chars().next() else {
+        return Err("no descriptor after fd://: write fd://N (a number, e.g. fd://3) or fd://NAME".into());
+    };
+    if first.is_ascii_digit() || first == '-' || first == '+' {
+        if !rest.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("descriptor '{rest}' is not a number from 0 to {}", RawFd::MAX));
+        }
+        return rest
+            .parse::<RawFd>()
+            .map(FdRef::Number)
+            .map_err(|_| format!("descriptor {rest} is out of range (0 to {})", RawFd::MAX));
+    }
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '\\');
+    if !(first.is_ascii_alphabetic() || first == '_') || !rest.chars().all(valid_char) {
+        return Err(format!(
+            "'{rest}' is not a descriptor number or socket name (names use letters, digits and . _ - @ \\, \
+             and start with a letter)"
+        ));
+    }
+    if rest.len() > MAX_FD_NAME {
+        return Err(format!("the socket name is {} bytes; systemd allows {MAX_FD_NAME}", rest.len()));
+    }
+    Ok(FdRef::Name(rest.to_owned()))
 }
 
 fn parse_unix(kind: UnixKind, rest: &str) -> Result<Endpoint, String> {
@@ -295,9 +363,19 @@ impl fmt::Display for UnixAddr {
     }
 }
 
+impl fmt::Display for FdRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdRef::Number(n) => write!(f, "fd://{n}"),
+            FdRef::Name(name) => write!(f, "fd://{name}"),
+        }
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Endpoint::Fd(r) => write!(f, "{r}"),
             Endpoint::Ip { proto, family, host, port } => {
                 let scheme = match proto {
                     IpProto::Tcp => "tcp",
@@ -375,6 +453,14 @@ mod tests {
             ("/tmp/s.sock", unix(UnixKind::Stream, "/tmp/s.sock")),
             ("./s.sock", unix(UnixKind::Stream, "./s.sock")),
             ("../s.sock", unix(UnixKind::Stream, "../s.sock")),
+            ("fd://3", Endpoint::Fd(FdRef::Number(3))),
+            ("FD://0", Endpoint::Fd(FdRef::Number(0))),
+            ("fd://007", Endpoint::Fd(FdRef::Number(7))),
+            ("fd://2147483647", Endpoint::Fd(FdRef::Number(i32::MAX))),
+            ("fd://web", Endpoint::Fd(FdRef::Name("web".into()))),
+            ("fd://echo.socket", Endpoint::Fd(FdRef::Name("echo.socket".into()))),
+            ("fd://x@a\\x2db.socket", Endpoint::Fd(FdRef::Name("x@a\\x2db.socket".into()))),
+            ("fd://_admin-2", Endpoint::Fd(FdRef::Name("_admin-2".into()))),
         ];
         for (input, expected) in cases {
             assert_eq!(Endpoint::parse(input), Ok(expected), "input {input:?}");
@@ -405,7 +491,20 @@ mod tests {
             ("unix:@", "abstract name after '@' is empty"),
             ("unix-dgram:", "path is empty"),
             ("/tmp/a\0b", "NUL byte"),
+            ("fd://", "no descriptor after fd://"),
+            ("fd://-1", "'-1' is not a number"),
+            ("fd://+3", "'+3' is not a number"),
+            ("fd://3x", "'3x' is not a number"),
+            ("fd://99999999999", "out of range"),
+            ("fd://2147483648", "out of range"),
+            ("fd://web:admin", "not a descriptor number or socket name"),
+            ("fd://we b", "not a descriptor number or socket name"),
+            ("fd://a/b", "not a descriptor number or socket name"),
+            ("fd://.hidden", "not a descriptor number or socket name"),
+            ("fd://caf\u{e9}", "not a descriptor number or socket name"),
         ];
+        let long = format!("fd://{}", "n".repeat(MAX_FD_NAME + 1));
+        assert!(Endpoint::parse(&long).unwrap_err().problem.contains("systemd allows 255"));
         for (input, problem) in cases {
             let err = Endpoint::parse(input).expect_err(input);
             assert!(err.problem.contains(problem), "input {input:?}: got {:?}, want {problem:?}", err.problem);
@@ -427,6 +526,10 @@ mod tests {
             "unix:@abs",
             "unix-dgram:@d",
             "unix-seqpacket:///x",
+            "fd://3",
+            "fd://0",
+            "fd://web",
+            "fd://x@a\\x2db.socket",
         ] {
             let e = Endpoint::parse(input).unwrap();
             assert_eq!(e.to_string(), input);
@@ -445,5 +548,9 @@ mod tests {
         let local = |s: &str| Endpoint::parse(s).unwrap().is_local();
         assert!(local("127.0.0.2:1") && local("[::1]:1") && local("localhost:1") && local("unix:@x"));
         assert!(!local(":1") && !local("10.0.0.1:1") && !local("example.com:1"));
+        // An inherited descriptor that cannot be read: a stream that is not local, until binding
+        // says what is wrong with it.
+        assert_eq!(style("fd://2147483647"), SocketStyle::Stream);
+        assert!(!local("fd://2147483647") && !Endpoint::parse("fd://2147483647").unwrap().is_unix());
     }
 }

@@ -54,6 +54,7 @@ pub mod fault;
 pub mod files;
 pub mod framing;
 pub mod fsroot;
+pub mod inherit;
 pub mod net;
 pub mod proto;
 pub mod relay;

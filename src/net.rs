@@ -8,6 +8,12 @@
 //! file is handled with care: a stale one left by a crash is replaced, a live one or any other
 //! file is never touched, the mode is set before `listen` so nobody connects in between, and
 //! the file is removed when the socket is dropped (only if it is still ours).
+//!
+//! An `fd://` endpoint binds or connects nothing: it takes the socket the parent passed
+//! ([`crate::inherit`]) and wraps it as what it is. A listening socket becomes a [`Listener`], a
+//! datagram socket a [`DatagramSocket`], and a connected stream (inetd's way) a listener of
+//! exactly one connection ([`Listener::is_single`]). Its socket file, if any, is not ours and
+//! is never removed.
 
 use std::fmt;
 use std::io;
@@ -24,7 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
-use crate::endpoint::{Endpoint, Family, Host, IpProto, UnixAddr, UnixKind};
+use crate::endpoint::{Endpoint, Family, FdRef, Host, IpProto, SocketStyle, UnixAddr, UnixKind};
+use crate::inherit::{InheritError, Inherited, SockFamily, SockState};
 
 /// The longest Unix socket path Linux accepts (`sun_path` is 108 bytes with its final NUL).
 pub const MAX_UNIX_PATH: usize = 107;
@@ -136,6 +143,9 @@ pub enum NetError {
         /// The limit.
         after: Duration,
     },
+    /// An inherited socket (`fd://`) that is missing, not a socket, or not usable here.
+    #[error(transparent)]
+    Inherit(#[from] InheritError),
     /// Any other failure of a system call.
     #[error("cannot {action} {endpoint}: {error}")]
     Io {
@@ -167,6 +177,7 @@ impl NetError {
                     Endpoint::Unix { .. } => {
                         "the socket file's permissions do not let you in (see the server's --mode)"
                     }
+                    Endpoint::Fd(_) => "a security policy refused it",
                 };
                 NetError::PermissionDenied { action, endpoint: endpoint_text, hint }
             }
@@ -383,7 +394,9 @@ pub enum ServerSocket {
 
 impl ServerSocket {
     /// The address the socket is bound to, as an endpoint string (with the real port when 0
-    /// was asked for).
+    /// was asked for). For an inherited socket, where it came from follows in brackets:
+    /// `tcp://127.0.0.1:7000 (fd://3)`, `fd://0 (an unnamed unix stream socket)`; the first word
+    /// always parses as an endpoint.
     pub fn local_endpoint(&self) -> &str {
         match self {
             ServerSocket::Listener(l) => &l.local,
@@ -397,6 +410,12 @@ impl ServerSocket {
             ServerSocket::Listener(l) => l.dual_stack,
             ServerSocket::Datagram(d) => d.dual_stack,
         }
+    }
+
+    /// Whether this is a listener of one connection, made from an inherited connected socket
+    /// (see [`Listener::is_single`]).
+    pub fn is_single(&self) -> bool {
+        matches!(self, ServerSocket::Listener(l) if l.is_single())
     }
 }
 
@@ -414,6 +433,8 @@ enum ListenerInner {
     Tcp(TcpListener),
     Unix(UnixListener),
     Seqpacket(UnixSeqpacketListener),
+    /// An inherited connected socket: handed out by the first `accept`, then nothing more.
+    Single(Option<(Conn, PeerAddr)>),
 }
 
 /// An accepted or connected socket of a connected family.
@@ -449,10 +470,25 @@ impl Listener {
                     PeerAddr::UnixUnnamed { pid: cred.as_ref().and_then(|c| c.pid()), uid: cred.map(|c| c.uid()) };
                 Ok((Conn::Seqpacket(s), peer))
             }
+            ListenerInner::Single(slot) => match slot.take() {
+                Some(conn) => Ok(conn),
+                // Never an error: an accept loop that does not ask `is_single` just waits for
+                // its stop signal, as on a listener nobody connects to.
+                None => std::future::pending().await,
+            },
         }
     }
 
-    /// The bound address as an endpoint string.
+    /// Whether this listener yields exactly one connection, an inherited connected socket
+    /// (inetd's way): the first `accept` returns it at once with its real peer address, and
+    /// later ones never finish. A server treats it like `--once`: it stops accepting after that
+    /// connection and ends when it is done, without waiting to be told to stop.
+    pub fn is_single(&self) -> bool {
+        matches!(self.inner, ListenerInner::Single(_))
+    }
+
+    /// The bound address as an endpoint string; for an inherited socket followed by where it
+    /// came from, as in `tcp://127.0.0.1:7000 (fd://3)`.
     pub fn local_endpoint(&self) -> &str {
         &self.local
     }
@@ -572,7 +608,75 @@ pub async fn bind(endpoint: &Endpoint, opts: &BindOptions) -> Result<ServerSocke
             Err(last.expect("resolve returns at least one address"))
         }
         Endpoint::Unix { kind, addr } => bind_unix(endpoint, *kind, addr, opts),
+        Endpoint::Fd(r) => bind_inherited(endpoint, r),
     }
+}
+
+/// Serves on an inherited socket: as it is, with its own backlog and address (`opts` does not
+/// apply).
+fn bind_inherited(endpoint: &Endpoint, r: &FdRef) -> Result<ServerSocket, NetError> {
+    let err = |e| NetError::from_io("listen on", endpoint, e);
+    let (fd, info) = crate::inherit::take(r)?;
+    let local = info.local_endpoint();
+    let listener = |inner| {
+        Ok(ServerSocket::Listener(Listener { inner, local: local.clone(), dual_stack: info.dual_stack, _file: None }))
+    };
+    match (info.style, info.state) {
+        (SocketStyle::Datagram, _) => Ok(ServerSocket::Datagram(inherited_datagram(fd, &info).map_err(err)?)),
+        (_, SockState::Connected) => listener(ListenerInner::Single(Some(inherited_conn(fd, &info).map_err(err)?))),
+        (SocketStyle::Stream, SockState::Listening) if info.is_unix() => {
+            listener(ListenerInner::Unix(UnixListener::from_std(fd.into()).map_err(err)?))
+        }
+        (SocketStyle::Stream, SockState::Listening) => {
+            listener(ListenerInner::Tcp(TcpListener::from_std(fd.into()).map_err(err)?))
+        }
+        (SocketStyle::Seqpacket, SockState::Listening) => {
+            listener(ListenerInner::Seqpacket(UnixSeqpacketListener::try_from(fd).map_err(err)?))
+        }
+        (_, SockState::Unconnected) => Err(InheritError::Unusable {
+            endpoint: r.clone(),
+            what: format!("{} that neither listens nor is connected", info.describe()),
+            need: "a server needs a listening socket, or a connected one to serve that one client",
+        }
+        .into()),
+    }
+}
+
+/// Wraps an inherited connected stream or seqpacket socket, with its peer's address.
+fn inherited_conn(fd: OwnedFd, info: &Inherited) -> io::Result<(Conn, PeerAddr)> {
+    match (info.style, info.family) {
+        (SocketStyle::Seqpacket, _) => {
+            let s = UnixSeqpacket::try_from(fd)?;
+            let cred = s.peer_cred().ok();
+            let peer = PeerAddr::UnixUnnamed { pid: cred.as_ref().and_then(|c| c.pid()), uid: cred.map(|c| c.uid()) };
+            Ok((Conn::Seqpacket(s), peer))
+        }
+        (_, SockFamily::Unix) => {
+            let s = UnixStream::from_std(fd.into())?;
+            let peer = s.peer_addr().ok().and_then(|a| peer_from_tokio_unix(&a)).unwrap_or_else(|| {
+                let cred = s.peer_cred().ok();
+                PeerAddr::UnixUnnamed { pid: cred.and_then(|c| c.pid()), uid: cred.map(|c| c.uid()) }
+            });
+            Ok((Conn::Stream(Stream::Unix(s)), peer))
+        }
+        (_, SockFamily::Inet4 | SockFamily::Inet6) => {
+            let s = TcpStream::from_std(fd.into())?;
+            let _ = s.set_nodelay(true);
+            let peer = PeerAddr::Inet(s.peer_addr()?);
+            Ok((Conn::Stream(Stream::Tcp(s)), peer))
+        }
+    }
+}
+
+/// Wraps an inherited datagram socket (UDP or Unix).
+fn inherited_datagram(fd: OwnedFd, info: &Inherited) -> io::Result<DatagramSocket> {
+    let inner = if info.is_unix() {
+        let dup = fd.try_clone()?;
+        DatagramInner::Unix(UnixDatagram::from_std(fd.into())?, dup.into())
+    } else {
+        DatagramInner::Udp(UdpSocket::from_std(fd.into())?)
+    };
+    Ok(DatagramSocket { inner, local: info.local_endpoint(), dual_stack: info.dual_stack, _file: None })
 }
 
 fn bind_ip(
@@ -782,7 +886,32 @@ async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, NetError> {
                 }
             }
         }
+        Endpoint::Fd(r) => connect_inherited(endpoint, r),
     }
+}
+
+/// Uses an inherited connected socket as a client socket.
+fn connect_inherited(endpoint: &Endpoint, r: &FdRef) -> Result<ClientSocket, NetError> {
+    let err = |e| NetError::from_io("connect to", endpoint, e);
+    // Checked before taking, so that a refused socket is left for another use.
+    let info = crate::inherit::probe(r)?;
+    let need = match (info.style, info.state) {
+        (_, SockState::Listening) => Some("a client needs a connected socket (serve takes a listening one)"),
+        (SocketStyle::Datagram, SockState::Unconnected) => {
+            Some("a client needs a datagram socket connected to its peer (serve takes an unconnected one)")
+        }
+        (_, SockState::Unconnected) => Some("a client needs a connected socket"),
+        _ => None,
+    };
+    if let Some(need) = need {
+        return Err(InheritError::Unusable { endpoint: r.clone(), what: info.describe(), need }.into());
+    }
+    let (fd, info) = crate::inherit::take(r)?;
+    if info.style == SocketStyle::Datagram {
+        return Ok(ClientSocket::Datagram(inherited_datagram(fd, &info).map_err(err)?));
+    }
+    let (conn, _peer) = inherited_conn(fd, &info).map_err(err)?;
+    Ok(ClientSocket::Conn(conn))
 }
 
 /// Connects a Unix stream or seqpacket socket without blocking the thread. A blocking connect
@@ -995,5 +1124,110 @@ mod tests {
             let parsed: Endpoint = local.parse().unwrap_or_else(|e| panic!("{text} -> {local}: {e}"));
             assert_eq!(parsed.style(), text.parse::<Endpoint>().unwrap().style());
         }
+    }
+
+    /// A socket as a parent passes it, named by an `fd://` endpoint.
+    fn passed(socket: Socket) -> Endpoint {
+        Endpoint::Fd(FdRef::Number(crate::inherit::passed(socket)))
+    }
+
+    fn tcp_listener() -> (Endpoint, SocketAddr) {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        s.listen(8).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        (passed(s), addr)
+    }
+
+    /// An inherited socket's local endpoint names its real address, then where it came from; the
+    /// first word parses back to an endpoint of the same style.
+    #[tokio::test]
+    async fn inherited_local_endpoints_name_the_address_and_parse_back() {
+        let (ep, addr) = tcp_listener();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_addr = udp.local_addr().unwrap();
+        let (pair, _other) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        let cases = [
+            (ep.clone(), format!("tcp://{addr} ({ep})")),
+            (passed(udp.into()), format!("udp://{udp_addr} (fd://")),
+            (passed(pair), "fd://".to_owned()),
+        ];
+        for (ep, want) in cases {
+            let socket = bind(&ep, &BindOptions::default()).await.unwrap();
+            let local = socket.local_endpoint().to_owned();
+            assert!(local.starts_with(&want), "{ep}: {local}, want {want}…");
+            let first = local.split(' ').next().unwrap();
+            let parsed: Endpoint = first.parse().unwrap_or_else(|e| panic!("{ep} -> {local}: {e}"));
+            assert_eq!(parsed.style(), ep.style(), "{local}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_inherited_listener_accepts_and_is_not_single() {
+        let (ep, addr) = tcp_listener();
+        let socket = bind(&ep, &BindOptions::default()).await.unwrap();
+        assert!(!socket.is_single() && ep.is_local() && ep.style() == crate::endpoint::SocketStyle::Stream);
+        let ServerSocket::Listener(mut l) = socket else { panic!("not a listener") };
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (_conn, peer) = l.accept().await.unwrap();
+        assert_eq!(peer, PeerAddr::Inet(client.local_addr().unwrap()));
+    }
+
+    /// inetd's way: a connected socket is one connection, with its real peer, and then no more.
+    #[tokio::test]
+    async fn an_inherited_connected_socket_is_a_listener_of_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let ep = passed(accepted.into());
+        let socket = bind(&ep, &BindOptions::default()).await.unwrap();
+        assert!(socket.is_single());
+        let ServerSocket::Listener(mut l) = socket else { panic!("not a listener") };
+        let (_conn, peer) = l.accept().await.unwrap();
+        assert_eq!(peer, PeerAddr::Inet(client.local_addr().unwrap()));
+        let again = tokio::time::timeout(Duration::from_millis(50), l.accept()).await;
+        assert!(again.is_err(), "a second connection from a single listener");
+    }
+
+    #[tokio::test]
+    async fn an_inherited_socket_is_used_once_and_the_wrong_kind_is_refused() {
+        let (ep, _) = tcp_listener();
+        bind(&ep, &BindOptions::default()).await.unwrap();
+        let e = bind(&ep, &BindOptions::default()).await.unwrap_err();
+        assert!(e.to_string().ends_with("is already in use: an inherited socket can be used only once"), "{e}");
+
+        // A listening socket is no client; refused before it is taken, so serving it still works.
+        let (ep, _) = tcp_listener();
+        let e = connect(&ep, Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{ep} is a listening tcp socket; a client needs a connected socket (serve takes a listening one)")
+        );
+        bind(&ep, &BindOptions::default()).await.unwrap();
+
+        // A stream socket that neither listens nor is connected serves nobody.
+        let ep = passed(Socket::new(Domain::UNIX, Type::STREAM, None).unwrap());
+        let e = bind(&ep, &BindOptions::default()).await.unwrap_err();
+        assert!(e.to_string().contains("is an unconnected unix stream socket that neither listens nor is connected"));
+    }
+
+    /// `connect fd://N`: a connected socket the parent passed is a client socket.
+    #[tokio::test]
+    async fn an_inherited_connected_socket_is_a_client() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let ep = passed(ours.into());
+        let ClientSocket::Conn(Conn::Stream(mut s)) = connect(&ep, Duration::from_secs(1)).await.unwrap() else {
+            panic!("not a stream")
+        };
+        s.write_all(b"hi").await.unwrap();
+        let mut theirs = UnixStream::from_std({
+            theirs.set_nonblocking(true).unwrap();
+            theirs
+        })
+        .unwrap();
+        let mut got = [0u8; 2];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hi");
     }
 }

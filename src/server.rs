@@ -2,7 +2,8 @@
 //! [`Service`], with limits, timeouts and an orderly shutdown.
 //!
 //! [`run`] takes a socket the caller bound ([`crate::net::bind`]) and a cancellation token, and
-//! returns a [`Summary`] once the token is cancelled (or after the first client with `once`).
+//! returns a [`Summary`] once the token is cancelled (or after the first client with `once`, or
+//! on a listener of one inherited connection, [`Listener::is_single`]).
 //! On a listener, every connection runs in its own task, so a client that leaves, resets or
 //! stalls only ever blocks itself. On a datagram socket, each datagram is answered to its
 //! sender. Shutdown is signal, then drain, then a deadline: cancelling the token stops the
@@ -202,8 +203,9 @@ struct Shared {
     cut: CancellationToken,
 }
 
-/// Runs a server on `socket` until `shutdown` is cancelled (or, with `once`, until the first
-/// client is done), then drains connections for up to `config.grace` and returns the totals.
+/// Runs a server on `socket` until `shutdown` is cancelled (or, with `once` or on a
+/// [single](Listener::is_single) listener, until the first client is done), then drains
+/// connections for up to `config.grace` and returns the totals.
 ///
 /// The socket is dropped before this returns, which removes a Unix socket file it created.
 pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: CancellationToken) -> Summary {
@@ -240,6 +242,8 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
     let tracker = TaskTracker::new();
     let limit = shared.config.max_conns.map(|n| Arc::new(Semaphore::new(n)));
     let mut backoff = Duration::from_millis(10);
+    // An inherited connected socket is the only client there will be.
+    let once = shared.config.once || listener.is_single();
     let mut once_done = false;
     let per_source = PerSource::default();
     loop {
@@ -305,7 +309,7 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
         } else {
             tracker.spawn(task.instrument(span));
         }
-        if shared.config.once {
+        if once {
             once_done = true;
             break;
         }
@@ -1096,6 +1100,25 @@ mod tests {
         c.read_to_end(&mut all).await.unwrap();
         assert_eq!(all, b"x");
         assert_eq!(handle.await.unwrap().connections, 1);
+    }
+
+    /// inetd's way: the server is handed one connected socket, serves it, and returns by itself.
+    #[tokio::test]
+    async fn a_single_inherited_connection_is_served_and_the_server_returns() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let endpoint = Endpoint::Fd(crate::endpoint::FdRef::Number(crate::inherit::passed(ours)));
+        let socket = bind(&endpoint, &BindOptions::default()).await.unwrap();
+        assert!(socket.is_single());
+        let handle = tokio::spawn(run(socket, ServerConfig::new(Service::Upper), CancellationToken::new()));
+        theirs.set_nonblocking(true).unwrap();
+        let mut c = tokio::net::UnixStream::from_std(theirs).unwrap();
+        c.write_all(b"inetd").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"INETD");
+        let summary = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("run returned").unwrap();
+        assert_eq!((summary.connections, summary.bytes_in), (1, 5));
     }
 
     #[tokio::test]

@@ -68,8 +68,21 @@ fn free_udp_port() -> u16 {
 // ---------------------------------------------------------------------------------------------
 // Endpoints
 
-const BAD_ENDPOINTS: &[&str] =
-    &["7000", "localhost", "ftp://x:1", "::1:80", "[::1", "host:99999", "unix:", "unix:@", "tcp4://[::1]:1"];
+const BAD_ENDPOINTS: &[&str] = &[
+    "7000",
+    "localhost",
+    "ftp://x:1",
+    "::1:80",
+    "[::1",
+    "host:99999",
+    "unix:",
+    "unix:@",
+    "tcp4://[::1]:1",
+    "fd://",
+    "fd://-1",
+    "fd://99999999999",
+    "fd://web:admin",
+];
 
 #[test]
 fn invalid_endpoints_are_one_line_usage_errors_for_serve_connect_and_send() {
@@ -189,6 +202,47 @@ fn zero_limits_and_bad_sizes_are_usage_errors() {
         let ran = sockit_run(&args, b"");
         assert_parser_usage_error(&ran, &[args[2]]);
     }
+}
+
+#[test]
+fn inherited_descriptors_that_cannot_serve_are_one_line_usage_errors() {
+    let dir = temp_dir();
+    let file = dir.path().join("plain.txt");
+    std::fs::write(&file, b"not a socket").unwrap();
+    let f = file.to_str().unwrap();
+    // The shell passes the descriptors; stdin is a pipe (what `run` gives).
+    let cases: &[(&str, &[&str])] = &[
+        (r#""$0" serve fd://3 echo 3<"$1""#, &["fd://3 is not a socket (it is a regular file, ", "plain.txt)"]),
+        (r#""$0" serve fd://3 echo 3<&0"#, &["fd://3 is not a socket (it is a pipe)"]),
+        (r#""$0" serve fd://0 echo"#, &["fd://0 is not a socket (it is a pipe)"]),
+        (r#""$0" serve fd://999 echo 999>&-"#, &["fd://999 is not open", "hint:"]),
+        (r#""$0" serve --inetd upper"#, &["--inetd: stdin is not a socket (it is a pipe)", "inetd, socat"]),
+        (r#""$0" serve --inetd upper < "$1""#, &["--inetd: stdin is not a socket (it is a regular file, "]),
+        (r#""$0" send fd://3 hi 3<"$1""#, &["fd://3 is not a socket"]),
+        (r#"env -u LISTEN_FDS "$0" serve fd://web"#, &["fd://web: no sockets were passed by systemd", "hint:"]),
+        (r#"LISTEN_PID=1 LISTEN_FDS=1 "$0" serve fd://web"#, &["LISTEN_PID does not match"]),
+        (r#"LISTEN_PID=$$ LISTEN_FDS=x exec "$0" serve fd://web"#, &["LISTEN_FDS 'x' is not a count"]),
+    ];
+    for (script, needles) in cases {
+        let ran = run(Command::new("bash").args(["-c", script, env!("CARGO_BIN_EXE_sockit"), f]), b"");
+        assert_one_line_error(&ran, 2, needles);
+    }
+}
+
+#[test]
+fn inetd_takes_no_endpoint_and_serve_needs_one_without_it() {
+    for (args, needle) in [
+        (vec!["serve", "--inetd", ":7000", "echo"], "takes no ENDPOINT (':7000')"),
+        (vec!["serve", "--inetd", "unix:/tmp/x.sock"], "takes no ENDPOINT ('unix:/tmp/x.sock')"),
+        (vec!["serve", "--inetd", "reply", "a", "b"], "the words are SERVICE [TEXT]"),
+    ] {
+        let ran = sockit_run(&args, b"");
+        assert_one_line_error(&ran, 2, &[needle]);
+    }
+    // clap names the missing argument on a line of its own.
+    let ran = sockit_run(&["serve"], b"");
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(ran.stderr.starts_with("error: the following required arguments were not provided:\n  <ENDPOINT>"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ pub struct Lines {
 }
 
 impl Lines {
-    fn collect(stream: impl Read + Send + 'static) -> Lines {
+    /// Starts collecting the lines of `stream` (a child's stdout or stderr).
+    pub fn collect(stream: impl Read + Send + 'static) -> Lines {
         let all = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let keep = all.clone();

@@ -13,6 +13,8 @@ Endpoints:
   udp://HOST:PORT  udp4://…  udp6://…
   unix:///abs/path  unix:rel/path  unix:@abstract-name
   unix-dgram:…  unix-seqpacket:…
+  fd://N  fd://NAME  a socket the parent passed: systemd (LISTEN_FDS, FileDescriptorName=NAME),
+                     inetd (fd://0, or serve --inetd), any program that leaves it open
   HOST:PORT (tcp)   :PORT (tcp on every interface, IPv4 and IPv6)   /path or ./path (unix)";
 
 /// A socket toolkit: servers, clients and tools for TCP, UDP and Unix sockets.
@@ -100,6 +102,15 @@ Examples:
   sockit serve unix:/tmp/files.sock files --root ~/shared
   sockit serve unix:/tmp/upper.sock spawn -- tr a-z A-Z      then: echo hi | nc -U /tmp/upper.sock
   sockit serve 127.0.0.1:7024 spawn --token-file ~/.sockit-token --timeout 1h -- sh -c 'exec sh -i 2>&1'
+  sockit serve fd://3 upper                  on the socket systemd (or any parent) passed as fd 3
+  sockit serve fd://web echo                 on the one passed with FileDescriptorName=web
+  sockit serve --inetd upper                 the client on stdin, as inetd starts it; then exit
+
+Inherited sockets: a listening socket is served like any other (its socket file is not removed
+on exit); a connected one (inetd, systemd Accept=yes) is one client, and sockit exits when it
+leaves. fd://NAME needs LISTEN_PID to be sockit's pid; --backlog and --mode do not apply.
+With --inetd, stdout and stderr may be the client's socket: no banner, log or summary unless -v,
+and not even an error when stderr is that socket (the exit code tells).
 
 exec, files and spawn need a token on TCP (--token-file FILE, readable only by you, or
 $SOCKIT_TOKEN; make one with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE). On a
@@ -355,8 +366,9 @@ pub struct FramingArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Where to listen.
-    pub endpoint: String,
+    /// Where to listen (left out with --inetd).
+    #[arg(required_unless_present = "inetd")]
+    pub endpoint: Option<String>,
 
     /// The service: echo (the default), upper, reply, qa, print, discard, source, chat, exec,
     /// files, spawn.
@@ -389,6 +401,12 @@ pub struct ServeArgs {
     /// Serve one client (or one datagram), then exit.
     #[arg(long)]
     pub once: bool,
+
+    /// Serve the client connected on stdin, as inetd (or systemd with Accept=yes) starts a
+    /// service, and exit when it leaves; print nothing unless -v. Takes SERVICE [TEXT] and no
+    /// ENDPOINT: the same as `serve fd://0 SERVICE`, quietly.
+    #[arg(long)]
+    pub inetd: bool,
 
     /// On shutdown, how long connections get to finish before they are cut.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]

@@ -32,6 +32,7 @@ mod terminal;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{CommandFactory, Parser};
 
@@ -47,7 +48,14 @@ pub struct Usage(pub String);
 #[error("output closed")]
 pub struct OutputClosed;
 
+/// Set when stderr is the client's socket (`serve --inetd` under inetd, which puts the connection
+/// on stdin, stdout and stderr): a final error is then not written there, only the exit code
+/// tells it.
+pub static STDERR_IS_THE_PEER: AtomicBool = AtomicBool::new(false);
+
 fn main() -> ExitCode {
+    // The systemd variables are read before any thread exists, as the process received them.
+    sockit::inherit::init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -56,7 +64,9 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_logging(cli.verbose);
+    // Under inetd, stderr may be the client's socket: no log lines unless asked for.
+    let inetd = matches!(&cli.command, Command::Serve(args) if args.inetd);
+    init_logging(cli.verbose, inetd);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -67,15 +77,20 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(run(cli));
     // A read of stdin may still be blocked in a helper thread; nothing needs it any more.
     runtime.shutdown_background();
+    let silent = STDERR_IS_THE_PEER.load(Ordering::Relaxed);
     match outcome {
         Ok(code) => code,
         Err(e) if e.is::<OutputClosed>() || is_stdout_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) if e.is::<Usage>() => {
-            note!("sockit: {e}");
+            if !silent {
+                note!("sockit: {e}");
+            }
             ExitCode::from(2)
         }
         Err(e) => {
-            note!("sockit: {e:#}");
+            if !silent {
+                note!("sockit: {e:#}");
+            }
             ExitCode::from(1)
         }
     }
@@ -88,7 +103,7 @@ fn is_stdout_broken_pipe(e: &anyhow::Error) -> bool {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve::run(args, cli.quiet).await,
+        Command::Serve(args) => serve::run(args, cli.quiet, cli.verbose).await,
         Command::Connect(args) => connect::connect(args, cli.quiet).await,
         Command::Send(args) => connect::send(args).await,
         Command::Bench(args) => bench::run(args, cli.quiet).await,
@@ -122,9 +137,10 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, silent: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        0 if silent => "off",
         0 => "warn",
         1 => "sockit=info",
         2 => "sockit=debug",
@@ -154,7 +170,14 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Parses an endpoint argument; a bad one is a usage error.
+/// Parses an endpoint argument; a bad one is a usage error. An inherited socket (`fd://`) is
+/// looked at now, so that one that is not open, not a socket or not passed is a usage error
+/// before anything starts, and its type is known to the checks that follow.
 pub fn endpoint(text: &str) -> anyhow::Result<sockit::endpoint::Endpoint> {
-    text.parse().map_err(|e: sockit::endpoint::ParseError| Usage(e.to_string()).into())
+    let endpoint: sockit::endpoint::Endpoint =
+        text.parse().map_err(|e: sockit::endpoint::ParseError| Usage(e.to_string()))?;
+    if let sockit::endpoint::Endpoint::Fd(r) = &endpoint {
+        sockit::inherit::probe(r).map_err(|e| Usage(e.to_string()))?;
+    }
+    Ok(endpoint)
 }

@@ -1,5 +1,6 @@
 //! `sockit serve`: builds the service and configuration from the flags, binds, runs the
-//! library's server, and handles signals, logging and the final summary.
+//! library's server, and handles signals, logging and the final summary. `--inetd` serves the
+//! connection on stdin (`fd://0`) and keeps quiet.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,10 +12,11 @@ use std::time::SystemTime;
 use anyhow::Context;
 use sockit::acl::AccessList;
 use sockit::auth::Policy;
-use sockit::endpoint::{Endpoint, SocketStyle};
+use sockit::endpoint::{Endpoint, FdRef, SocketStyle};
 use sockit::exec::ExecConfig;
 use sockit::files::FilesConfig;
 use sockit::framing::Framing;
+use sockit::inherit::InheritError;
 use sockit::net::{self, BindOptions, PeerAddr};
 use sockit::render;
 use sockit::server::{self, ConnReport, Monitor, ServerConfig};
@@ -26,8 +28,13 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{AccessArgs, ServeArgs, ServerAuthArgs};
 use crate::{OutputClosed, Usage};
 
-pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let endpoint = crate::endpoint(&args.endpoint)?;
+pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Result<ExitCode> {
+    // Under inetd, stdout and stderr are the client's socket: nothing of ours may go there.
+    let quiet = quiet || (args.inetd && verbose == 0);
+    if args.inetd && verbose == 0 && stderr_is_stdin_socket() {
+        crate::STDERR_IS_THE_PEER.store(true, Ordering::Relaxed);
+    }
+    let endpoint = serve_endpoint(&mut args)?;
     if endpoint.style() != SocketStyle::Stream && args.framing.framing != Framing::Raw {
         return Err(Usage(format!(
             "--framing {} applies to stream sockets; {endpoint} keeps its own message boundaries (leave --framing out)",
@@ -55,6 +62,7 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let bind_opts = BindOptions { backlog: args.backlog, unix_mode: args.mode };
     let socket = net::bind(&endpoint, &bind_opts).await?;
     if !quiet {
+        let stop = if socket.is_single() { "one client, then exit" } else { "Ctrl-C stops" };
         let framing = match endpoint.style() {
             SocketStyle::Stream if matches!(service, Service::Chat(_)) => "one message per line".to_owned(),
             SocketStyle::Stream if let Service::Spawn(config) = &service => {
@@ -68,7 +76,7 @@ pub async fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             SocketStyle::Datagram => "one message per datagram".to_owned(),
         };
         let both = if socket.is_dual_stack() { " (IPv4 and IPv6)" } else { "" };
-        note!("sockit: serving {} on {}{both} ({framing}); Ctrl-C stops", service.name(), socket.local_endpoint());
+        note!("sockit: serving {} on {}{both} ({framing}); {stop}", service.name(), socket.local_endpoint());
     }
     let config = ServerConfig {
         service,
@@ -183,6 +191,62 @@ pub(crate) async fn run_logged(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The endpoint to serve: ENDPOINT, or stdin with `--inetd`. With `--inetd` the words are
+/// SERVICE [TEXT], which clap, knowing no better, put in ENDPOINT and SERVICE: they move over.
+fn serve_endpoint(args: &mut ServeArgs) -> anyhow::Result<Endpoint> {
+    if !args.inetd {
+        let text = args.endpoint.as_deref().ok_or_else(|| Usage("serve needs an ENDPOINT (or --inetd)".into()))?;
+        return crate::endpoint(text);
+    }
+    if let Some(first) = args.endpoint.take() {
+        let no_endpoint = "--inetd serves the client on stdin and takes no ENDPOINT";
+        if let Some(third) = &args.service_arg {
+            let second = args.service.as_deref().unwrap_or_default();
+            return Err(Usage(format!(
+                "{no_endpoint}: the words are SERVICE [TEXT], not '{first}' '{second}' '{third}' (for another socket: \
+                 sockit serve ENDPOINT SERVICE)"
+            ))
+            .into());
+        }
+        // Service names never hold these; endpoints always do.
+        if first.contains(':') || first.contains('/') {
+            return Err(Usage(format!(
+                "{no_endpoint} ('{first}'): write sockit serve --inetd SERVICE, or sockit serve {first} SERVICE \
+                 without --inetd"
+            ))
+            .into());
+        }
+        args.service_arg = args.service.take();
+        args.service = Some(first);
+    }
+    let stdin = FdRef::Number(0);
+    match sockit::inherit::probe(&stdin) {
+        Ok(_) => Ok(Endpoint::Fd(stdin)),
+        Err(InheritError::NotASocket { what, .. }) => Err(Usage(format!(
+            "--inetd: stdin is not a socket (it is {what}); inetd, socat or systemd (Accept=yes) start sockit with the \
+             client's connection on stdin"
+        ))
+        .into()),
+        Err(e) => Err(Usage(format!("--inetd: {e}")).into()),
+    }
+}
+
+/// Whether stderr is the very socket on stdin, as inetd arranges it.
+fn stderr_is_stdin_socket() -> bool {
+    let stat = |fd: i32| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat writes the struct on success (only then is it read); a descriptor that
+        // is not open fails with EBADF.
+        (unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0).then(|| unsafe { st.assume_init() })
+    };
+    match (stat(0), stat(2)) {
+        (Some(a), Some(b)) => {
+            a.st_mode & libc::S_IFMT == libc::S_IFSOCK && (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+        }
+        _ => false,
+    }
+}
+
 fn build_service(
     args: &ServeArgs,
     shutdown: &CancellationToken,
@@ -250,6 +314,12 @@ fn build_service(
             };
             no_args(Service::Qa(Arc::new(dict)))
         }
+        "print" if args.inetd => Err(Usage(
+            "print writes to stdout, which under inetd is the client's socket; choose another service (or serve \
+             fd://0 print where stdout is not the socket)"
+                .into(),
+        )
+        .into()),
         "print" => no_args(Service::Print(Arc::new(StdoutSink {
             hex: args.hex,
             closed: stdout_closed.clone(),
@@ -320,7 +390,7 @@ fn server_policy(auth: &ServerAuthArgs, endpoint: &Endpoint, name: &str) -> anyh
         .into());
     }
     let token = crate::exec::load_token(auth.token_file.as_deref())?;
-    if token.is_none() && !matches!(endpoint, Endpoint::Unix { .. }) {
+    if token.is_none() && !endpoint.is_unix() {
         return Err(Usage(format!(
             "{name} on TCP needs a token: --token-file FILE (readable only by you) or ${}; make one with: \
              head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE",
