@@ -400,3 +400,66 @@ fn connect_to_an_inherited_listening_socket_is_refused_clearly() {
         "sockit: fd://3 is a listening tcp socket; a client needs a connected socket (serve takes a listening one)"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The relay on inherited sockets
+
+#[test]
+fn relay_from_a_socket_systemd_passed() {
+    let target = Server::start(&["127.0.0.1:0", "upper"]);
+    let relay = Server::start_cmd(activated(&["tcp"], Some("web"), "ours", &["relay", "fd://web", &target.endpoint]));
+    assert!(relay.endpoint.starts_with("tcp://127.0.0.1:"), "{}", relay.endpoint);
+    assert_eq!(tcp_exchange(&relay.addr(), b"through systemd\n"), b"THROUGH SYSTEMD\n");
+    assert_eq!(tcp_exchange(&relay.addr(), b"again\n"), b"AGAIN\n");
+    let done = relay.stop();
+    assert!(line_with(&done.stderr, "sockit: stopped").contains("2 connections"), "{:#?}", done.stderr);
+}
+
+#[test]
+fn relay_inetd_relays_the_client_on_stdin_then_exits() {
+    let target = Server::start(&["127.0.0.1:0", "upper"]);
+    let (mut client, ours) = tcp_pair();
+    let mut child = inetd_child(&["relay", "--inetd", &target.endpoint], ours);
+    let got = exchange(&mut client, b"from inetd\n", |s: &mut TcpStream| s.shutdown(Shutdown::Write).unwrap());
+    assert_eq!(got, b"FROM INETD\n", "only the target's answer, nothing of sockit's own");
+    assert!(wait_bounded(&mut child, LIMIT).expect("exits after its one client").success());
+}
+
+#[test]
+fn relay_inetd_through_socat_exec() {
+    require!("socat");
+    let dir = temp_dir();
+    // A colon would end socat's EXEC address: the target is a Unix socket named by its path.
+    let target_path = dir.path().join("echo.sock");
+    let target = Server::start(&[target_path.to_str().unwrap(), "echo"]);
+    let path = dir.path().join("relay-inetd.sock");
+    let exec = format!("EXEC:{} relay --inetd {}", env!("CARGO_BIN_EXE_sockit"), target_path.display());
+    let mut socat = Command::new("socat")
+        .args(["-d", "-d"])
+        .arg(format!("UNIX-LISTEN:{},fork", path.display()))
+        .arg(&exec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Lines::collect(socat.stderr.take().unwrap());
+    log.wait_for("socat listening", |l| l.contains("listening on"));
+    for msg in [&b"one"[..], b"two", b"three"] {
+        assert_eq!(unix_exchange(&path, msg), msg);
+    }
+    let _ = socat.kill();
+    let _ = socat.wait();
+}
+
+#[test]
+fn relay_inetd_usage_errors() {
+    let ran = sockit_run(&["relay", "--inetd", "127.0.0.1:1", "127.0.0.1:2"], b"");
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(ran.stderr.contains("takes only TO"), "{}", ran.stderr);
+    // Under the test harness stdin is a pipe, not a socket.
+    let ran = sockit_run(&["relay", "--inetd", "127.0.0.1:1"], b"");
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(ran.stderr.contains("stdin is not a socket (it is a pipe)"), "{}", ran.stderr);
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+}

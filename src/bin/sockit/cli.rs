@@ -196,7 +196,9 @@ Examples:
   sockit relay 127.0.0.1:8080 unix:/run/app.sock         expose a Unix socket on TCP
   sockit relay unix:/tmp/pg.sock tcp://db.internal:5432
   sockit relay 127.0.0.1:7001 127.0.0.1:7000 --delay 100 --jitter 20 --log traffic.txt
-  sockit relay udp://127.0.0.1:5353 udp://127.0.0.1:53 --drop 10% --seed 7";
+  sockit relay udp://127.0.0.1:5353 udp://127.0.0.1:53 --drop 10% --seed 7
+  sockit relay fd://3 unix:/run/app.sock     on the socket systemd passed (see sockit serve --help)
+  sockit relay --inetd 127.0.0.1:7000        the client on stdin, as inetd starts it; then exit";
 
 const BENCH_HELP: &str = "\
 Modes:
@@ -266,11 +268,18 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Where clients connect (or send datagrams).
-    pub from: String,
+    /// Where clients connect (or send datagrams); left out with --inetd.
+    #[arg(value_name = "FROM")]
+    pub from: Option<String>,
 
     /// Where each client is relayed to.
-    pub to: String,
+    #[arg(value_name = "TO", required_unless_present = "inetd")]
+    pub to: Option<String>,
+
+    /// Relay the client connected on stdin (as inetd or systemd with Accept=yes starts a
+    /// program), then exit: sockit relay --inetd TO.
+    #[arg(long)]
+    pub inetd: bool,
 
     /// At most N clients (datagram sessions) at once; more are reset (dropped).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

@@ -65,7 +65,8 @@ fn main() -> ExitCode {
         }
     };
     // Under inetd, stderr may be the client's socket: no log lines unless asked for.
-    let inetd = matches!(&cli.command, Command::Serve(args) if args.inetd);
+    let inetd = matches!(&cli.command, Command::Serve(args) if args.inetd)
+        || matches!(&cli.command, Command::Relay(args) if args.inetd);
     init_logging(cli.verbose, inetd);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -107,7 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connect(args) => connect::connect(args, cli.quiet).await,
         Command::Send(args) => connect::send(args).await,
         Command::Bench(args) => bench::run(args, cli.quiet).await,
-        Command::Relay(args) => relay::run(args, cli.quiet).await,
+        Command::Relay(args) => relay::run(args, cli.quiet, cli.verbose).await,
         Command::Exec(args) => exec::exec(args).await,
         Command::Shell(args) => exec::shell(args, cli.quiet).await,
         Command::Put(args) => files::put(args, cli.quiet).await,

@@ -15,9 +15,23 @@ use tokio_util::sync::CancellationToken;
 use crate::Usage;
 use crate::cli::RelayArgs;
 
-pub async fn run(args: RelayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let from = crate::endpoint(&args.from)?;
-    let to = crate::endpoint(&args.to)?;
+pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<ExitCode> {
+    // Under inetd, stdout and stderr are the client's socket: nothing of ours may go there.
+    let quiet = quiet || (args.inetd && verbose == 0);
+    if args.inetd && verbose == 0 && crate::serve::stderr_is_stdin_socket() {
+        crate::STDERR_IS_THE_PEER.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let (from, to) = match (args.inetd, &args.from, &args.to) {
+        (false, Some(from), Some(to)) => (crate::endpoint(from)?, crate::endpoint(to)?),
+        (false, _, _) => return Err(Usage("relay needs FROM and TO (or --inetd TO)".into()).into()),
+        // clap puts the one word in FROM.
+        (true, Some(to), None) => (crate::serve::stdin_endpoint()?, crate::endpoint(to)?),
+        (true, _, _) => {
+            return Err(
+                Usage("--inetd relays the client on stdin and takes only TO: sockit relay --inetd TO".into()).into()
+            );
+        }
+    };
     let datagrams = check_styles(&from, &to)?;
     let faults = faults(&args)?;
     if datagrams && let Some(name) = faults.stream_only() {

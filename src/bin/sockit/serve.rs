@@ -219,6 +219,11 @@ fn serve_endpoint(args: &mut ServeArgs) -> anyhow::Result<Endpoint> {
         args.service_arg = args.service.take();
         args.service = Some(first);
     }
+    stdin_endpoint()
+}
+
+/// Stdin as an endpoint, for `--inetd`: an error unless it is a socket.
+pub(crate) fn stdin_endpoint() -> anyhow::Result<Endpoint> {
     let stdin = FdRef::Number(0);
     match sockit::inherit::probe(&stdin) {
         Ok(_) => Ok(Endpoint::Fd(stdin)),
@@ -232,7 +237,7 @@ fn serve_endpoint(args: &mut ServeArgs) -> anyhow::Result<Endpoint> {
 }
 
 /// Whether stderr is the very socket on stdin, as inetd arranges it.
-fn stderr_is_stdin_socket() -> bool {
+pub(crate) fn stderr_is_stdin_socket() -> bool {
     let stat = |fd: i32| {
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: fstat writes the struct on success (only then is it read); a descriptor that
