@@ -114,6 +114,14 @@ impl Default for Faults {
     }
 }
 
+/// What a generator decides: which datagrams meet which fate, or how long each waits. Kept
+/// apart, so that adding jitter does not change which datagrams are lost.
+#[derive(Debug, Clone, Copy)]
+enum Use {
+    Choices = 0,
+    Delays = 1,
+}
+
 /// How long a datagram held back for reordering waits for a successor before it is sent
 /// anyway: a quiet flow is reordered with nothing, not starved.
 pub const REORDER_WAIT: Duration = Duration::from_millis(100);
@@ -187,14 +195,21 @@ impl Faults {
         format!("{}{dir}, seed {}", parts.join(", "), self.seed)
     }
 
-    /// The generator for one direction of one session: a function of the seed, the session's
-    /// number and the direction only.
+    /// The generator for one use in one direction of one session: the seed is the key, and
+    /// the session, direction and use pick one of ChaCha's independent streams, so no two
+    /// generators of a run share a sequence (and seeds do not mix with directions).
     pub fn rng(&self, session: u64, dir: Direction) -> ChaCha8Rng {
+        self.rng_for(session, dir, Use::Choices)
+    }
+
+    fn rng_for(&self, session: u64, dir: Direction, purpose: Use) -> ChaCha8Rng {
         let d = match dir {
-            Direction::Up => 1,
-            Direction::Down => 2,
+            Direction::Up => 0,
+            Direction::Down => 1,
         };
-        ChaCha8Rng::seed_from_u64(self.seed ^ session.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ d)
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(session.wrapping_mul(4) + d * 2 + purpose as u64);
+        rng
     }
 
     /// One delay, with its jitter drawn from `rng`.
@@ -225,7 +240,7 @@ pub struct StreamDelay {
 impl StreamDelay {
     /// The delay for one direction of session number `session`.
     pub fn new(faults: &Faults, session: u64, dir: Direction) -> StreamDelay {
-        StreamDelay { faults: faults.clone(), rng: faults.rng(session, dir), last_delivery: None }
+        StreamDelay { faults: faults.clone(), rng: faults.rng_for(session, dir, Use::Delays), last_delivery: None }
     }
 
     /// Whether chunks wait at all (if not, reading and writing need not be decoupled).
@@ -304,6 +319,7 @@ pub struct DatagramStats {
 pub struct DatagramShaper {
     faults: Faults,
     rng: ChaCha8Rng,
+    delays: ChaCha8Rng,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     /// A datagram held back for reordering, and when it goes anyway.
@@ -319,6 +335,7 @@ impl DatagramShaper {
         DatagramShaper {
             faults: faults.clone(),
             rng: faults.rng(session, dir),
+            delays: faults.rng_for(session, dir, Use::Delays),
             queue: BinaryHeap::new(),
             seq: 0,
             held: None,
@@ -329,11 +346,12 @@ impl DatagramShaper {
 
     /// Takes a datagram that arrived at `now`.
     pub fn push(&mut self, now: Instant, datagram: Bytes) {
-        // The same draws for every datagram, whatever the probabilities, so that one fault's
-        // setting does not change another's choices.
-        let lost = self.rng.random_bool(self.faults.drop);
-        let twice = self.rng.random_bool(self.faults.duplicate);
-        let hold = self.rng.random_bool(self.faults.reorder);
+        // Three draws for every datagram, whatever the probabilities (`random_bool` skips its
+        // draw for 0 and 1), so that one fault's setting never changes another's choices.
+        let mut chance = |p: f64| self.rng.random::<f64>() < p;
+        let lost = chance(self.faults.drop);
+        let twice = chance(self.faults.duplicate);
+        let hold = chance(self.faults.reorder);
         if lost {
             self.stats.dropped += 1;
             return;
@@ -363,7 +381,7 @@ impl DatagramShaper {
             self.stats.overflowed += 1;
             return;
         }
-        let mut at = now + self.faults.sample_delay(&mut self.rng);
+        let mut at = now + self.faults.sample_delay(&mut self.delays);
         if let Some(rate) = self.faults.rate {
             // Paced in the order they are scheduled: a datagram waits for the link to be free.
             at = self.next_send.map_or(at, |t| t.max(at));
@@ -541,6 +559,33 @@ mod tests {
         assert_ne!(a.random::<u64>(), b.random::<u64>(), "each direction has its own generator");
         let mut c = f.rng(2, Direction::Up);
         assert_ne!(f.rng(1, Direction::Up).random::<u64>(), c.random::<u64>(), "and each session");
+    }
+
+    #[test]
+    fn one_fault_does_not_change_which_datagrams_another_loses() {
+        let lost = |f: &Faults| {
+            let mut s = DatagramShaper::new(f, 1, Direction::Up);
+            let t0 = Instant::now();
+            let mut out = Vec::new();
+            for i in 0..2000 {
+                s.push(t0, numbered(i));
+            }
+            s.pop_due(t0 + Duration::from_secs(3600), &mut out);
+            let mut got: Vec<u32> = out.iter().map(|d| u32::from_be_bytes(d[..].try_into().unwrap())).collect();
+            got.sort();
+            got.dedup();
+            (0..2000).filter(|i| got.binary_search(i).is_err()).collect::<Vec<u32>>()
+        };
+        let base = Faults { drop: 0.3, ..faults() };
+        let reference = lost(&base);
+        for other in [
+            Faults { jitter: Duration::from_millis(1), ..base.clone() },
+            Faults { duplicate: 1.0, ..base.clone() },
+            Faults { reorder: 1.0, ..base.clone() },
+            Faults { duplicate: 0.2, reorder: 0.3, delay: Duration::from_millis(5), ..base.clone() },
+        ] {
+            assert_eq!(lost(&other), reference, "{other:?}");
+        }
     }
 
     #[test]

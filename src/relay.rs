@@ -273,6 +273,9 @@ struct Ctx<'a> {
     down: AtomicU64,
     /// Bytes left before `--reset-after` resets the connection.
     budget: Option<AtomicU64>,
+    /// Chunks read and not yet delivered (held back by `--delay`): the connection is not idle
+    /// while there are any.
+    in_flight: AtomicU64,
 }
 
 impl Ctx<'_> {
@@ -308,6 +311,10 @@ impl Ctx<'_> {
     async fn idle(&self, limit: Option<Duration>) {
         let Some(limit) = limit else { return std::future::pending().await };
         loop {
+            if self.in_flight.load(Ordering::Relaxed) > 0 {
+                // Data is on its way: that counts as traffic.
+                self.touch();
+            }
             let last = self.started + Duration::from_nanos(self.last_activity.load(Ordering::Relaxed));
             let deadline = last.checked_add(limit).unwrap_or(last + crate::MAX_DURATION);
             if deadline <= Instant::now() {
@@ -355,6 +362,7 @@ pub(crate) async fn session(
         up: AtomicU64::new(0),
         down: AtomicU64::new(0),
         budget: config.faults.reset_after.map(AtomicU64::new),
+        in_flight: AtomicU64::new(0),
     };
     let end = relay_both(&client, &target, &ctx, &limits).await;
     traffic.bytes_in = ctx.up.load(Ordering::Relaxed);
@@ -505,6 +513,7 @@ async fn faulty_copy(src: &Side, dst: &Side, dir: Direction, faults: &Faults, ct
                 }
             };
             let eof = item.is_none();
+            ctx.in_flight.fetch_add(1, Ordering::Relaxed);
             if tx.send((at, item)).await.is_err() || eof {
                 return Ok(());
             }
@@ -513,13 +522,17 @@ async fn faulty_copy(src: &Side, dst: &Side, dir: Direction, faults: &Faults, ct
     let writer = async {
         while let Some((at, item)) = rx.recv().await {
             tokio::time::sleep_until(at).await;
-            match item {
-                Some(data) => deliver(dst, &data, dir, &mut pacer, ctx).await?,
+            let delivered = match item {
+                Some(data) => deliver(dst, &data, dir, &mut pacer, ctx).await,
                 None => {
                     dst.shutdown_write();
+                    ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
                     return Ok(());
                 }
-            }
+            };
+            ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
+            ctx.touch();
+            delivered?;
         }
         Ok(())
     };
@@ -681,6 +694,9 @@ impl DatagramSession {
         let end = loop {
             let now = Instant::now();
             up.pop_due(now, &mut due);
+            if !due.is_empty() {
+                last_activity = now;
+            }
             for d in due.drain(..) {
                 // A refusal reported by ICMP concerns an earlier datagram; the target may be
                 // back by the next one.
@@ -689,6 +705,9 @@ impl DatagramSession {
                 }
             }
             down.pop_due(now, &mut due);
+            if !due.is_empty() {
+                last_activity = now;
+            }
             for d in due.drain(..) {
                 let Some(peer) = &self.peer else {
                     if !unanswerable {
