@@ -52,6 +52,7 @@ pub mod fault;
 pub mod files;
 pub mod framing;
 pub mod fsroot;
+pub mod icmp;
 pub mod net;
 pub mod proto;
 pub mod relay;
