@@ -54,6 +54,7 @@ pub mod framing;
 pub mod fsroot;
 pub mod icmp;
 pub mod net;
+pub mod ping;
 pub mod proto;
 pub mod relay;
 pub mod render;
