@@ -250,7 +250,7 @@ pub fn parse_v4(buf: &[u8], has_ip_header: bool) -> Result<Parsed<'_>, ParseErro
     } else {
         (None, buf)
     };
-    let (ty, code, rest_of_header, body) = icmp_header(msg)?;
+    let Header { ty, code, rest: rest_of_header, body } = icmp_header(msg)?;
     if checksum(msg) != 0 {
         let echo_reply = (ty == v4_type::ECHO_REPLY).then(|| split_id_seq(rest_of_header));
         return Err(ParseError::BadChecksum { echo_reply, len: msg.len() });
@@ -279,7 +279,7 @@ pub fn parse_v4(buf: &[u8], has_ip_header: bool) -> Result<Parsed<'_>, ParseErro
 /// (IPv6 sockets never deliver the IP header). The checksum is not verified here: it covers a
 /// pseudo-header this function does not see, and the kernel has verified it already.
 pub fn parse_v6(buf: &[u8]) -> Result<Parsed<'_>, ParseError> {
-    let (ty, code, rest_of_header, body) = icmp_header(buf)?;
+    let Header { ty, code, rest: rest_of_header, body } = icmp_header(buf)?;
     let (id, seq) = split_id_seq(rest_of_header);
     let icmp = match ty {
         v6_type::ECHO_REPLY => Icmp::EchoReply(Echo { id, seq, payload: body }),
@@ -306,8 +306,8 @@ pub fn quoted_echo_request(version: IpVersion, buf: &[u8]) -> Option<(u16, u16)>
         IpVersion::V4 => v4_type::ECHO_REQUEST,
         IpVersion::V6 => v6_type::ECHO_REQUEST,
     };
-    let (ty, code, rest_of_header, _) = icmp_header(buf).ok()?;
-    (ty == request && code == 0).then(|| split_id_seq(rest_of_header))
+    let header = icmp_header(buf).ok()?;
+    (header.ty == request && header.code == 0).then(|| split_id_seq(header.rest))
 }
 
 struct RawIpv4Header {
@@ -337,10 +337,18 @@ fn ipv4_header(buf: &[u8]) -> Result<(RawIpv4Header, &[u8]), ParseError> {
     Ok((RawIpv4Header { protocol: header[9], ttl: header[8], src: addr(12), dst: addr(16) }, rest))
 }
 
-/// Splits an ICMP header into type, code, the four bytes after the checksum, and the body.
-fn icmp_header(buf: &[u8]) -> Result<(u8, u8, [u8; 4], &[u8]), ParseError> {
+/// An ICMP header split into its fields, and the body after it.
+struct Header<'a> {
+    ty: u8,
+    code: u8,
+    /// The four bytes after the checksum.
+    rest: [u8; 4],
+    body: &'a [u8],
+}
+
+fn icmp_header(buf: &[u8]) -> Result<Header<'_>, ParseError> {
     match buf {
-        [ty, code, _, _, a, b, c, d, body @ ..] => Ok((*ty, *code, [*a, *b, *c, *d], body)),
+        [ty, code, _, _, a, b, c, d, body @ ..] => Ok(Header { ty: *ty, code: *code, rest: [*a, *b, *c, *d], body }),
         _ => Err(ParseError::Truncated { needed: HEADER_LEN, got: buf.len() }),
     }
 }
