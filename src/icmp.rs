@@ -11,6 +11,21 @@
 //! The parsers are total: any input, however short or malformed, gives `Ok` or a
 //! [`ParseError`], never a panic, and they read nothing outside the slice they are given. They
 //! allocate nothing; a parsed message borrows its payload from the input.
+//!
+//! ```
+//! use sockit::icmp::{self, EchoRequest, Icmp};
+//!
+//! let request = EchoRequest { id: 7, seq: 1, payload: b"hello" }.encode_v4();
+//! // What a peer sends back: type 0, the checksum adjusted by the difference in type.
+//! let mut reply = request.clone();
+//! reply[0] = 0;
+//! let sum = u16::from_be_bytes([reply[2], reply[3]]).wrapping_add(0x0800);
+//! reply[2..4].copy_from_slice(&sum.to_be_bytes());
+//! let parsed = icmp::parse_v4(&reply, false).unwrap();
+//! let Icmp::EchoReply(echo) = parsed.icmp else { panic!("a reply") };
+//! assert_eq!((echo.id, echo.seq, echo.payload), (7, 1, &b"hello"[..]));
+//! assert!(icmp::parse_v4(&reply[..5], false).is_err());
+//! ```
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

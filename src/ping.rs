@@ -18,8 +18,26 @@
 //! request left (the kernel's receive timestamp where it is plausible), never from the
 //! payload, which the peer could change.
 //!
-//! The wire format lives in [`crate::icmp`], sans-IO; [`Tracker`] (private) is the matching and
+//! The wire format lives in [`crate::icmp`], sans-IO; the private `Tracker` is the matching and
 //! the statistics, also without IO.
+//!
+//! ```no_run
+//! use sockit::endpoint::Family;
+//! use sockit::ping::{self, Event, PingConfig, Pinger};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let target = ping::resolve(&ping::parse_host("::1")?, Family::Any).await?;
+//! let pinger = Pinger::open(target)?; // a datagram socket if allowed, else a raw one
+//! let config = PingConfig { count: Some(3), ..PingConfig::default() };
+//! let stats = pinger
+//!     .run(&config, |event| if let Event::Reply(r) = event { println!("seq {} in {:?}", r.seq, r.rtt) }, &CancellationToken::new())
+//!     .await?;
+//! println!("{} of {} answered over a {}", stats.received, stats.transmitted, pinger.kind());
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
