@@ -333,7 +333,9 @@ fn parse_port(p: &str) -> Result<u16, String> {
     p.parse().map_err(|_| format!("port {p} is out of range (0 to 65535)"))
 }
 
-fn check_host_name(h: &str) -> Result<String, String> {
+/// Checks a host name's syntax (labels of letters, digits, `-` and `_`, at most 63 bytes each
+/// and 253 in all); also used for `sockit ping`'s HOST.
+pub(crate) fn check_host_name(h: &str) -> Result<String, String> {
     let ok = h.len() <= 253
         && h.split('.').all(|label| {
             !label.is_empty()

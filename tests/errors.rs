@@ -552,3 +552,64 @@ fn a_missing_token_file_is_said_once() {
     assert_one_line_error(&ran, 1, &["cannot read token file /nonexistent/token"]);
     assert_eq!(ran.stderr.matches("os error 2").count(), 1, "{:?}", ran.stderr);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ping
+
+#[test]
+fn ping_bad_input_is_a_one_line_usage_error() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["ping", "tcp://127.0.0.1:80"], &["invalid host 'tcp://127.0.0.1:80'", "endpoint", "127.0.0.1"]),
+        (&["ping", "unix:/tmp/x.sock"], &["invalid host", "endpoint"]),
+        (&["ping", "127.0.0.1:80"], &["invalid host '127.0.0.1:80'", "without a port"]),
+        (&["ping", "[::1]:80"], &["without a port"]),
+        (&["ping", "bad host"], &["invalid host 'bad host'", "not an IP address or a valid host name"]),
+        (&["ping", ""], &["invalid host ''", "empty"]),
+        (&["ping", "-4", "::1"], &["-4 with the IPv6 address ::1"]),
+        (&["ping", "-6", "127.0.0.1"], &["-6 with the IPv4 address 127.0.0.1"]),
+        (&["ping", "127.0.0.1", "-s", "65508"], &["65508 bytes does not fit in an IPv4 packet (at most 65507)"]),
+        (&["ping", "127.0.0.1", "-i", "0"], &["-i 0s is too short", "2ms", "no flood mode"]),
+        (&["ping", "127.0.0.1", "-i", "1ms"], &["-i 1ms is too short"]),
+        (&["ping", "127.0.0.1", "-W", "0"], &["-W must be longer than zero"]),
+    ];
+    for (args, needles) in cases {
+        let ran = sockit_run(args, b"");
+        assert_one_line_error(&ran, 2, needles);
+    }
+}
+
+#[test]
+fn ping_bad_numbers_are_parser_usage_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["ping", "127.0.0.1", "-s", "70000"], "at most 65527"),
+        (&["ping", "127.0.0.1", "-s", "-1"], "'-1' is not a payload size"),
+        (&["ping", "127.0.0.1", "-c", "0"], "'0' is not a count of 1 or more"),
+        (&["ping", "127.0.0.1", "-c", "-1"], "'-1' is not a count of 1 or more"),
+        (&["ping", "127.0.0.1", "-i", "-1"], "'-1' is not a duration"),
+        (&["ping", "127.0.0.1", "-W", "soon"], "'soon' is not a duration"),
+        (&["ping", "127.0.0.1", "-4", "-6"], "cannot be used with"),
+    ];
+    for (args, needle) in cases {
+        let ran = sockit_run(args, b"");
+        assert_parser_usage_error(&ran, &[needle]);
+    }
+}
+
+#[test]
+fn ping_unknown_host_is_exit_2_with_a_hint() {
+    // The lookup runs in a network namespace of its own with nothing in it (not even lo up), so
+    // no query leaves the machine.
+    require!("unshare");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: not root, so no network namespace to look the name up in");
+        return;
+    }
+    let started = Instant::now();
+    let ran = run(
+        Command::new("unshare").args(["-n", env!("CARGO_BIN_EXE_sockit"), "ping", "nosuchhost.invalid", "-c", "1"]),
+        b"",
+    );
+    assert_one_line_error(&ran, 2, &["unknown host 'nosuchhost.invalid'", "hint:"]);
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+}

@@ -65,6 +65,9 @@ pub enum Command {
     /// Measure a server: echo latency and rate, bulk throughput, connection rate, UDP rate.
     #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
+    /// Send ICMP echo requests to HOST and report the replies, like ping.
+    #[command(after_help = PING_HELP)]
+    Ping(PingArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -214,6 +217,62 @@ Examples:
   sockit serve 127.0.0.1:7001 discard & sockit bench 127.0.0.1:7001 bulk -P 2
   sockit bench 127.0.0.1:7000 echo --rate 20000 --json
   sockit serve udp://127.0.0.1:7002 echo & sockit bench udp://127.0.0.1:7002 udp";
+
+const PING_HELP: &str = "\
+HOST is an IPv4 or IPv6 address, localhost (always 127.0.0.1, or ::1 with -6; never looked up),
+or a name for the system resolver. One line per reply, then a summary; -q prints only the first
+line and the summary; --json prints one object at the end instead. Ctrl-C stops and summarises.
+
+sockit uses an unprivileged ICMP datagram socket when the sysctl net.ipv4.ping_group_range
+includes your group (it governs IPv6 too), a raw socket otherwise (root or CAP_NET_RAW), and says
+which in its first line. To allow everyone the datagram socket:
+  sysctl -w net.ipv4.ping_group_range='0 2147483647'
+
+Replies must carry our identifier, a sequence number we sent and the payload we sent (a send
+timestamp and a random pattern per run); other payloads are reported as corrupt and not counted.
+Exit status: 0 if any reply arrived, 1 if none, 2 on any error (as iputils ping).
+
+Examples:
+  sockit ping 127.0.0.1 -c 3
+  sockit ping ::1 -c 5 -i 0.2 -s 1400
+  sockit ping localhost -6 -c 1 --json
+  sockit ping 10.0.0.7 -c 2 -W 1 -q";
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The host: an IPv4 or IPv6 address, localhost, or a name.
+    pub host: String,
+
+    /// Stop after COUNT requests, once each is answered or -W has passed after the last.
+    #[arg(short = 'c', long, value_name = "COUNT", value_parser = parse_ping_count, allow_hyphen_values = true)]
+    pub count: Option<u64>,
+
+    /// Time between requests (seconds, or e.g. 200ms); below 0.2s only for root, never below
+    /// 2ms.
+    #[arg(short = 'i', long, value_name = "SECONDS", default_value = "1", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub interval: Duration,
+
+    /// After the last request of -c, wait at most this long for the replies still missing.
+    #[arg(short = 'W', long, value_name = "SECONDS", default_value = "10", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub timeout: Duration,
+
+    /// Payload bytes after the 8-byte ICMP header: 0 to 65507 over IPv4, 65527 over IPv6.
+    #[arg(short = 's', long, value_name = "BYTES", default_value_t = sockit::ping::DEFAULT_SIZE, value_parser = parse_payload_size, allow_hyphen_values = true)]
+    pub size: usize,
+
+    /// Use IPv4 (a name's IPv4 address).
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use IPv6 (a name's IPv6 address; localhost is ::1).
+    #[arg(short = '6')]
+    pub ipv6: bool,
+
+    /// Print one JSON object at the end: the host, the socket kind, every reply and error,
+    /// and the statistics.
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -733,6 +792,22 @@ fn parse_cidr(s: &str) -> Result<sockit::acl::Cidr, String> {
     s.parse()
 }
 
+/// Parses ping's count: a whole number from 1.
+fn parse_ping_count(s: &str) -> Result<u64, String> {
+    s.trim().parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| format!("'{s}' is not a count of 1 or more"))
+}
+
+/// Parses ping's payload size: 0 to 65527 bytes (what fits in an IPv6 packet; the IPv4 limit,
+/// 65507, is checked once the address is known).
+fn parse_payload_size(s: &str) -> Result<usize, String> {
+    let max = sockit::ping::MAX_SIZE_V6;
+    match s.trim().parse::<u64>() {
+        Ok(n) if n <= max as u64 => Ok(n as usize),
+        Ok(_) => Err(format!("{s} bytes do not fit in an ICMP echo request: at most {max} (IPv4: 65507)")),
+        Err(_) => Err(format!("'{s}' is not a payload size from 0 to {max} bytes")),
+    }
+}
+
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
@@ -781,6 +856,17 @@ mod tests {
         assert_eq!(parse_count("0"), Ok(0));
         assert_eq!(parse_count("2K"), Ok(2048));
         assert!(parse_count("-3").is_err());
+    }
+
+    #[test]
+    fn ping_numbers() {
+        assert_eq!(parse_ping_count("3"), Ok(3));
+        assert!(parse_ping_count("0").is_err());
+        assert!(parse_ping_count("-1").is_err());
+        assert_eq!(parse_payload_size("0"), Ok(0));
+        assert_eq!(parse_payload_size("65527"), Ok(65527));
+        assert!(parse_payload_size("65528").unwrap_err().contains("at most 65527"));
+        assert!(parse_payload_size("-1").unwrap_err().contains("not a payload size"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod cli;
 mod connect;
 mod exec;
 mod files;
+mod ping;
 mod relay;
 mod serve;
 mod terminal;
@@ -109,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => connect::send(args).await,
         Command::Bench(args) => bench::run(args, cli.quiet).await,
         Command::Relay(args) => relay::run(args, cli.quiet, cli.verbose).await,
+        Command::Ping(args) => ping::run(args, cli.quiet).await,
         Command::Exec(args) => exec::exec(args).await,
         Command::Shell(args) => exec::shell(args, cli.quiet).await,
         Command::Put(args) => files::put(args, cli.quiet).await,
