@@ -46,6 +46,7 @@ pub mod auth;
 pub mod bench;
 pub mod chat;
 pub mod client;
+pub mod diag;
 pub mod endpoint;
 pub mod exec;
 pub mod fault;
