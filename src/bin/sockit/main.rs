@@ -28,7 +28,9 @@ mod exec;
 mod files;
 mod relay;
 mod serve;
+mod states;
 mod terminal;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -93,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => connect::send(args).await,
         Command::Bench(args) => bench::run(args, cli.quiet).await,
         Command::Relay(args) => relay::run(args, cli.quiet).await,
+        Command::States(args) => states::run(args).await,
         Command::Exec(args) => exec::exec(args).await,
         Command::Shell(args) => exec::shell(args, cli.quiet).await,
         Command::Put(args) => files::put(args, cli.quiet).await,
