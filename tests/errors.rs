@@ -191,6 +191,33 @@ fn zero_limits_and_bad_sizes_are_usage_errors() {
     }
 }
 
+#[test]
+fn bad_states_options_are_usage_errors() {
+    // Parser errors: a value that is no state lists the states; a port out of range; options
+    // that exclude each other.
+    let ran = sockit_run(&["states", "--state", "BOGUS"], b"");
+    assert_parser_usage_error(&ran, &["'BOGUS'", "LISTEN, SYN-SENT, SYN-RECEIVED, ESTABLISHED", "TIME-WAIT, CLOSED"]);
+    for (args, needle) in [
+        (&["states", "--port", "70000"][..], "70000"),
+        (&["states", "--port", "0"][..], "0"),
+        (&["states", "--port", "http"][..], "http"),
+        (&["states", "--listening", "--state", "listen"][..], "--state"),
+        (&["states", "--json", "--watch"][..], "--watch"),
+    ] {
+        let ran = sockit_run(args, b"");
+        assert_parser_usage_error(&ran, &[needle]);
+    }
+    // Ours: one line each.
+    for (args, needle) in [
+        (&["states", "--watch"][..], "--watch needs a terminal on stdout"),
+        (&["states", "--watch", "--udp"][..], "--watch shows TCP sockets"),
+        (&["states", "--unix", "--port", "22"][..], "--port applies to TCP and UDP"),
+    ] {
+        let ran = sockit_run(args, b"");
+        assert_one_line_error(&ran, 2, &[needle]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runtime errors
 
