@@ -18,7 +18,7 @@ use ratatui::widgets::{Block, Paragraph};
 use sockit::diag::{AcceptQueue, ListenCounters, TcpState};
 use tokio_util::sync::CancellationToken;
 
-use crate::states::{COUNTER_MEANINGS, Query, Snapshot, show_owners};
+use crate::states::{COUNTER_MEANINGS, Query, Snapshot, show_addr, show_owners};
 
 /// How often the screen is redrawn.
 const REFRESH: Duration = Duration::from_millis(500);
@@ -116,6 +116,8 @@ pub struct View {
     listeners: Vec<(String, AcceptQueue, String)>,
     counters: ListenCounters,
     growth: ListenCounters,
+    /// The sockets, as table cells: state, Recv-Q, Send-Q, local, peer, process.
+    sockets: Vec<[String; 6]>,
 }
 
 impl View {
@@ -128,16 +130,32 @@ impl View {
             listeners: snap.listeners().into_iter().map(|l| (l.local, l.queue, show_owners(l.owners))).collect(),
             counters,
             growth: counters.since(first),
+            sockets: snap
+                .tcp
+                .iter()
+                .flatten()
+                .map(|s| {
+                    [
+                        s.state.name().to_owned(),
+                        s.recv_q.to_string(),
+                        s.send_q.to_string(),
+                        show_addr(s.local),
+                        show_addr(s.peer),
+                        show_owners(snap.processes.owners(s.inode)),
+                    ]
+                })
+                .collect(),
         }
     }
 
     pub fn render(&self, frame: &mut Frame) {
-        let listener_rows = self.listeners.len().max(1) as u16;
-        let [title, states, listeners, counters] = Layout::vertical([
+        let listener_rows = self.listeners.len().clamp(1, 8) as u16;
+        let [title, states, listeners, counters, sockets] = Layout::vertical([
             Constraint::Length(1),
             Constraint::Length(TcpState::ALL.len() as u16 + 2),
-            Constraint::Min(listener_rows.min(3) + 2),
+            Constraint::Length(listener_rows + 2),
             Constraint::Length(ListenCounters::NAMES.len() as u16 + 3),
+            Constraint::Min(3),
         ])
         .areas(frame.area());
 
@@ -165,6 +183,35 @@ impl View {
         let inner = block.inner(counters);
         frame.render_widget(block, counters);
         frame.render_widget(Paragraph::new(self.counter_lines()), inner);
+
+        let block = Block::bordered().title(" Sockets ");
+        let inner = block.inner(sockets);
+        frame.render_widget(block, sockets);
+        frame.render_widget(Paragraph::new(self.socket_lines(inner.height as usize)), inner);
+    }
+
+    /// As many sockets as `rows` lines hold, under a header, with a count of the rest.
+    fn socket_lines(&self, rows: usize) -> Vec<Line<'_>> {
+        const HEADER: [&str; 6] = ["State", "Recv-Q", "Send-Q", "Local", "Peer", "Process"];
+        let room = rows.saturating_sub(1);
+        let shown = if self.sockets.len() > room { room.saturating_sub(1) } else { self.sockets.len() };
+        let mut width = HEADER.map(str::len);
+        for row in &self.sockets[..shown] {
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: [&str; 6]| {
+            let [st, rq, sq, local, peer, procs] = cells;
+            let [w0, w1, w2, w3, w4, _] = width;
+            format!("{st:<w0$}  {rq:>w1$}  {sq:>w2$}  {local:<w3$}  {peer:<w4$}  {procs}")
+        };
+        let mut lines = vec![Line::from(Span::styled(line(HEADER), Style::new().add_modifier(Modifier::BOLD)))];
+        lines.extend(self.sockets[..shown].iter().map(|r| Line::from(line(r.each_ref().map(String::as_str)))));
+        if shown < self.sockets.len() {
+            lines.push(Line::from(format!("… {} more", self.sockets.len() - shown)));
+        }
+        lines
     }
 
     fn state_lines(&self, width: u16) -> Vec<Line<'_>> {
@@ -311,7 +358,7 @@ mod tests {
         };
         let first = ListenCounters { listen_overflows: 10, listen_drops: 12, ..Default::default() };
         let view = View::new(&snap, &first, Duration::from_millis(65_400), "TCP, port 7000");
-        let lines = screen(&view, 100, 36);
+        let lines = screen(&view, 100, 44);
         let text = lines.join("\n");
         assert!(lines[0].contains("sockit states · TCP, port 7000 · 5 sockets · watching 1m 5s · q quits"), "{text}");
         for state in TcpState::ALL {
@@ -329,6 +376,9 @@ mod tests {
         assert!(overflows.contains("12") && overflows.contains("+2"), "{text}");
         let drops = lines.iter().find(|l| l.contains("ListenDrops")).unwrap();
         assert!(drops.contains("+0"), "{text}");
+        let header = lines.iter().position(|l| l.contains("Recv-Q  Send-Q  Local")).expect(&text);
+        assert!(lines[header + 1].contains("LISTEN") && lines[header + 1].contains("127.0.0.1:7000"), "{text}");
+        assert!(lines[header + 5].contains("TIME-WAIT") && lines[header + 5].contains("127.0.0.1:40002"), "{text}");
     }
 
     #[test]
@@ -342,8 +392,10 @@ mod tests {
             counters: Some(ListenCounters::default()),
         };
         let view = View::new(&snap, &ListenCounters::default(), Duration::ZERO, "TCP");
-        let lines = screen(&view, 100, 34);
-        assert!(lines.iter().any(|l| l.contains("more")), "{}", lines.join("\n"));
+        let lines = screen(&view, 100, 40);
+        let text = lines.join("\n");
+        assert!(lines.iter().any(|l| l.contains("… 43 more")), "listeners: {text}");
+        assert!(lines.iter().any(|l| l.contains("… 47 more")), "sockets: {text}");
         for (w, h) in [(1, 1), (10, 5), (40, 12), (200, 3)] {
             screen(&view, w, h);
         }
