@@ -262,12 +262,12 @@ pub fn counts_line(counts: &[(TcpState, usize)]) -> String {
 
 /// What each counter counts, in the order of [`ListenCounters::NAMES`].
 pub const COUNTER_MEANINGS: [&str; 6] = [
-    "a SYN or final ACK found the accept queue full",
-    "a SYN or final ACK to a listener was dropped (overflows too)",
-    "a SYN was dropped: SYN queue full, SYN cookies off",
-    "SYN cookies sent instead of keeping a SYN-RECEIVED socket",
-    "connections completed with a valid SYN cookie",
-    "ACKs that carried a bad SYN cookie",
+    "SYN or final ACK found the accept queue full",
+    "SYN or final ACK dropped at a listener, any reason",
+    "SYN dropped: SYN queue full and cookies off",
+    "SYN answered with a cookie, no state kept",
+    "ACK with a valid cookie: a connection made",
+    "ACK with a cookie that did not check out",
 ];
 
 fn text(snap: &Snapshot) -> String {
