@@ -20,8 +20,11 @@
 //! the processes whose descriptors hold them by reading `/proc/*/fd`, skipping what it may not
 //! read. [`ListenCounters`] parses `/proc/net/netstat`.
 //!
-//! Everything here describes the network namespace of the calling thread (netlink sockets and
-//! `/proc/net` belong to it); nothing here prints or changes anything.
+//! Everything here describes the network namespace of the calling thread: a netlink socket
+//! belongs to the namespace of the thread that opens it, and the counters are read through
+//! `/proc/thread-self/net`, not `/proc/net` (which follows the process's main thread), so that a
+//! thread moved into a namespace of its own sees that namespace in both. Nothing here prints or
+//! changes anything.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -729,10 +732,13 @@ impl ListenCounters {
     pub const NAMES: [&'static str; 6] =
         ["ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "SyncookiesSent", "SyncookiesRecv", "SyncookiesFailed"];
 
-    /// Reads `/proc/net/netstat` (this thread's network namespace is the process's, for
-    /// `/proc/net` follows the process).
+    /// Reads the counters of the calling thread's network namespace from
+    /// `/proc/thread-self/net/netstat` (or `/proc/net/netstat` on kernels before 3.17, which
+    /// lack `thread-self`).
     pub fn read() -> Result<ListenCounters, DiagError> {
-        let text = std::fs::read_to_string("/proc/net/netstat").map_err(|e| DiagError::Counters(e.to_string()))?;
+        let text = std::fs::read_to_string("/proc/thread-self/net/netstat")
+            .or_else(|_| std::fs::read_to_string("/proc/net/netstat"))
+            .map_err(|e| DiagError::Counters(e.to_string()))?;
         ListenCounters::parse(&text)
     }
 
@@ -1092,6 +1098,30 @@ IpExt: 0
         assert!(err.contains("no ListenDrops counter"), "{err}");
         // The real file of this machine.
         ListenCounters::read().unwrap();
+    }
+
+    /// A thread moved into a namespace of its own sees that namespace's sockets and counters,
+    /// not the process's (root only; skipped otherwise).
+    #[test]
+    fn a_thread_in_its_own_namespace_sees_that_namespace() {
+        let host_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host_addr = host_listener.local_addr().unwrap();
+        let seen = std::thread::spawn(move || {
+            // SAFETY: unshare(CLONE_NEWNET) moves only this thread into a new namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return None;
+            }
+            Some((tcp_sockets().unwrap(), ListenCounters::read().unwrap()))
+        })
+        .join()
+        .unwrap();
+        let Some((socks, counters)) = seen else {
+            eprintln!("skipping: cannot make a network namespace (not root)");
+            return;
+        };
+        assert!(socks.iter().all(|s| s.local != host_addr), "{socks:?}");
+        assert!(socks.is_empty(), "a new namespace has no TCP sockets: {socks:?}");
+        assert_eq!(counters, ListenCounters::default());
     }
 
     #[test]
