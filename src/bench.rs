@@ -308,10 +308,11 @@ pub async fn run(
     let requests = counters.requests.load(Ordering::Relaxed);
     let bytes = counters.bytes.load(Ordering::Relaxed);
     let errors = counters.errors.load(Ordering::Relaxed);
-    if requests == 0 && bytes == 0 {
-        if let Some(e) = last_error {
-            return Err(BenchError::AllFailed(e));
-        }
+    if requests == 0
+        && bytes == 0
+        && let Some(e) = last_error
+    {
+        return Err(BenchError::AllFailed(e));
     }
     let latency = (!hist.is_empty()).then(|| {
         let us = |ns: u64| ns as f64 / 1000.0;

@@ -104,10 +104,10 @@ impl Room {
             if Some(*id) == from {
                 continue;
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) = member.queue.try_send(line.clone()) {
-                if member.dropped.fetch_add(1, Relaxed) + 1 >= Room::LAG_LIMIT {
-                    member.kick.cancel();
-                }
+            if let Err(mpsc::error::TrySendError::Full(_)) = member.queue.try_send(line.clone())
+                && member.dropped.fetch_add(1, Relaxed) + 1 >= Room::LAG_LIMIT
+            {
+                member.kick.cancel();
             }
         }
     }

@@ -48,6 +48,7 @@ pub mod bench;
 pub mod chat;
 pub mod child;
 pub mod client;
+pub mod diag;
 pub mod endpoint;
 pub mod exec;
 pub mod fault;

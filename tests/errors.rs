@@ -245,6 +245,33 @@ fn inetd_takes_no_endpoint_and_serve_needs_one_without_it() {
     assert!(ran.stderr.starts_with("error: the following required arguments were not provided:\n  <ENDPOINT>"));
 }
 
+#[test]
+fn bad_states_options_are_usage_errors() {
+    // Parser errors: a value that is no state lists the states; a port out of range; options
+    // that exclude each other.
+    let ran = sockit_run(&["states", "--state", "BOGUS"], b"");
+    assert_parser_usage_error(&ran, &["'BOGUS'", "LISTEN, SYN-SENT, SYN-RECEIVED, ESTABLISHED", "TIME-WAIT, CLOSED"]);
+    for (args, needle) in [
+        (&["states", "--port", "70000"][..], "70000"),
+        (&["states", "--port", "0"][..], "0"),
+        (&["states", "--port", "http"][..], "http"),
+        (&["states", "--listening", "--state", "listen"][..], "--state"),
+        (&["states", "--json", "--watch"][..], "--watch"),
+    ] {
+        let ran = sockit_run(args, b"");
+        assert_parser_usage_error(&ran, &[needle]);
+    }
+    // Ours: one line each.
+    for (args, needle) in [
+        (&["states", "--watch"][..], "--watch needs a terminal on stdout"),
+        (&["states", "--watch", "--udp"][..], "--watch shows TCP sockets"),
+        (&["states", "--unix", "--port", "22"][..], "--port applies to TCP and UDP"),
+    ] {
+        let ran = sockit_run(args, b"");
+        assert_one_line_error(&ran, 2, &[needle]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runtime errors
 

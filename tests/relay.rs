@@ -57,7 +57,7 @@ fn tcp_to_tcp_both_ways_at_once_with_and_without_splice() {
         echo_through(s.try_clone().unwrap(), s, pattern(32 << 20, 7), |w| w.shutdown(Shutdown::Write).unwrap());
         let done = relay.stop();
         assert!(done.status.success());
-        let summary = done.stderr.last().unwrap().clone();
+        let summary = done.summary().to_owned();
         assert!(summary.contains("1 connection, 32.0 MiB in, 32.0 MiB out"), "{summary}");
     }
 }
@@ -254,7 +254,7 @@ fn many_clients_at_once_each_get_their_own_bytes() {
         c.join().unwrap();
     }
     let done = relay.stop();
-    assert!(done.stderr.last().unwrap().contains("50 connections"), "{:?}", done.stderr.last());
+    assert!(done.summary().contains("50 connections"), "{:?}", done.stderr);
 }
 
 /// UDP: each client address has its own session (its own socket toward the target), so the
@@ -281,7 +281,7 @@ fn udp_sessions_per_client() {
     let n = clients[0].recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"AGAIN");
     let done = relay.stop();
-    let summary = done.stderr.last().unwrap();
+    let summary = done.summary();
     assert!(summary.contains("4 datagrams in, 4 out"), "{summary}");
 }
 
@@ -360,6 +360,6 @@ fn ctrl_c_stops_with_a_summary_and_removes_the_socket_file() {
     assert!(path.exists());
     let done = relay.stop();
     assert!(done.status.success());
-    assert!(done.stderr.last().unwrap().starts_with("sockit: stopped after"), "{:?}", done.stderr);
+    assert!(done.summary().starts_with("sockit: stopped after"), "{:?}", done.stderr);
     assert!(!path.exists(), "the relay's socket file is removed");
 }

@@ -356,7 +356,7 @@ fn stops_on(sig: i32) {
     assert_eq!(done.status.code(), Some(0), "{:#?}", done.stderr);
     let line = done.stderr.iter().find(|l| l.starts_with(&format!("{idle_addr}: "))).expect("a line");
     assert!(line.contains("server shutting down"), "{line}");
-    let last = done.stderr.last().expect("a summary");
+    let last = done.summary();
     assert!(last.starts_with("sockit: stopped after ") && last.contains("1 connection,"), "{:#?}", done.stderr);
 }
 

@@ -123,6 +123,18 @@ pub struct Finished {
     pub stdout: Vec<String>,
 }
 
+impl Finished {
+    /// The summary line (`sockit: stopped after …`). Not always the last line: the notice that
+    /// shutdown began is written by another thread and may come after it.
+    pub fn summary(&self) -> &str {
+        self.stderr
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("sockit: stopped"))
+            .unwrap_or_else(|| panic!("no summary line in {:#?}", self.stderr))
+    }
+}
+
 impl Server {
     /// Starts `sockit serve ARGS…` and waits until it reports where it listens.
     pub fn start(args: &[&str]) -> Server {

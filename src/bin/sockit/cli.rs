@@ -68,6 +68,10 @@ pub enum Command {
     /// Send ICMP echo requests to HOST and report the replies, like ping.
     #[command(after_help = PING_HELP)]
     Ping(PingArgs),
+    /// Every TCP socket with its RFC 793 state, queues and process; listeners' accept queues;
+    /// the SYN-flood and overflow counters.
+    #[command(after_help = STATES_HELP)]
+    States(StatesArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -272,6 +276,60 @@ pub struct PingArgs {
     /// and the statistics.
     #[arg(long)]
     pub json: bool,
+}
+
+const STATES_HELP: &str = "\
+States are named as RFC 793 names them: LISTEN, SYN-SENT, SYN-RECEIVED, ESTABLISHED, FIN-WAIT-1,
+FIN-WAIT-2, CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT, CLOSED (--state takes any case, and ss's
+spellings: estab, syn-recv). For a listener, Recv-Q is its accept queue (connections the kernel
+completed that nobody accepted yet) and Send-Q its backlog; the kernel takes one connection more
+than the backlog, then drops new ones and counts ListenOverflows. UDP and Unix sockets that are
+not connected show as UNCONN. Everything is read from the kernel (netlink sock_diag, as ss does)
+in this network namespace; processes are found in /proc/*/fd, so other users' are shown only to
+root.
+
+Examples:
+  sockit states                        every TCP socket, the counts, listeners and counters
+  sockit states --port 7000            one server and its clients
+  sockit states --state time-wait      who is waiting out a close
+  sockit states --listening --json     listeners for a script
+  sockit states --udp --unix           the UDP and Unix tables
+  sockit states --port 7000 --watch    a live screen (q quits)";
+
+#[derive(Debug, Args)]
+pub struct StatesArgs {
+    /// Only sockets whose local or peer port is PORT.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// Only sockets in this state (repeatable).
+    #[arg(long, value_name = "NAME", value_parser = parse_state)]
+    pub state: Vec<sockit::diag::TcpState>,
+
+    /// Only listening sockets (for UDP and Unix datagrams: unconnected ones).
+    #[arg(short = 'l', long, conflicts_with = "state")]
+    pub listening: bool,
+
+    /// Show TCP sockets (the default unless --udp or --unix is given).
+    #[arg(short = 't', long)]
+    pub tcp: bool,
+
+    /// Show UDP sockets.
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+
+    /// Show Unix-domain sockets.
+    #[arg(short = 'x', long)]
+    pub unix: bool,
+
+    /// Print one JSON object.
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+
+    /// A live screen, refreshed twice a second: the state counts as bars, the listeners' accept
+    /// queues, the counters and their change since the start (q or Ctrl-C quits).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -806,6 +864,10 @@ fn parse_payload_size(s: &str) -> Result<usize, String> {
         Ok(_) => Err(format!("{s} bytes do not fit in an ICMP echo request: at most {max} (IPv4: 65507)")),
         Err(_) => Err(format!("'{s}' is not a payload size from 0 to {max} bytes")),
     }
+}
+
+fn parse_state(s: &str) -> Result<sockit::diag::TcpState, String> {
+    s.parse().map_err(|e: sockit::diag::UnknownState| e.to_string())
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {

@@ -29,7 +29,9 @@ mod files;
 mod ping;
 mod relay;
 mod serve;
+mod states;
 mod terminal;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -111,6 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args, cli.quiet).await,
         Command::Relay(args) => relay::run(args, cli.quiet, cli.verbose).await,
         Command::Ping(args) => ping::run(args, cli.quiet).await,
+        Command::States(args) => states::run(args).await,
         Command::Exec(args) => exec::exec(args).await,
         Command::Shell(args) => exec::shell(args, cli.quiet).await,
         Command::Put(args) => files::put(args, cli.quiet).await,
