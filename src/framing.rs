@@ -139,6 +139,10 @@ impl FrameCodec {
     }
 }
 
+/// The most a `len` frame's header makes the decoder reserve ahead of the bytes that arrived;
+/// a larger frame's buffer grows as its payload comes in.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 impl Decoder for FrameCodec {
     type Item = BytesMut;
     type Error = FrameError;
@@ -174,7 +178,9 @@ impl Decoder for FrameCodec {
                     return Err(FrameError::TooLarge { len: len as u64, max: self.max_frame });
                 }
                 if src.len() < LEN_HEADER + len {
-                    src.reserve(LEN_HEADER + len - src.len());
+                    // Room for what is likely to come next, not for everything the header
+                    // promises: a header alone must not make the peer's frame ours to hold.
+                    src.reserve((LEN_HEADER + len - src.len()).min(RESERVE_AHEAD));
                     return Ok(None);
                 }
                 src.advance(LEN_HEADER);
