@@ -416,10 +416,18 @@ async fn direction(src: &Side, dst: &Side, dir: Direction, ctx: &Ctx<'_>) -> Res
             other => return other,
         }
     }
-    copy(src, dst, dir, ctx).await
+    copy(src, dst, dir, ctx, None).await
 }
 
-async fn copy(src: &Side, dst: &Side, dir: Direction, ctx: &Ctx<'_>) -> Result<(), Broken> {
+/// Moves one direction through a buffer: each chunk read is written at once, or through the
+/// pacer (pieces, rate, `--reset-after`) when faults apply without a delay.
+async fn copy(
+    src: &Side,
+    dst: &Side,
+    dir: Direction,
+    ctx: &Ctx<'_>,
+    mut pacer: Option<&mut Pacer>,
+) -> Result<(), Broken> {
     let mut buf = vec![0u8; src.buffer_size()];
     loop {
         match src.read(&mut buf).await.map_err(|e| Broken::Read(dir, e))? {
@@ -429,8 +437,13 @@ async fn copy(src: &Side, dst: &Side, dir: Direction, ctx: &Ctx<'_>) -> Result<(
             }
             Read::Data(n) => {
                 ctx.moved(dir, &buf[..n]);
-                dst.write(&buf[..n]).await.map_err(|e| Broken::Write(dir, e))?;
-                ctx.touch();
+                match pacer.as_deref_mut() {
+                    Some(pacer) => deliver(dst, &buf[..n], dir, pacer, ctx).await?,
+                    None => {
+                        dst.write(&buf[..n]).await.map_err(|e| Broken::Write(dir, e))?;
+                        ctx.touch();
+                    }
+                }
             }
         }
     }
@@ -485,21 +498,10 @@ async fn splice_copy(src: &Stream, dst: &Stream, dir: Direction, ctx: &Ctx<'_>) 
 async fn faulty_copy(src: &Side, dst: &Side, dir: Direction, faults: &Faults, ctx: &Ctx<'_>) -> Result<(), Broken> {
     let mut delay = StreamDelay::new(faults, ctx.session, dir);
     let mut pacer = Pacer::new(faults);
-    let mut buf = vec![0u8; src.buffer_size()];
     if !delay.delays() {
-        loop {
-            match src.read(&mut buf).await.map_err(|e| Broken::Read(dir, e))? {
-                Read::Eof => {
-                    dst.shutdown_write();
-                    return Ok(());
-                }
-                Read::Data(n) => {
-                    ctx.moved(dir, &buf[..n]);
-                    deliver(dst, &buf[..n], dir, &mut pacer, ctx).await?;
-                }
-            }
-        }
+        return copy(src, dst, dir, ctx, Some(&mut pacer)).await;
     }
+    let mut buf = vec![0u8; src.buffer_size()];
     let (tx, mut rx) = mpsc::channel::<(Instant, Option<Bytes>)>(64);
     let reader = async {
         loop {
