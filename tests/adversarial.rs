@@ -155,29 +155,6 @@ fn raise_own_fd_limit(want: u64) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Helpers: clients
 
-/// Connects to an IP server with read and write timeouts of [`LIMIT`], so no test can hang.
-fn tcp(addr: &str) -> TcpStream {
-    let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
-    let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s.set_write_timeout(Some(LIMIT)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-fn unix(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s.set_write_timeout(Some(LIMIT)).unwrap();
-    s
-}
-
-fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
-    let mut buf = vec![0; n];
-    s.read_exact(&mut buf).unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
-    buf
-}
-
 /// A `len` frame: a 4-byte big-endian length, then the bytes.
 fn len_frame(msg: &[u8]) -> Vec<u8> {
     let mut f = (msg.len() as u32).to_be_bytes().to_vec();

@@ -16,7 +16,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -59,20 +59,6 @@ fn udp_relay(target: &Server, flags: &[&str]) -> Server {
     Server::relay(&[&["udp://127.0.0.1:0", target.endpoint.as_str()], flags].concat())
 }
 
-/// Connects to `addr` with `timeout` on every read and write, Nagle off.
-fn connect_within(addr: &str, timeout: Duration) -> TcpStream {
-    let sa: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
-    let s = TcpStream::connect_timeout(&sa, LIMIT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(timeout)).unwrap();
-    s.set_write_timeout(Some(timeout)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-fn connect(addr: &str) -> TcpStream {
-    connect_within(addr, LIMIT)
-}
-
 /// `n` bytes that repeat only every 251 bytes, so a lost, doubled or misplaced piece of any
 /// power-of-two size shows.
 fn pattern(n: usize) -> Vec<u8> {
@@ -82,7 +68,7 @@ fn pattern(n: usize) -> Vec<u8> {
 /// The time each of `n` small round trips through `addr` (an echo, maybe behind a relay)
 /// takes, one after another on one connection; failing if they take more than `budget` in all.
 fn round_trip_times(addr: &str, n: usize, budget: Duration) -> Vec<Duration> {
-    let mut s = connect_within(addr, budget);
+    let mut s = tcp_within(addr, budget);
     let deadline = Instant::now() + budget;
     (0..n)
         .map(|i| {
@@ -334,7 +320,7 @@ fn delay_is_pipelined_and_does_not_limit_throughput() {
     let echo = tcp_echo();
     let relay = tcp_relay(&echo.endpoint, &["--delay", "50"]);
     let sent = pattern(SIZE);
-    let mut s = connect(&relay.addr());
+    let mut s = tcp(&relay.addr());
     let writer = s.try_clone().unwrap();
     let started = Instant::now();
     let (got, took, wrote) = thread::scope(|scope| {
@@ -393,7 +379,7 @@ fn jitter_varies_each_round_trip_within_its_bounds() {
 fn jitter_keeps_a_stream_complete_and_in_order() {
     let echo = tcp_echo();
     let relay = tcp_relay(&echo.endpoint, &["--delay", "20", "--jitter", "20"]);
-    let mut s = connect(&relay.addr());
+    let mut s = tcp(&relay.addr());
     let mut writer = s.try_clone().unwrap();
     let lines: Vec<String> = (0..1000).map(|i| format!("{i:06}\n")).collect();
     let (got, wrote) = thread::scope(|scope| {
@@ -430,7 +416,7 @@ fn rate_caps_the_bytes_per_second_and_keeps_them_intact() {
     let echo = tcp_echo();
     let relay = tcp_relay(&echo.endpoint, &["--rate", "200K", "--faults-on", "up"]);
     let sent = pattern(SIZE);
-    let mut s = connect(&relay.addr());
+    let mut s = tcp(&relay.addr());
     let writer = s.try_clone().unwrap();
     let started = Instant::now();
     let (got, took, wrote) = thread::scope(|scope| {
@@ -461,7 +447,7 @@ fn chunk_cuts_what_a_seqpacket_target_receives_into_small_messages() {
     let server = seqpacket_echo(&target);
     let relay = tcp_relay(&format!("unix-seqpacket:{}", target.display()), &["--chunk", "7"]);
     let sent = pattern(100);
-    let mut s = connect_within(&relay.addr(), PROMPT);
+    let mut s = tcp_within(&relay.addr(), PROMPT);
     s.write_all(&sent).unwrap();
     let mut back = vec![0u8; sent.len()];
     s.read_exact(&mut back).unwrap();
@@ -508,7 +494,7 @@ fn chunk_cuts_what_a_seqpacket_client_receives_into_small_messages() {
 fn reset_after_passes_that_many_bytes_then_resets_both_sides() {
     let (target, server) = tcp_reader();
     let relay = tcp_relay(&target, &["--reset-after", "100", "--faults-on", "up"]);
-    let mut s = connect_within(&relay.addr(), PROMPT);
+    let mut s = tcp_within(&relay.addr(), PROMPT);
     let sent = pattern(1000);
     s.write_all(&sent).unwrap();
     let started = Instant::now();
@@ -524,7 +510,7 @@ fn reset_after_passes_that_many_bytes_then_resets_both_sides() {
 fn reset_after_counts_both_directions_together() {
     let echo = tcp_echo();
     let relay = tcp_relay(&echo.endpoint, &["--reset-after", "100"]);
-    let mut s = connect_within(&relay.addr(), PROMPT);
+    let mut s = tcp_within(&relay.addr(), PROMPT);
     // 60 bytes up leave 40 of the budget for the echo coming down.
     let sent = pattern(60);
     s.write_all(&sent).unwrap();
@@ -537,7 +523,7 @@ fn reset_after_counts_both_directions_together() {
 fn reset_after_zero_resets_both_sides_at_once() {
     let (target, server) = tcp_reader();
     let relay = tcp_relay(&target, &["--reset-after", "0"]);
-    let mut s = connect_within(&relay.addr(), PROMPT);
+    let mut s = tcp_within(&relay.addr(), PROMPT);
     let (back, how) = read_until_error(&mut s);
     assert_eq!((back.len(), how), (0, Some(ErrorKind::ConnectionReset)), "the client's end");
     let (got, how) = server.join().expect("the target failed");
@@ -699,7 +685,7 @@ fn a_random_seed_is_shown_and_repeats_the_run() {
 fn idle_timeout_waits_for_stream_data_the_delay_holds() {
     let echo = tcp_echo();
     let relay = tcp_relay(&echo.endpoint, &["--delay", "600", "--idle-timeout", "300ms"]);
-    let mut s = connect_within(&relay.addr(), PROMPT);
+    let mut s = tcp_within(&relay.addr(), PROMPT);
     let started = Instant::now();
     s.write_all(b"hello\n").unwrap();
     let (back, how) = read_until_error(&mut s);

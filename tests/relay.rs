@@ -5,20 +5,13 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, TcpListener, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use support::{Server, python, python_client, temp_dir};
+use support::{Server, python, python_client, tcp, temp_dir};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn tcp(addr: &str) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    s
-}
 
 /// Sends `data` and reads back as many bytes (an echo), writing and reading at once so that
 /// large amounts cannot deadlock on full buffers.

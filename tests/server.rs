@@ -31,31 +31,7 @@ const PROMPT: Duration = Duration::from_secs(5);
 
 /// Connects to an IP server, with read and write timeouts so no test can hang.
 fn connect(server: &Server) -> TcpStream {
-    connect_addr(&server.addr())
-}
-
-fn connect_addr(addr: &str) -> TcpStream {
-    let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
-    let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s.set_write_timeout(Some(LIMIT)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-/// Connects to a Unix stream server at `path`, with timeouts.
-fn connect_unix(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s.set_write_timeout(Some(LIMIT)).unwrap();
-    s
-}
-
-/// Reads exactly `n` bytes (bounded by the stream's read timeout).
-fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
-    let mut buf = vec![0; n];
-    s.read_exact(&mut buf).unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
-    buf
+    tcp(&server.addr())
 }
 
 /// Sends `msg` and expects `want` back.
@@ -144,7 +120,7 @@ fn fifty_concurrent_clients_each_get_their_own_echo_and_upper_answers() {
             let barrier = barrier.clone();
             let addr = addr.clone();
             threads.push(std::thread::spawn(move || {
-                let mut s = connect_addr(&addr);
+                let mut s = tcp(&addr);
                 barrier.wait();
                 for round in 0..5 {
                     let msg = format!("client {i} round {round} says hello");
@@ -273,7 +249,7 @@ fn idle_timeout_closes_a_silent_client_but_not_an_active_one() {
     let active_addr = server.addr();
     // Talks every 50 ms or so for about a second: never idle for 300 ms.
     let active = std::thread::spawn(move || {
-        let mut s = connect_addr(&active_addr);
+        let mut s = tcp(&active_addr);
         for i in 0..20 {
             let msg = format!("tick {i}");
             round_trip(&mut s, msg.as_bytes(), msg.as_bytes());
@@ -486,7 +462,7 @@ fn unix_socket_file_has_mode_0600_and_is_removed_on_exit() {
     let meta = std::fs::symlink_metadata(&path).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
-    let mut c = connect_unix(&path);
+    let mut c = unix(&path);
     round_trip(&mut c, b"unix", b"UNIX");
     drop(c);
     assert!(server.stop().status.success());
@@ -515,7 +491,7 @@ fn stale_socket_left_by_a_killed_server_is_replaced() {
     assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_socket(), "kill -9 leaves the file");
 
     let server = Server::start(&[&unix_arg(&path), "upper"]);
-    let mut c = connect_unix(&path);
+    let mut c = unix(&path);
     round_trip(&mut c, b"fresh", b"FRESH");
     drop(c);
     assert!(server.stop().status.success());
@@ -535,7 +511,7 @@ fn stale_socket_left_by_another_program_is_replaced() {
     assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_socket());
 
     let server = Server::start(&[&unix_arg(&path), "upper"]);
-    let mut c = connect_unix(&path);
+    let mut c = unix(&path);
     round_trip(&mut c, b"replaced", b"REPLACED");
     drop(c);
     assert!(server.stop().status.success());
@@ -555,7 +531,7 @@ fn live_unix_socket_is_not_clobbered_by_a_second_server() {
     assert_eq!(second.stderr.lines().count(), 1, "{}", second.stderr);
 
     assert_eq!(std::fs::symlink_metadata(&path).unwrap().ino(), ino, "the live socket file was replaced");
-    let mut c = connect_unix(&path);
+    let mut c = unix(&path);
     round_trip(&mut c, b"first", b"FIRST");
     drop(c);
     assert!(first.stop().status.success());
@@ -649,7 +625,7 @@ fn tcp6_endpoint_serves_on_ipv6_loopback() {
     }
     let server = Server::start(&["tcp6://[::1]:0", "upper"]);
     assert!(server.endpoint.starts_with("tcp://[::1]:"), "{}", server.endpoint);
-    let mut c = connect_addr(&format!("[::1]:{}", server.port()));
+    let mut c = tcp(&format!("[::1]:{}", server.port()));
     round_trip(&mut c, b"six", b"SIX");
 }
 
@@ -661,8 +637,8 @@ fn dual_stack_port_is_reachable_over_ipv4_and_ipv6() {
     }
     let server = Server::start(&[":0", "echo"]);
     let port = server.port();
-    let mut v4 = connect_addr(&format!("127.0.0.1:{port}"));
+    let mut v4 = tcp(&format!("127.0.0.1:{port}"));
     round_trip(&mut v4, b"over v4", b"over v4");
-    let mut v6 = connect_addr(&format!("[::1]:{port}"));
+    let mut v6 = tcp(&format!("[::1]:{port}"));
     round_trip(&mut v6, b"over v6", b"over v6");
 }

@@ -341,6 +341,37 @@ pub fn python(code: &str, args: &[&str], input: &[u8]) -> Ran {
     run(Command::new("python3").arg("-c").arg(code).args(args), input)
 }
 
+/// Connects to an IP server at `addr` (`HOST:PORT`), Nagle off, with `timeout` on the connect
+/// and on every read and write, so that no test can hang on it.
+pub fn tcp_within(addr: &str, timeout: Duration) -> std::net::TcpStream {
+    let sa: std::net::SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
+    let s = std::net::TcpStream::connect_timeout(&sa, LIMIT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.set_write_timeout(Some(timeout)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// [`tcp_within`] with [`LIMIT`].
+pub fn tcp(addr: &str) -> std::net::TcpStream {
+    tcp_within(addr, LIMIT)
+}
+
+/// Connects to a Unix stream server at `path`, with [`LIMIT`] on every read and write.
+pub fn unix(path: &Path) -> std::os::unix::net::UnixStream {
+    let s = std::os::unix::net::UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.set_write_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
+/// Reads exactly `n` bytes (bounded by the stream's read timeout).
+pub fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
+    buf
+}
+
 /// A fresh temporary directory (removed when dropped).
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("sockit-test-").tempdir().expect("temp dir")
