@@ -888,22 +888,7 @@ fn a_chat_member_that_never_reads_is_dropped_and_everyone_else_keeps_up() {
 // ---------------------------------------------------------------------------------------------
 // 5. Files: escapes, interruptions, a full disk
 
-const HELLO: u8 = 0x01;
-const LIST: u8 = 0x30;
-const ENTRIES: u8 = 0x31;
-const END: u8 = 0x32;
-const GET: u8 = 0x40;
-const FILE: u8 = 0x41;
-const DONE: u8 = 0x43;
-const PUT: u8 = 0x50;
-const READY: u8 = 0x51;
-const FROM: u8 = 0x52;
-const STORED: u8 = 0x53;
-const ERROR: u8 = 0x7F;
-/// File error codes (PROTOCOL.md section 7): 16 + bad path, outside the root, not a file.
-const BAD_PATH: u8 = 16 + 1;
-const OUTSIDE: u8 = 16 + 2;
-const NOT_A_FILE: u8 = 16 + 6;
+use support::files_wire::*;
 
 /// A `files` session on a Unix socket served without a token, spoken by hand (PROTOCOL.md
 /// sections 5 and 7), so that paths the command line cannot carry (a NUL) reach the server.

@@ -519,25 +519,7 @@ fn ls_lines(stdout: &[u8]) -> Vec<(String, u64)> {
 // ---------------------------------------------------------------------------------------------
 // A client of the wire protocol (PROTOCOL.md section 5), written from the document
 
-const HELLO: u8 = 0x01;
-const LIST: u8 = 0x30;
-const ENTRIES: u8 = 0x31;
-const END: u8 = 0x32;
-const GET: u8 = 0x40;
-const FILE: u8 = 0x41;
-const DONE: u8 = 0x43;
-const PUT: u8 = 0x50;
-const READY: u8 = 0x51;
-const FROM: u8 = 0x52;
-const STORED: u8 = 0x53;
-const ERROR: u8 = 0x7F;
-
-/// ERROR codes: a protocol error, and file-system errors (16 + the error's own code).
-const PROTOCOL_ERROR: u8 = 3;
-const BAD_PATH: u8 = 16 + 1;
-const OUTSIDE: u8 = 16 + 2;
-const NOT_FOUND: u8 = 16 + 3;
-const BUSY: u8 = 16 + 9;
+use support::files_wire::*;
 
 /// A `files` session on a Unix socket served without a token.
 struct Raw {

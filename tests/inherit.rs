@@ -93,6 +93,23 @@ fn unix_exchange(path: &Path, msg: &[u8]) -> Vec<u8> {
     exchange(&mut s, msg, |s: &mut UnixStream| s.shutdown(Shutdown::Write).unwrap())
 }
 
+/// socat as inetd: listening on the Unix socket `path`, it runs the `exec` address (`EXEC:…`)
+/// for each connection with the connection on its stdin and stdout. Returns once it listens.
+fn socat_exec(path: &Path, exec: &str) -> Child {
+    let mut socat = Command::new("socat")
+        .args(["-d", "-d"])
+        .arg(format!("UNIX-LISTEN:{},fork", path.display()))
+        .arg(exec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Lines::collect(socat.stderr.take().unwrap());
+    log.wait_for("socat listening", |l| l.contains("listening on"));
+    socat
+}
+
 /// The line of a finished process's stderr that starts with `prefix`.
 fn line_with<'a>(lines: &'a [String], prefix: &str) -> &'a str {
     lines.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix:?} in {lines:#?}"))
@@ -326,17 +343,7 @@ fn inetd_through_socat_exec_serves_each_connection() {
     let dir = temp_dir();
     let path = dir.path().join("inetd.sock");
     let exec = format!("EXEC:{} serve --inetd upper", env!("CARGO_BIN_EXE_sockit"));
-    let mut socat = Command::new("socat")
-        .args(["-d", "-d"])
-        .arg(format!("UNIX-LISTEN:{},fork", path.display()))
-        .arg(&exec)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Lines::collect(socat.stderr.take().unwrap());
-    log.wait_for("socat listening", |l| l.contains("listening on"));
+    let mut socat = socat_exec(&path, &exec);
     for msg in [&b"one\n"[..], b"two\n", b"three\n"] {
         assert_eq!(unix_exchange(&path, msg), msg.to_ascii_uppercase());
     }
@@ -434,17 +441,7 @@ fn relay_inetd_through_socat_exec() {
     let _target = Server::start(&[target_path.to_str().unwrap(), "echo"]);
     let path = dir.path().join("relay-inetd.sock");
     let exec = format!("EXEC:{} relay --inetd {}", env!("CARGO_BIN_EXE_sockit"), target_path.display());
-    let mut socat = Command::new("socat")
-        .args(["-d", "-d"])
-        .arg(format!("UNIX-LISTEN:{},fork", path.display()))
-        .arg(&exec)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Lines::collect(socat.stderr.take().unwrap());
-    log.wait_for("socat listening", |l| l.contains("listening on"));
+    let mut socat = socat_exec(&path, &exec);
     for msg in [&b"one"[..], b"two", b"three"] {
         assert_eq!(unix_exchange(&path, msg), msg);
     }

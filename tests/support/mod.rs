@@ -544,3 +544,27 @@ pub fn signal_masks(status: &str) -> (u64, u64) {
 
 /// Signals 1 to 31, the standard ones (bit N-1 is signal N).
 pub const STANDARD_SIGNALS: u64 = 0x7fff_ffff;
+
+/// The message kinds and error codes of the `files` protocol (PROTOCOL.md sections 5 and 7), for
+/// tests that speak it by hand.
+pub mod files_wire {
+    pub const HELLO: u8 = 0x01;
+    pub const LIST: u8 = 0x30;
+    pub const ENTRIES: u8 = 0x31;
+    pub const END: u8 = 0x32;
+    pub const GET: u8 = 0x40;
+    pub const FILE: u8 = 0x41;
+    pub const DONE: u8 = 0x43;
+    pub const PUT: u8 = 0x50;
+    pub const READY: u8 = 0x51;
+    pub const FROM: u8 = 0x52;
+    pub const STORED: u8 = 0x53;
+    pub const ERROR: u8 = 0x7F;
+    /// ERROR codes: a protocol error, and file-system errors (16 + the error's own code).
+    pub const PROTOCOL_ERROR: u8 = 3;
+    pub const BAD_PATH: u8 = 16 + 1;
+    pub const OUTSIDE: u8 = 16 + 2;
+    pub const NOT_FOUND: u8 = 16 + 3;
+    pub const NOT_A_FILE: u8 = 16 + 6;
+    pub const BUSY: u8 = 16 + 9;
+}
