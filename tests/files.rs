@@ -433,10 +433,12 @@ fn mem_available() -> u64 {
 fn big_dir(size: u64, test: &str) -> Option<tempfile::TempDir> {
     let need = 3 * size;
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() && free_space(shm) >= need && mem_available() >= need {
-        if let Ok(dir) = tempfile::Builder::new().prefix("sockit-test-").tempdir_in(shm) {
-            return Some(dir);
-        }
+    if shm.is_dir()
+        && free_space(shm) >= need
+        && mem_available() >= need
+        && let Ok(dir) = tempfile::Builder::new().prefix("sockit-test-").tempdir_in(shm)
+    {
+        return Some(dir);
     }
     let tmp = std::env::temp_dir();
     if size <= GIB && free_space(&tmp) >= need {

@@ -431,7 +431,7 @@ fn relay_inetd_through_socat_exec() {
     let dir = temp_dir();
     // A colon would end socat's EXEC address: the target is a Unix socket named by its path.
     let target_path = dir.path().join("echo.sock");
-    let target = Server::start(&[target_path.to_str().unwrap(), "echo"]);
+    let _target = Server::start(&[target_path.to_str().unwrap(), "echo"]);
     let path = dir.path().join("relay-inetd.sock");
     let exec = format!("EXEC:{} relay --inetd {}", env!("CARGO_BIN_EXE_sockit"), target_path.display());
     let mut socat = Command::new("socat")
