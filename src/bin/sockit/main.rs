@@ -29,6 +29,7 @@ mod files;
 mod relay;
 mod serve;
 mod terminal;
+mod tls;
 
 use std::io::Write;
 use std::process::ExitCode;
