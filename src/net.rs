@@ -1089,8 +1089,9 @@ impl AsyncRead for Stream {
 
 impl AsyncWrite for Stream {
     /// Writes some of `buf`. On TLS the bytes may stay in the TLS buffer when the socket is full:
-    /// [`AsyncWriteExt::flush`](tokio::io::AsyncWriteExt::flush) sends them, and so does the next
-    /// read or write. Plain sockets have no buffer, and flushing them costs nothing.
+    /// [`AsyncWriteExt::flush`](tokio::io::AsyncWriteExt::flush) sends them (so does the next
+    /// write), and every writer here flushes before it waits for something else. Plain sockets
+    /// have no buffer, and flushing them costs nothing.
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),

@@ -709,9 +709,10 @@ fn describe_io(e: &io::Error, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 // ---------------------------------------------------------------------------------------------
 // The stream
 
-/// A TLS connection over TCP, after its handshake. Reading also sends what rustls still has to
-/// send (so bytes a write left buffered never wait for the next write), and dropping it sends
-/// `close_notify` if it can without waiting, unless the connection is to end with a reset.
+/// A TLS connection over TCP, after its handshake. A write may leave bytes in the TLS buffer
+/// when the socket is full: flush after the last write before waiting for anything else (the
+/// next write sends them too). Dropping it sends `close_notify` if it can without waiting,
+/// unless the connection is to end with a reset.
 #[derive(Debug)]
 pub struct TlsStream {
     /// Always `Some`, except while [`TlsStream::into_blocking`] takes it apart.
@@ -814,12 +815,9 @@ impl Write for TryWriter<'_> {
 
 impl AsyncRead for TlsStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut().io_mut();
-        if this.get_ref().1.wants_write() {
-            // Errors show up in the read, or in the next write.
-            let _ = Pin::new(&mut *this).poll_flush(cx);
-        }
-        match Pin::new(this).poll_read(cx, buf) {
+        // Reading never writes (not even what a write left in the buffer): it would take the
+        // socket's one write waker from a writer in another task, which would then never wake.
+        match Pin::new(self.get_mut().io_mut()).poll_read(cx, buf) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(plain_eof_error(e))),
             other => other,
         }

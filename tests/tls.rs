@@ -556,6 +556,112 @@ fn files_over_tls_put_and_get_256_mib_verified_and_resumed() {
     assert!(sent <= SIZE - have + MIB && sent + MIB >= SIZE - have, "resumed after {have}: {line}");
 }
 
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let ok = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// The server's ERROR in the middle of a put reaches the client through TLS (which cannot just
+/// poll the socket: records that carry no data may come first), and the put stops promptly.
+#[test]
+fn a_full_disk_stops_a_put_over_tls_promptly() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping a_full_disk_stops_a_put_over_tls_promptly: mounting a small tmpfs needs root");
+        return;
+    }
+    let home = Home::new();
+    let mnt = home.path().join("small");
+    fs::create_dir(&mnt).unwrap();
+    match Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", s(&mnt)]).output() {
+        Ok(out) if out.status.success() => {}
+        other => {
+            eprintln!("skipping a_full_disk_stops_a_put_over_tls_promptly: mount failed: {other:?}");
+            return;
+        }
+    }
+    let _mounted = Mounted(mnt.clone());
+    let local = home.path().join("client");
+    fs::create_dir(&local).unwrap();
+    fs::write(local.join("big.bin"), random_bytes(24 * MIB as usize, 4)).unwrap();
+    let token = token_file(home.path());
+    let srv = TlsServer::start(&home, &["tls://127.0.0.1:0", "files", "--root", s(&mnt), "--token-file", s(&token)]);
+    let started = Instant::now();
+    let mut cmd = home.cmd(&["put", srv.ep(), "big.bin", "--pin", &srv.fp, "--token-file", s(&token)]);
+    let ran = run(cmd.current_dir(&local), b"");
+    assert_fails(&ran, 1, &["no space left"]);
+    assert!(started.elapsed() < Duration::from_secs(10), "the failed put took {:?}", started.elapsed());
+    wait_conns(&srv.server, 1);
+    assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "the full disk kept something");
+    // Still serving.
+    fs::write(local.join("small.bin"), b"fits\n").unwrap();
+    let mut cmd = home.cmd(&["put", srv.ep(), "small.bin", "--pin", &srv.fp, "--token-file", s(&token)]);
+    assert_ok(&run(cmd.current_dir(&local), b""), b"");
+    assert_eq!(fs::read(mnt.join("small.bin")).unwrap(), b"fits\n");
+}
+
+/// The message services, chat, source and the busy refusal, inside TLS.
+#[test]
+fn message_services_chat_source_and_busy_over_tls() {
+    let home = Home::new();
+    let qa = TlsServer::start(&home, &["tls://127.0.0.1:0", "qa", "--framing", "line"]);
+    let ran = home.run(&["connect", qa.ep(), "--pin", &qa.fp, "--framing", "line"], b"how are u\nbye\n");
+    assert_eq!(ran.code, Some(0), "{:?}", ran.stderr);
+    assert_eq!(ran.stdout_text().lines().count(), 2, "{:?}", ran.stdout_text());
+
+    // At the limit, a second client reads the busy line, inside TLS.
+    let busy = TlsServer::start(&home, &["tls://127.0.0.1:0", "echo", "--max-conns", "1"]);
+    let mut first = Running(
+        home.cmd(&["connect", busy.ep(), "--pin", &busy.fp])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    first.0.stdin.as_mut().unwrap().write_all(b"first\n").unwrap();
+    assert_eq!(read_line_within(first.0.stdout.take().unwrap(), PROMPT), "first\n");
+    let ran = home.run(&["connect", busy.ep(), "--pin", &busy.fp], b"");
+    assert!(
+        ran.stdout_text().contains("server busy (1 clients connected)"),
+        "{:?} {:?}",
+        ran.stdout_text(),
+        ran.stderr
+    );
+    drop(first);
+
+    // chat: what one member says, the other reads.
+    let chat = TlsServer::start(&home, &["tls://127.0.0.1:0", "chat"]);
+    let mut listener = Running(
+        home.cmd(&["connect", chat.ep(), "--pin", &chat.fp])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let heard = Lines::collect(listener.0.stdout.take().unwrap());
+    listener.0.stdin.as_mut().unwrap().write_all(b"/nick ear\n/who\n").unwrap();
+    heard.wait_for("the member list", |l| l.contains("ear"));
+    let ran = home.run(&["connect", chat.ep(), "--pin", &chat.fp], b"/nick mouth\nhello through tls\n");
+    assert_eq!(ran.code, Some(0), "{:?}", ran.stderr);
+    heard.wait_for("the line from the other member", |l| l.contains("<mouth> hello through tls"));
+
+    // source, read by bench --reverse.
+    let source = TlsServer::start(&home, &["tls://127.0.0.1:0", "source"]);
+    let ran = home.run(&["bench", source.ep(), "bulk", "--reverse", "-d", "1s", "--json", "--pin", &source.fp], b"");
+    assert_eq!(ran.code, Some(0), "{:?}", ran.stderr);
+    let result: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert!(result["bytes"].as_u64().unwrap() > MIB, "{result}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Beyond loopback: TLS or nothing
 
