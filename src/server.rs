@@ -587,7 +587,7 @@ async fn tls_handshake(
     tokio::select! {
         r = tokio::time::timeout(deadline, crate::tls::accept(acceptor, tcp)) => match r {
             Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(End::Protocol(format!("TLS handshake failed: {e}"))),
+            Ok(Err(e)) => Err(End::Protocol(crate::tls::accept_error(&e))),
             Err(_) => Err(End::Protocol(format!("no TLS handshake within {}s", deadline.as_secs()))),
         },
         _ = shared.shutdown.cancelled() => Err(End::Shutdown),

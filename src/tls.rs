@@ -872,6 +872,23 @@ pub async fn accept(acceptor: &tokio_rustls::TlsAcceptor, tcp: TcpStream) -> io:
     Ok(TlsStream::new(tokio_rustls::TlsStream::Server(s)))
 }
 
+/// A server's failed handshake, in words for its log.
+pub fn accept_error(e: &io::Error) -> String {
+    use rustls::AlertDescription as A;
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(a @ (A::UnknownCA | A::BadCertificate | A::CertificateUnknown))) => {
+            format!("TLS handshake failed: the client does not trust our certificate ({a:?})")
+        }
+        Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) => {
+            format!("TLS handshake failed: the client does not speak TLS ({e})")
+        }
+        _ if e.kind() == io::ErrorKind::UnexpectedEof => {
+            "TLS handshake failed: the client closed the connection".to_owned()
+        }
+        _ => format!("TLS handshake failed: {e}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Blocking
 
