@@ -85,6 +85,8 @@ pub struct BenchConfig {
     pub interval: Duration,
     /// The limit on each connect.
     pub connect_timeout: Duration,
+    /// How a `tls://` server's certificate is checked (`None`: the system's roots).
+    pub tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 impl BenchConfig {
@@ -103,6 +105,7 @@ impl BenchConfig {
             hold: 0,
             interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -389,7 +392,7 @@ fn check(config: &BenchConfig) -> Result<(), BenchError> {
 async fn connect_all(config: &BenchConfig, n: usize) -> Result<Vec<ClientSocket>, BenchError> {
     let mut all = Vec::with_capacity(n);
     for _ in 0..n {
-        all.push(net::connect(&config.endpoint, config.connect_timeout).await?);
+        all.push(net::connect_with(&config.endpoint, config.connect_timeout, config.tls.as_deref()).await?);
     }
     Ok(all)
 }
@@ -414,6 +417,7 @@ async fn hold_connections(config: &BenchConfig) -> Result<(Vec<ClientSocket>, Op
         let permit = sem.clone().acquire_owned().await.expect("semaphore open");
         let endpoint = config.endpoint.clone();
         let timeout = config.connect_timeout;
+        let tls = config.tls.clone();
         tasks.spawn(async move {
             let _permit = permit;
             match target {
@@ -430,7 +434,7 @@ async fn hold_connections(config: &BenchConfig) -> Result<(Vec<ClientSocket>, Op
                         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
                     Ok(ClientSocket::Conn(Conn::Stream(Stream::Tcp(s))))
                 }
-                None => net::connect(&endpoint, timeout).await.map_err(std::io::Error::other),
+                None => net::connect_with(&endpoint, timeout, tls.as_deref()).await.map_err(std::io::Error::other),
             }
         });
     }
@@ -566,6 +570,7 @@ impl Worker<'_> {
                 match &mut conn {
                     Conn::Stream(s) => {
                         s.write_all(&msg).await?;
+                        s.flush().await?;
                         s.read_exact(&mut answer).await?;
                     }
                     Conn::Seqpacket(s) => {
@@ -628,12 +633,14 @@ impl Worker<'_> {
         while self.running() {
             let t0 = Instant::now();
             let cycle = async {
-                let socket = net::connect(&self.config.endpoint, self.config.connect_timeout)
-                    .await
-                    .map_err(std::io::Error::other)?;
+                let socket =
+                    net::connect_with(&self.config.endpoint, self.config.connect_timeout, self.config.tls.as_deref())
+                        .await
+                        .map_err(std::io::Error::other)?;
                 match socket {
                     ClientSocket::Conn(Conn::Stream(mut s)) => {
                         s.write_all(&msg).await?;
+                        s.flush().await?;
                         s.read_exact(&mut answer).await?;
                     }
                     ClientSocket::Conn(Conn::Seqpacket(s)) => {

@@ -260,8 +260,12 @@ pub async fn session(stream: Stream, room: Arc<Room>, limits: SessionLimits<'_>,
                 }
             }
             // A member whose socket is full is still dropped when it falls too far behind.
+            let write = async {
+                wr.write_all(&out).await?;
+                wr.flush().await
+            };
             let written = tokio::select! {
-                r = wr.write_all(&out) => r,
+                r = write => r,
                 _ = kick.cancelled() => return End::Protocol("dropped: not reading".into()),
                 _ = limits.cut.cancelled() => return End::Cut,
             };

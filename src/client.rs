@@ -141,7 +141,8 @@ where
             }
             // The server may close while we are still sending; its answer, if any, is still
             // worth reading, so a failed send only ends the sending.
-            if wr.write_all(&buf[..n]).await.is_err() {
+            // Flushed: on TLS the bytes may otherwise wait in its buffer for the next input.
+            if wr.write_all(&buf[..n]).await.is_err() || wr.flush().await.is_err() {
                 return Ok(());
             }
             sent.set(sent.get() + n as u64);
@@ -244,6 +245,7 @@ impl MessageWriter {
                 self.frame.clear();
                 self.codec.encode_into(msg, &mut self.frame).map_err(ClientError::MessageTooLarge)?;
                 w.write_all(&self.frame).await?;
+                w.flush().await?;
             }
             WriterInner::Packets(p) => {
                 p.send(msg).await.map_err(recv_error)?;

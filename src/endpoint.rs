@@ -1,7 +1,7 @@
 //! Endpoints: the one address syntax every sockit command accepts.
 //!
 //! An [`Endpoint`] names a socket family, a socket type and an address, written as a
-//! URL-like string (`tcp://127.0.0.1:7000`, `unix:@name`, `udp6://[::1]:53`) or one of the
+//! URL-like string (`tcp://127.0.0.1:7000`, `tls://host:7000`, `unix:@name`, `udp6://[::1]:53`) or one of the
 //! shorthands (`HOST:PORT`, `:PORT`, `/path`, `./path`), or `fd://N` / `fd://NAME` for a socket
 //! the parent process passed down ([`crate::inherit`]). Parsing is pure: it never resolves a
 //! host name, touches the file system or looks at a descriptor; that happens when the endpoint
@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 /// The accepted forms, shown in every parse error so that a user can correct the input.
 pub const FORMS: &str = "tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, udp://HOST:PORT, udp4://, udp6://, \
-unix:///abs/path, unix:rel/path, unix:@abstract, unix-dgram:…, unix-seqpacket:…, \
+tls://HOST:PORT, tls4://, tls6://, unix:///abs/path, unix:rel/path, unix:@abstract, unix-dgram:…, unix-seqpacket:…, \
 fd://N, fd://NAME, HOST:PORT, :PORT, /path, ./path";
 
 /// The longest name systemd gives a passed socket (`FileDescriptorName=`).
@@ -28,11 +28,11 @@ pub const MAX_FD_NAME: usize = 255;
 /// The address family an IP endpoint is restricted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// Either IPv4 or IPv6 (`tcp://`, `udp://`).
+    /// Either IPv4 or IPv6 (`tcp://`, `udp://`, `tls://`).
     Any,
-    /// IPv4 only (`tcp4://`, `udp4://`).
+    /// IPv4 only (`tcp4://`, `udp4://`, `tls4://`).
     V4,
-    /// IPv6 only (`tcp6://`, `udp6://`).
+    /// IPv6 only (`tcp6://`, `udp6://`, `tls6://`).
     V6,
 }
 
@@ -55,6 +55,8 @@ pub enum IpProto {
     Tcp,
     /// UDP datagrams.
     Udp,
+    /// TLS over TCP: a byte stream, encrypted and authenticated ([`crate::tls`]).
+    Tls,
 }
 
 /// The socket type of a Unix-domain endpoint.
@@ -80,9 +82,9 @@ pub enum UnixAddr {
 /// A parsed endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
-    /// A TCP or UDP endpoint.
+    /// A TCP, UDP or TLS endpoint.
     Ip {
-        /// TCP or UDP.
+        /// TCP, UDP or TLS.
         proto: IpProto,
         /// Which address family the endpoint may use.
         family: Family,
@@ -149,7 +151,7 @@ impl Endpoint {
     pub fn style(&self) -> SocketStyle {
         match self {
             Endpoint::Fd(r) => crate::inherit::probe(r).map(|s| s.style()).unwrap_or(SocketStyle::Stream),
-            Endpoint::Ip { proto: IpProto::Tcp, .. } | Endpoint::Unix { kind: UnixKind::Stream, .. } => {
+            Endpoint::Ip { proto: IpProto::Tcp | IpProto::Tls, .. } | Endpoint::Unix { kind: UnixKind::Stream, .. } => {
                 SocketStyle::Stream
             }
             Endpoint::Unix { kind: UnixKind::Seqpacket, .. } => SocketStyle::Seqpacket,
@@ -171,6 +173,12 @@ impl Endpoint {
             Endpoint::Ip { host: Host::Name(n), .. } => n.eq_ignore_ascii_case("localhost"),
             Endpoint::Ip { host: Host::Unspecified, .. } => false,
         }
+    }
+
+    /// Whether the endpoint is TLS (`tls://`): a server needs a certificate, a client a way to
+    /// trust one.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Endpoint::Ip { proto: IpProto::Tls, .. })
     }
 
     /// Whether the endpoint is a Unix-domain socket, where the kernel tells a server who the
@@ -237,6 +245,9 @@ fn parse_with_scheme(scheme: &str, rest: &str) -> Result<Endpoint, String> {
         "udp" => ip(IpProto::Udp, Family::Any),
         "udp4" => ip(IpProto::Udp, Family::V4),
         "udp6" => ip(IpProto::Udp, Family::V6),
+        "tls" => ip(IpProto::Tls, Family::Any),
+        "tls4" => ip(IpProto::Tls, Family::V4),
+        "tls6" => ip(IpProto::Tls, Family::V6),
         "unix" => parse_unix(UnixKind::Stream, rest),
         "unix-dgram" => parse_unix(UnixKind::Dgram, rest),
         "unix-seqpacket" => parse_unix(UnixKind::Seqpacket, rest),
@@ -345,6 +356,18 @@ pub(crate) fn check_host_name(h: &str) -> Result<String, String> {
     if ok { Ok(h.to_owned()) } else { Err(format!("'{h}' is not a valid host name or IPv4 address")) }
 }
 
+impl IpProto {
+    /// The scheme of an endpoint of this protocol with no family restriction (`tcp`, `udp`,
+    /// `tls`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            IpProto::Tcp => "tcp",
+            IpProto::Udp => "udp",
+            IpProto::Tls => "tls",
+        }
+    }
+}
+
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -379,11 +402,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Fd(r) => write!(f, "{r}"),
             Endpoint::Ip { proto, family, host, port } => {
-                let scheme = match proto {
-                    IpProto::Tcp => "tcp",
-                    IpProto::Udp => "udp",
-                };
-                write!(f, "{scheme}{family}://")?;
+                write!(f, "{}{family}://", proto.scheme())?;
                 match host {
                     Host::Unspecified => write!(f, ":{port}"),
                     Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{port}"),
@@ -409,6 +428,9 @@ mod tests {
 
     fn tcp(family: Family, host: Host, port: u16) -> Endpoint {
         Endpoint::Ip { proto: IpProto::Tcp, family, host, port }
+    }
+    fn tls(family: Family, host: Host, port: u16) -> Endpoint {
+        Endpoint::Ip { proto: IpProto::Tls, family, host, port }
     }
     fn udp(family: Family, host: Host, port: u16) -> Endpoint {
         Endpoint::Ip { proto: IpProto::Udp, family, host, port }
@@ -463,6 +485,10 @@ mod tests {
             ("fd://echo.socket", Endpoint::Fd(FdRef::Name("echo.socket".into()))),
             ("fd://x@a\\x2db.socket", Endpoint::Fd(FdRef::Name("x@a\\x2db.socket".into()))),
             ("fd://_admin-2", Endpoint::Fd(FdRef::Name("_admin-2".into()))),
+            ("tls://example.org:443", tls(Any, Host::Name("example.org".into()), 443)),
+            ("TLS://127.0.0.1:7000", tls(Any, v4("127.0.0.1"), 7000)),
+            ("tls4://:7000", tls(V4, Host::Unspecified, 7000)),
+            ("tls6://[::1]:7000", tls(V6, v4("::1"), 7000)),
         ];
         for (input, expected) in cases {
             assert_eq!(Endpoint::parse(input), Ok(expected), "input {input:?}");
@@ -486,7 +512,9 @@ mod tests {
             ("tcp4://[::1]:80", "IPv6 address in an IPv4-only"),
             ("tcp6://127.0.0.1:80", "IPv4 address in an IPv6-only"),
             ("ftp://host:21", "unknown scheme 'ftp'"),
-            ("tls://host:443", "unknown scheme 'tls'"),
+            ("tlsv1://host:443", "unknown scheme 'tlsv1'"),
+            ("tls4://[::1]:443", "IPv6 address in an IPv4-only"),
+            ("tls://host", "no port"),
             ("tcp://bad host:80", "not a valid host name"),
             ("tcp://a..b:80", "not a valid host name"),
             ("unix:", "path is empty"),
@@ -532,6 +560,10 @@ mod tests {
             "fd://0",
             "fd://web",
             "fd://x@a\\x2db.socket",
+            "tls://localhost:443",
+            "tls4://127.0.0.1:1",
+            "tls6://[::1]:2",
+            "tls://:7000",
         ] {
             let e = Endpoint::parse(input).unwrap();
             assert_eq!(e.to_string(), input);
@@ -543,6 +575,7 @@ mod tests {
     fn styles_and_locality() {
         let style = |s: &str| Endpoint::parse(s).unwrap().style();
         assert_eq!(style("tcp://:1"), SocketStyle::Stream);
+        assert_eq!(style("tls://:1"), SocketStyle::Stream);
         assert_eq!(style("/tmp/x"), SocketStyle::Stream);
         assert_eq!(style("unix-seqpacket:@x"), SocketStyle::Seqpacket);
         assert_eq!(style("udp://:1"), SocketStyle::Datagram);

@@ -178,11 +178,16 @@ async fn run(
                 let mut b = bytes::BytesMut::new();
                 msg.encode(&mut b);
                 // A client that takes nothing for the idle timeout is idle, as on every service.
+                // Flushed: on TLS the end of a message may otherwise wait in a buffer.
+                let write = async {
+                    wr.write_all(&b).await?;
+                    wr.flush().await
+                };
                 let written = match limits.idle_timeout {
-                    Some(t) => tokio::time::timeout(t, wr.write_all(&b))
+                    Some(t) => tokio::time::timeout(t, write)
                         .await
                         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"))),
-                    None => wr.write_all(&b).await,
+                    None => write.await,
                 };
                 if let Err(e) = written {
                     // Nobody reads any more: the pumps stop, whether they wait on a full channel
@@ -481,7 +486,7 @@ async fn flush_unsent<W: AsyncWrite + Unpin>(w: &mut W, unsent: &mut bytes::Byte
         }
         unsent.advance(n);
     }
-    Ok(())
+    w.flush().await
 }
 
 async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8]) -> Result<(), ExecError> {

@@ -16,18 +16,17 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use socket2::Socket;
+use tokio::io::AsyncWriteExt;
 
 use crate::auth::{self, HandshakeError, Policy, Token};
 use crate::fsroot::{Entry, FsError, Root, Upload};
-use crate::net::Stream;
+use crate::net::{BlockingStream, Stream};
 use crate::proto::{Hash, Msg, ProtoError, ServiceKind, code, read_msg_sync, write_msg_sync};
 use crate::server::{End, SessionLimits, Traffic};
 
@@ -138,9 +137,10 @@ enum SendStop {
 /// The bytes go to the socket with `sendfile`, which hands the kernel the file's pages without
 /// copying them through user space, while a second thread reads and hashes the same range: the
 /// two halves of the work run on two cores. (If the file changes meanwhile, what was sent and
-/// what was hashed may differ; the receiver then finds a mismatch and publishes nothing.)
+/// what was hashed may differ; the receiver then finds a mismatch and publishes nothing.) A TLS
+/// connection must encrypt the bytes, so they are read and written through it instead.
 fn send_range(
-    sock: &Socket,
+    sock: &mut BlockingStream,
     file: &File,
     (start, size): (u64, u64),
     hasher: &mut blake3::Hasher,
@@ -184,7 +184,7 @@ fn hash_range(
 }
 
 fn sendfile_range(
-    sock: &Socket,
+    sock: &mut BlockingStream,
     file: &File,
     (start, size): (u64, u64),
     watch: bool,
@@ -192,31 +192,41 @@ fn sendfile_range(
 ) -> Result<(), SendStop> {
     let mut pos = start;
     let mut next_check = start + ERROR_CHECK_EVERY;
+    // Only a TLS connection copies through a buffer.
+    let mut buf = match sock {
+        BlockingStream::Tls(_) => vec![0u8; CHUNK.min((size - start) as usize).max(1)],
+        BlockingStream::Plain(_) => Vec::new(),
+    };
     while pos < size {
         let want = (size - pos).min(ERROR_CHECK_EVERY) as usize;
-        match rustix::fs::sendfile(sock, file, Some(&mut pos), want) {
-            Ok(0) => return Err(SendStop::Shrank),
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => {}
-            // A socket error (the peer left) or a file error: sendfile does not say which side.
-            Err(e) => return Err(SendStop::Socket(e.into())),
+        match sock {
+            BlockingStream::Plain(s) => match rustix::fs::sendfile(&*s, file, Some(&mut pos), want) {
+                Ok(0) => return Err(SendStop::Shrank),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                // A socket error (the peer left) or a file error: sendfile does not say which side.
+                Err(e) => return Err(SendStop::Socket(e.into())),
+            },
+            BlockingStream::Tls(t) => {
+                match crate::tls::copy_file_range_to(&mut **t, file, &mut buf, (pos, pos + want as u64)) {
+                    Ok(0) => return Err(SendStop::Shrank),
+                    Ok(n) => pos += n as u64,
+                    Err(e) => return Err(SendStop::Socket(e)),
+                }
+            }
         }
         progress(pos);
         if watch && pos >= next_check {
             next_check = pos + ERROR_CHECK_EVERY;
-            if readable_now(sock) {
+            if sock.readable_now() {
                 let mut b = Vec::new();
-                if let Ok(Some(msg)) = read_msg_sync(&mut &*sock, &mut b) {
+                if let Ok(Some(msg)) = read_msg_sync(sock, &mut b) {
                     return Err(SendStop::Answer(msg));
                 }
             }
         }
     }
     Ok(())
-}
-
-fn readable_now(sock: &Socket) -> bool {
-    crate::net::poll_now(sock.as_raw_fd(), libc::POLLIN).is_some_and(|r| r != 0)
 }
 
 /// What [`receive_range`] did.
@@ -235,12 +245,12 @@ enum Received {
 /// Two threads share the work: this one reads the socket into a few rotating buffers, a second
 /// hashes and writes each full buffer, so that receiving overlaps hashing and writing.
 fn receive_range(
-    sock: &Socket,
+    sock: &mut BlockingStream,
     file: &mut File,
     (start, size): (u64, u64),
     hasher: &mut blake3::Hasher,
     progress: &mut dyn FnMut(u64),
-    on_write_error: &mut dyn FnMut(&io::Error) -> bool,
+    on_write_error: &mut dyn FnMut(&mut BlockingStream, &io::Error) -> bool,
 ) -> Result<Received, (u64, io::Error)> {
     use std::sync::mpsc::sync_channel;
     let chunk = CHUNK.min((size - start) as usize).max(1);
@@ -274,7 +284,7 @@ fn receive_range(
             let Ok(mut buf) = empty_rx.recv() else { break Ok(pos) };
             let want = (size - pos).min(buf.len() as u64) as usize;
             let n = loop {
-                match (&*sock).read(&mut buf[..want]) {
+                match sock.read(&mut buf[..want]) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     other => break other,
                 }
@@ -296,13 +306,13 @@ fn receive_range(
         let Some(e) = write_error else {
             return read.map(|_| Received::Whole);
         };
-        if on_write_error(&e) {
+        if on_write_error(sock, &e) {
             // Keep the connection in step: read and drop what the sender still sends.
             let mut pos = read?;
             let mut buf = vec![0u8; chunk];
             while pos < size {
                 let want = (size - pos).min(buf.len() as u64) as usize;
-                match (&*sock).read(&mut buf[..want]) {
+                match sock.read(&mut buf[..want]) {
                     Ok(0) => return Err((pos, io::ErrorKind::UnexpectedEof.into())),
                     Ok(n) => pos += n as u64,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -328,24 +338,32 @@ pub async fn session(
     if let Err(end) = limits.admit(&mut stream, ServiceKind::Files, &config.policy).await {
         return end;
     }
-    let sock = match stream.into_blocking() {
-        Ok(fd) => Socket::from(fd),
+    // Whatever TLS still holds goes out before the connection leaves the runtime.
+    if let Err(e) = stream.flush().await {
+        return End::Io(e.to_string());
+    }
+    let mut sock = match stream.into_blocking() {
+        Ok(s) => s,
         Err(e) => return End::Io(e.to_string()),
     };
-    let control = match sock.try_clone() {
+    let control = match sock.control() {
         Ok(c) => c,
         Err(e) => return End::Io(e.to_string()),
     };
     // A silent client, between requests or in the middle of a file, is an idle one; without an
     // idle timeout, only one that stalls in the middle of a request is dropped, after STALL_LIMIT.
     let stall = limits.idle_timeout.unwrap_or(STALL_LIMIT).max(Duration::from_millis(1));
-    let _ = sock.set_write_timeout(Some(stall));
+    let _ = sock.socket().set_write_timeout(Some(stall));
     let idle = limits.idle_timeout.map(|t| t.max(Duration::from_millis(1)));
     let state = Arc::new(State { busy: AtomicBool::new(false), stopping: AtomicBool::new(false) });
     let thread_state = state.clone();
     let mut worker = tokio::task::spawn_blocking(move || {
         let mut traffic = Traffic::default();
-        let end = serve_blocking(&sock, &config, &thread_state, (idle, stall), &mut traffic);
+        let end = serve_blocking(&mut sock, &config, &thread_state, (idle, stall), &mut traffic);
+        // An orderly goodbye where the transport has one (TLS); bounded by the write timeout.
+        if end != End::Cut {
+            sock.close();
+        }
         (end, traffic)
     });
     let mut shutdown_seen = false;
@@ -380,7 +398,7 @@ struct State {
 }
 
 fn serve_blocking(
-    sock: &Socket,
+    sock: &mut BlockingStream,
     config: &FilesConfig,
     state: &State,
     (idle, stall): (Option<Duration>, Duration),
@@ -393,12 +411,13 @@ fn serve_blocking(
             return End::Shutdown;
         }
         // Between requests the idle timeout applies (none: wait); within one, the stall limit.
-        let _ = sock.set_read_timeout(idle);
-        let msg = read_msg_sync(&mut &*sock, &mut buf);
-        let _ = sock.set_read_timeout(Some(stall));
+        let _ = sock.socket().set_read_timeout(idle);
+        let msg = read_msg_sync(sock, &mut buf);
+        let _ = sock.socket().set_read_timeout(Some(stall));
         let msg = match msg {
             Ok(Some(m)) => m,
-            Ok(None) if state.stopping.load(SeqCst) => return End::Shutdown,
+            // Shutting down cuts the reading side; TLS reads that as an unannounced end.
+            Ok(None) | Err(ProtoError::Io(_)) if state.stopping.load(SeqCst) => return End::Shutdown,
             Ok(None) => return End::PeerClosed,
             Err(e) => return proto_failure(sock, e),
         };
@@ -423,11 +442,11 @@ fn io_end(e: io::Error) -> End {
     if e.kind() == io::ErrorKind::WouldBlock { End::IdleTimeout } else { End::Io(e.to_string()) }
 }
 
-fn send(sock: &Socket, msg: &Msg) -> Result<(), End> {
-    write_msg_sync(&mut &*sock, msg).map_err(io_end)
+fn send(sock: &mut BlockingStream, msg: &Msg) -> Result<(), End> {
+    write_msg_sync(sock, msg).map_err(io_end)
 }
 
-fn serve_list(sock: &Socket, config: &FilesConfig, path: &str) -> Result<(), End> {
+fn serve_list(sock: &mut BlockingStream, config: &FilesConfig, path: &str) -> Result<(), End> {
     let entries = match config.root.list(path) {
         Ok(e) => e,
         Err(e) => return send(sock, &fs_error_msg(&e)),
@@ -439,7 +458,7 @@ fn serve_list(sock: &Socket, config: &FilesConfig, path: &str) -> Result<(), End
 }
 
 fn serve_get(
-    sock: &Socket,
+    sock: &mut BlockingStream,
     config: &FilesConfig,
     path: &str,
     offset: u64,
@@ -475,7 +494,7 @@ fn serve_get(
 }
 
 fn serve_put(
-    sock: &Socket,
+    sock: &mut BlockingStream,
     config: &FilesConfig,
     path: &str,
     size: u64,
@@ -503,7 +522,7 @@ fn serve_put(
     };
     send(sock, &Msg::Ready { have, prefix: *hasher.finalize().as_bytes() })?;
     let mut buf = Vec::new();
-    let start = match read_msg_sync(&mut &*sock, &mut buf) {
+    let start = match read_msg_sync(sock, &mut buf) {
         Ok(Some(Msg::From { start })) if start == have || start == 0 => Ok(start),
         Ok(Some(other)) => Err(proto_failure(
             sock,
@@ -532,11 +551,11 @@ fn serve_put(
     // A failed write (a full disk) is told at once, so that the client can stop sending; the
     // rest of its bytes are read and dropped.
     let mut write_failed = false;
-    let mut tell = |e: &io::Error| {
+    let mut tell = |sock: &mut BlockingStream, e: &io::Error| {
         write_failed = true;
         let copy =
             e.raw_os_error().map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error);
-        let _ = write_msg_sync(&mut &*sock, &fs_error_msg(&FsError::from_io(path, copy)));
+        let _ = write_msg_sync(sock, &fs_error_msg(&FsError::from_io(path, copy)));
         true
     };
     let received = receive_range(sock, upload.file(), (start, size), &mut hasher, &mut |_| {}, &mut tell);
@@ -572,8 +591,8 @@ fn serve_put(
     }
 }
 
-fn expect_done(sock: &Socket, buf: &mut Vec<u8>) -> Result<Hash, End> {
-    match read_msg_sync(&mut &*sock, buf) {
+fn expect_done(sock: &mut BlockingStream, buf: &mut Vec<u8>) -> Result<Hash, End> {
+    match read_msg_sync(sock, buf) {
         Ok(Some(Msg::Done { hash })) => Ok(hash),
         Ok(Some(other)) => {
             Err(proto_failure(sock, ProtoError::Malformed(format!("expected DONE, got {}", other.name()))))
@@ -584,11 +603,11 @@ fn expect_done(sock: &Socket, buf: &mut Vec<u8>) -> Result<Hash, End> {
 }
 
 /// Ends a session on a bad message (telling the client with an `ERROR`) or a failed socket.
-fn proto_failure(sock: &Socket, e: ProtoError) -> End {
+fn proto_failure(sock: &mut BlockingStream, e: ProtoError) -> End {
     match e {
         ProtoError::Io(e) => io_end(e),
         other => {
-            let _ = write_msg_sync(&mut &*sock, &Msg::error(code::PROTOCOL, other.to_string()));
+            let _ = write_msg_sync(sock, &Msg::error(code::PROTOCOL, other.to_string()));
             End::Protocol(other.to_string())
         }
     }
@@ -622,7 +641,7 @@ pub struct Report {
 /// An authenticated `files` connection. Its methods block: call them from a thread (or
 /// `spawn_blocking`), not from an async task.
 pub struct FilesClient {
-    sock: Socket,
+    sock: BlockingStream,
     buf: Vec<u8>,
 }
 
@@ -631,16 +650,17 @@ impl FilesClient {
     pub async fn handshake(mut stream: Stream, token: Option<&Token>) -> Result<FilesClient, FilesError> {
         let server_uid = stream.peer_uid().map_err(ProtoError::Io)?;
         auth::client_handshake(&mut stream, ServiceKind::Files, token, server_uid).await?;
-        let sock = Socket::from(stream.into_blocking().map_err(ProtoError::Io)?);
+        stream.flush().await.map_err(ProtoError::Io)?;
+        let sock = stream.into_blocking().map_err(ProtoError::Io)?;
         Ok(FilesClient { sock, buf: Vec::new() })
     }
 
     fn send(&mut self, msg: &Msg) -> Result<(), FilesError> {
-        write_msg_sync(&mut &self.sock, msg).map_err(|e| FilesError::Proto(e.into()))
+        write_msg_sync(&mut self.sock, msg).map_err(|e| FilesError::Proto(e.into()))
     }
 
     fn recv(&mut self) -> Result<Msg, FilesError> {
-        match read_msg_sync(&mut &self.sock, &mut self.buf)? {
+        match read_msg_sync(&mut self.sock, &mut self.buf)? {
             Some(Msg::Error { code, message }) => Err(refused(code, message)),
             Some(m) => Ok(m),
             None => Err(FilesError::Proto(ProtoError::Truncated)),
@@ -697,7 +717,7 @@ impl FilesClient {
         self.send(&Msg::From { start })?;
         progress(Progress { done: start, size, start });
         let mut report = |done| progress(Progress { done, size, start });
-        match send_range(&self.sock, &file, (start, size), &mut hasher, true, &mut report) {
+        match send_range(&mut self.sock, &file, (start, size), &mut hasher, true, &mut report) {
             Ok(()) => {}
             Err(SendStop::Shrank) => return Err(FilesError::Changed(shown)),
             Err(SendStop::Read(e)) => return Err(FsError::from_io(&shown, e).into()),
@@ -705,7 +725,7 @@ impl FilesClient {
             Err(SendStop::Answer(other)) => return Err(FilesError::Unexpected(other.name())),
             Err(SendStop::Socket(e)) => {
                 // The server may have said why before it closed.
-                if let Ok(Some(Msg::Error { code, message })) = read_msg_sync(&mut &self.sock, &mut self.buf) {
+                if let Ok(Some(Msg::Error { code, message })) = read_msg_sync(&mut self.sock, &mut self.buf) {
                     return Err(refused(code, message));
                 }
                 return Err(FilesError::Proto(e.into()));
@@ -756,7 +776,7 @@ impl FilesClient {
         }
         progress(Progress { done: start, size, start });
         let mut report = |done| progress(Progress { done, size, start });
-        match receive_range(&self.sock, upload.file(), (start, size), &mut hasher, &mut report, &mut |_| false) {
+        match receive_range(&mut self.sock, upload.file(), (start, size), &mut hasher, &mut report, &mut |_, _| false) {
             Ok(Received::Whole) => {}
             Ok(Received::WriteFailed(e)) => {
                 upload.discard();

@@ -65,3 +65,4 @@ pub mod render;
 pub mod server;
 pub mod service;
 pub mod spawn;
+pub mod tls;

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -32,6 +32,7 @@ use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
 use crate::endpoint::{Endpoint, Family, FdRef, Host, IpProto, SocketStyle, UnixAddr, UnixKind};
 use crate::inherit::{InheritError, Inherited, SockFamily, SockState};
+use crate::tls::{ClientTls, HandshakeFailure, ServerTls, TlsError, TlsStream};
 
 /// The longest Unix socket path Linux accepts (`sun_path` is 108 bytes with its final NUL).
 pub const MAX_UNIX_PATH: usize = 107;
@@ -43,11 +44,13 @@ pub struct BindOptions {
     pub backlog: u32,
     /// The permission bits of a new Unix socket file.
     pub unix_mode: u32,
+    /// The certificate a `tls://` endpoint serves (required there, refused elsewhere).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for BindOptions {
     fn default() -> Self {
-        BindOptions { backlog: 1024, unix_mode: 0o600 }
+        BindOptions { backlog: 1024, unix_mode: 0o600, tls: None }
     }
 }
 
@@ -146,6 +149,36 @@ pub enum NetError {
     /// An inherited socket (`fd://`) that is missing, not a socket, or not usable here.
     #[error(transparent)]
     Inherit(#[from] InheritError),
+    /// The server's certificate did not pass the client's check.
+    #[error("cannot connect to {endpoint}: certificate not trusted: {why} (hint: {hint})")]
+    TlsUntrusted {
+        /// The endpoint, as written.
+        endpoint: String,
+        /// What was wrong with the certificate.
+        why: String,
+        /// What may help.
+        hint: &'static str,
+    },
+    /// The TLS handshake failed for another reason.
+    #[error("cannot connect to {endpoint}: {why}")]
+    TlsHandshake {
+        /// The endpoint, as written.
+        endpoint: String,
+        /// What went wrong, starting with "TLS handshake failed".
+        why: String,
+    },
+    /// A TLS setting could not be used (the system's roots, a certificate).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A `tls://` endpoint bound without a certificate, or a certificate given for another
+    /// endpoint.
+    #[error("cannot listen on {endpoint}: {why}")]
+    TlsSetup {
+        /// The endpoint, as written.
+        endpoint: String,
+        /// What does not fit.
+        why: &'static str,
+    },
     /// Any other failure of a system call.
     #[error("cannot {action} {endpoint}: {error}")]
     Io {
@@ -425,6 +458,7 @@ pub struct Listener {
     inner: ListenerInner,
     local: String,
     dual_stack: bool,
+    tls: Option<ServerTls>,
     _file: Option<SocketFile>,
 }
 
@@ -448,6 +482,10 @@ pub enum Conn {
 
 impl Listener {
     /// Accepts the next connection. Cancel-safe: if the future is dropped, no connection is lost.
+    ///
+    /// On a TLS listener ([`Listener::tls`]) this is the TCP connection before its handshake:
+    /// run it with [`crate::tls::accept`] (the server does, in the connection's own task and
+    /// under a deadline, so that a slow handshake delays nobody else).
     pub async fn accept(&mut self) -> io::Result<(Conn, PeerAddr)> {
         match &mut self.inner {
             ListenerInner::Tcp(l) => {
@@ -491,6 +529,11 @@ impl Listener {
     /// came from, as in `tcp://127.0.0.1:7000 (fd://3)`.
     pub fn local_endpoint(&self) -> &str {
         &self.local
+    }
+
+    /// The certificate of a `tls://` listener, whose connections need a handshake first.
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
     }
 }
 
@@ -585,8 +628,24 @@ impl DatagramSocket {
     }
 }
 
-/// Binds `endpoint` for serving: a listener or a datagram socket, ready to use.
+/// Binds `endpoint` for serving: a listener or a datagram socket, ready to use. A `tls://`
+/// endpoint needs `opts.tls`, and no other endpoint takes it.
 pub async fn bind(endpoint: &Endpoint, opts: &BindOptions) -> Result<ServerSocket, NetError> {
+    match (endpoint.is_tls(), &opts.tls) {
+        (true, None) => {
+            return Err(NetError::TlsSetup {
+                endpoint: endpoint.to_string(),
+                why: "a TLS endpoint needs a certificate and its key",
+            });
+        }
+        (false, Some(_)) => {
+            return Err(NetError::TlsSetup {
+                endpoint: endpoint.to_string(),
+                why: "a certificate is for tls:// endpoints only",
+            });
+        }
+        _ => {}
+    }
     match endpoint {
         Endpoint::Ip { proto, family, host, port } => {
             let addrs = resolve(endpoint, *family, host, *port, true).await?;
@@ -619,7 +678,13 @@ fn bind_inherited(endpoint: &Endpoint, r: &FdRef) -> Result<ServerSocket, NetErr
     let (fd, info) = crate::inherit::take(r)?;
     let local = info.local_endpoint();
     let listener = |inner| {
-        Ok(ServerSocket::Listener(Listener { inner, local: local.clone(), dual_stack: info.dual_stack, _file: None }))
+        Ok(ServerSocket::Listener(Listener {
+            inner,
+            local: local.clone(),
+            dual_stack: info.dual_stack,
+            tls: None,
+            _file: None,
+        }))
     };
     match (info.style, info.state) {
         (SocketStyle::Datagram, _) => Ok(ServerSocket::Datagram(inherited_datagram(fd, &info).map_err(err)?)),
@@ -688,12 +753,12 @@ fn bind_ip(
 ) -> Result<ServerSocket, NetError> {
     let err = |e| NetError::from_io("listen on", endpoint, e);
     let ty = match proto {
-        IpProto::Tcp => Type::STREAM,
+        IpProto::Tcp | IpProto::Tls => Type::STREAM,
         IpProto::Udp => Type::DGRAM,
     };
     let socket = Socket::new(Domain::for_address(addr), ty.nonblocking().cloexec(), None).map_err(err)?;
     // Restart at once after a crash or Ctrl-C, even with connections in TIME-WAIT.
-    if proto == IpProto::Tcp {
+    if proto != IpProto::Udp {
         socket.set_reuse_address(true).map_err(err)?;
     }
     if addr.is_ipv6() {
@@ -701,23 +766,21 @@ fn bind_ip(
     }
     socket.bind(&addr.into()).map_err(err)?;
     let local = socket.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
-    let scheme = match proto {
-        IpProto::Tcp => "tcp",
-        IpProto::Udp => "udp",
-    };
+    let scheme = proto.scheme();
     let local_text = match (dual_stack, local) {
         (true, _) => format!("{scheme}://:{}", local.port()),
         (false, SocketAddr::V6(a)) => format!("{scheme}://[{}]:{}", a.ip(), a.port()),
         (false, SocketAddr::V4(a)) => format!("{scheme}://{a}"),
     };
     match proto {
-        IpProto::Tcp => {
+        IpProto::Tcp | IpProto::Tls => {
             socket.listen(backlog(opts)).map_err(err)?;
             let l = TcpListener::from_std(socket.into()).map_err(err)?;
             Ok(ServerSocket::Listener(Listener {
                 inner: ListenerInner::Tcp(l),
                 local: local_text,
                 dual_stack,
+                tls: opts.tls.clone().filter(|_| proto == IpProto::Tls),
                 _file: None,
             }))
         }
@@ -781,7 +844,13 @@ fn bind_unix(
     Ok(match kind {
         UnixKind::Stream => {
             let l = UnixListener::from_std(fd.into()).map_err(err)?;
-            ServerSocket::Listener(Listener { inner: ListenerInner::Unix(l), local, dual_stack: false, _file: file })
+            ServerSocket::Listener(Listener {
+                inner: ListenerInner::Unix(l),
+                local,
+                dual_stack: false,
+                tls: None,
+                _file: file,
+            })
         }
         UnixKind::Seqpacket => {
             let l = UnixSeqpacketListener::try_from(fd).map_err(err)?;
@@ -789,6 +858,7 @@ fn bind_unix(
                 inner: ListenerInner::Seqpacket(l),
                 local,
                 dual_stack: false,
+                tls: None,
                 _file: file,
             })
         }
@@ -818,15 +888,26 @@ pub enum ClientSocket {
 }
 
 /// Connects to `endpoint` within `timeout` (name resolution included). IP names that resolve
-/// to several addresses are tried in order, as netcat does.
+/// to several addresses are tried in order, as netcat does. A `tls://` server is verified
+/// against the system's trusted roots; [`connect_with`] chooses otherwise.
 pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<ClientSocket, NetError> {
-    match tokio::time::timeout(timeout, connect_inner(endpoint)).await {
+    connect_with(endpoint, timeout, None).await
+}
+
+/// [`connect`], with the TLS settings for a `tls://` endpoint (`None`: the system's roots). The
+/// handshake is part of the connection, within `timeout`. Other endpoints ignore `tls`.
+pub async fn connect_with(
+    endpoint: &Endpoint,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<ClientSocket, NetError> {
+    match tokio::time::timeout(timeout, connect_inner(endpoint, tls)).await {
         Ok(r) => r,
         Err(_) => Err(NetError::TimedOut { endpoint: endpoint.to_string(), after: timeout }),
     }
 }
 
-async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, NetError> {
+async fn connect_inner(endpoint: &Endpoint, tls: Option<&ClientTls>) -> Result<ClientSocket, NetError> {
     let err = |e| NetError::from_io("connect to", endpoint, e);
     match endpoint {
         Endpoint::Ip { proto, family, host, port } => {
@@ -837,22 +918,51 @@ async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, NetError> {
                     error: io::Error::new(io::ErrorKind::InvalidInput, "port 0 cannot be connected to"),
                 });
             }
+            // The trust settings first: a client that cannot check a certificate connects nowhere.
+            let system;
+            let tls = match (proto, tls) {
+                (IpProto::Tls, None) => {
+                    system = ClientTls::system()?;
+                    Some(&*system)
+                }
+                (_, tls) => tls,
+            };
             let addrs = resolve(endpoint, *family, host, *port, false).await?;
             let mut last = None;
+            let mut connected = None;
             for addr in addrs {
                 let attempt = match proto {
-                    IpProto::Tcp => TcpStream::connect(addr).await.map(|s| {
+                    IpProto::Tcp | IpProto::Tls => TcpStream::connect(addr).await.map(|s| {
                         let _ = s.set_nodelay(true);
                         ClientSocket::Conn(Conn::Stream(Stream::Tcp(s)))
                     }),
                     IpProto::Udp => connect_udp(addr).await,
                 };
                 match attempt {
-                    Ok(s) => return Ok(s),
+                    Ok(s) => {
+                        connected = Some(s);
+                        break;
+                    }
                     Err(e) => last = Some(e),
                 }
             }
-            Err(err(last.expect("resolve returns at least one address")))
+            let Some(socket) = connected else {
+                return Err(err(last.expect("resolve returns at least one address")));
+            };
+            match (socket, tls) {
+                (ClientSocket::Conn(Conn::Stream(Stream::Tcp(tcp))), Some(tls)) if *proto == IpProto::Tls => {
+                    match tls.connect(host, tcp).await {
+                        Ok(s) => Ok(ClientSocket::Conn(Conn::Stream(Stream::Tls(Box::new(s))))),
+                        Err(HandshakeFailure::Untrusted { why, hint }) => {
+                            Err(NetError::TlsUntrusted { endpoint: endpoint.to_string(), why, hint })
+                        }
+                        Err(other) => {
+                            Err(NetError::TlsHandshake { endpoint: endpoint.to_string(), why: other.to_string() })
+                        }
+                    }
+                }
+                (socket, _) => Ok(socket),
+            }
         }
         Endpoint::Unix { kind, addr } => {
             let sockaddr = unix_sockaddr(endpoint, addr)?;
@@ -956,13 +1066,15 @@ async fn connect_udp(addr: SocketAddr) -> io::Result<ClientSocket> {
 // ---------------------------------------------------------------------------------------------
 // Streams
 
-/// A connected byte stream: TCP or `unix:`.
+/// A connected byte stream: TCP, `unix:`, or TLS over TCP.
 #[derive(Debug)]
 pub enum Stream {
     /// TCP.
     Tcp(TcpStream),
     /// A Unix-domain stream.
     Unix(UnixStream),
+    /// TLS over TCP, after the handshake (boxed: its state is large, and rare).
+    Tls(Box<TlsStream>),
 }
 
 impl AsyncRead for Stream {
@@ -970,38 +1082,49 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
 
 impl AsyncWrite for Stream {
+    /// Writes some of `buf`. On TLS the bytes may stay in the TLS buffer when the socket is full:
+    /// [`AsyncWriteExt::flush`](tokio::io::AsyncWriteExt::flush) sends them (so does the next
+    /// write), and every writer here flushes before it waits for something else. Plain sockets
+    /// have no buffer, and flushing them costs nothing.
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
     /// Half-closes: shuts down the sending side, so the peer reads end-of-stream while this side
-    /// can still read its answer.
+    /// can still read its answer. On TLS this sends `close_notify` first.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }
 
+/// The descriptor is the socket's: for TLS, the TCP socket under it (good for socket options
+/// and for polling whether the peer hung up, never for reading or writing data).
 impl std::os::fd::AsRawFd for Stream {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.as_raw_fd(),
         }
     }
 }
@@ -1011,55 +1134,139 @@ impl std::os::fd::AsFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_fd(),
             Stream::Unix(s) => s.as_fd(),
+            Stream::Tls(s) => s.as_fd(),
         }
     }
 }
 
+/// A connected stream outside the async runtime, for work done in a plain thread: a blocking
+/// socket, or a blocking TLS connection over one. Both are `Read + Write`.
+#[derive(Debug)]
+pub enum BlockingStream {
+    /// A plain socket (TCP or Unix).
+    Plain(Socket),
+    /// TLS over a TCP socket.
+    Tls(Box<crate::tls::BlockingTls>),
+}
+
+impl BlockingStream {
+    /// The socket underneath, for its options (timeouts), `shutdown` and polling.
+    pub fn socket(&self) -> socket2::SockRef<'_> {
+        match self {
+            BlockingStream::Plain(s) => socket2::SockRef::from(s),
+            BlockingStream::Tls(t) => socket2::SockRef::from(t.socket()),
+        }
+    }
+
+    /// A second handle on the socket underneath, to shut it down from another thread.
+    pub fn control(&self) -> io::Result<Socket> {
+        self.socket().try_clone()
+    }
+
+    /// Whether a read would find something now (data, the end or an error) without waiting.
+    pub fn readable_now(&mut self) -> bool {
+        match self {
+            BlockingStream::Plain(s) => poll_now(s.as_raw_fd(), libc::POLLIN).is_some_and(|r| r != 0),
+            BlockingStream::Tls(t) => t.readable_now(),
+        }
+    }
+
+    /// Ends the connection in an orderly way where there is something to say (TLS's
+    /// `close_notify`); plain sockets need nothing.
+    pub fn close(&mut self) {
+        if let BlockingStream::Tls(t) = self {
+            let _ = t.close();
+        }
+    }
+}
+
+impl io::Read for BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BlockingStream::Plain(s) => s.read(buf),
+            BlockingStream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl io::Write for BlockingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BlockingStream::Plain(s) => s.write(buf),
+            BlockingStream::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            BlockingStream::Plain(s) => s.flush(),
+            BlockingStream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// What the relay's shared-reference operations say about a TLS stream, which has no such
+/// operations: its two directions share one TLS state.
+pub(crate) fn not_on_tls() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "not available on a TLS stream")
+}
+
 impl Stream {
-    /// The uid of the process at the other end of a Unix stream (`SO_PEERCRED`); `None` on TCP.
+    /// The uid of the process at the other end of a Unix stream (`SO_PEERCRED`); `None` on TCP
+    /// and TLS.
     pub fn peer_uid(&self) -> io::Result<Option<u32>> {
         match self {
-            Stream::Tcp(_) => Ok(None),
+            Stream::Tcp(_) | Stream::Tls(_) => Ok(None),
             Stream::Unix(s) => Ok(Some(s.peer_cred()?.uid())),
         }
     }
 
-    /// Leaves the async runtime: a blocking socket, for work done in a plain thread.
-    pub fn into_blocking(self) -> io::Result<std::os::fd::OwnedFd> {
+    /// Whether this is a TLS stream.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Leaves the async runtime: a blocking stream, for work done in a plain thread. A TLS
+    /// stream keeps what it had buffered; flush before, so that nothing written waits.
+    pub fn into_blocking(self) -> io::Result<BlockingStream> {
         let fd: std::os::fd::OwnedFd = match self {
             Stream::Tcp(s) => s.into_std()?.into(),
             Stream::Unix(s) => s.into_std()?.into(),
+            Stream::Tls(s) => return Ok(BlockingStream::Tls(Box::new(s.into_blocking()?))),
         };
         socket2::SockRef::from(&fd).set_nonblocking(false)?;
-        Ok(fd)
+        Ok(BlockingStream::Plain(Socket::from(fd)))
     }
 
     /// Waits until the socket may be ready for `interest` (it may still turn out not to be:
-    /// [`Stream::try_io`] tells).
+    /// [`Stream::try_io`] tells). Not on TLS.
     pub async fn ready(&self, interest: tokio::io::Interest) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.ready(interest).await.map(drop),
             Stream::Unix(s) => s.ready(interest).await.map(drop),
+            Stream::Tls(_) => Err(not_on_tls()),
         }
     }
 
     /// Runs `f`, a non-blocking operation on the socket's descriptor; a `WouldBlock` from it
-    /// clears the readiness so that [`Stream::ready`] waits for the next event.
+    /// clears the readiness so that [`Stream::ready`] waits for the next event. Not on TLS.
     pub fn try_io<R>(&self, interest: tokio::io::Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         match self {
             Stream::Tcp(s) => s.try_io(interest, f),
             Stream::Unix(s) => s.try_io(interest, f),
+            Stream::Tls(_) => Err(not_on_tls()),
         }
     }
 
     /// Reads through a shared reference, so that one task can read and write the same stream
-    /// at once (a relay's two directions). 0 is the end of the stream.
+    /// at once (a relay's two directions). 0 is the end of the stream. Not on TLS, whose two
+    /// directions share one state (the relay splits a TLS stream instead).
     pub async fn read_shared(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             self.ready(tokio::io::Interest::READABLE).await?;
             let r = match self {
                 Stream::Tcp(s) => s.try_read(buf),
                 Stream::Unix(s) => s.try_read(buf),
+                Stream::Tls(_) => return Err(not_on_tls()),
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -1068,13 +1275,14 @@ impl Stream {
         }
     }
 
-    /// Writes all of `data` through a shared reference (see [`Stream::read_shared`]).
+    /// Writes all of `data` through a shared reference (see [`Stream::read_shared`]). Not on TLS.
     pub async fn write_all_shared(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             self.ready(tokio::io::Interest::WRITABLE).await?;
             let r = match self {
                 Stream::Tcp(s) => s.try_write(data),
                 Stream::Unix(s) => s.try_write(data),
+                Stream::Tls(_) => return Err(not_on_tls()),
             };
             match r {
                 Ok(n) => data = &data[n..],
@@ -1086,8 +1294,12 @@ impl Stream {
     }
 
     /// Shuts down the sending side at once (the peer reads end-of-stream), through a shared
-    /// reference.
+    /// reference. Not on TLS, where the end is a message ([`tokio::io::AsyncWriteExt::shutdown`]
+    /// sends it).
     pub fn shutdown_write(&self) -> io::Result<()> {
+        if self.is_tls() {
+            return Err(not_on_tls());
+        }
         socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write)
     }
 
@@ -1096,17 +1308,21 @@ impl Stream {
     /// is found even when nothing is being sent to it. Does nothing on a Unix socket, whose
     /// peer's closing the kernel always knows.
     pub fn set_keepalive(&self, idle: Duration) {
-        if let Stream::Tcp(s) = self {
+        if !matches!(self, Stream::Unix(_)) {
             let probes = socket2::TcpKeepalive::new().with_time(idle).with_interval(idle / 2).with_retries(3);
-            let _ = socket2::SockRef::from(s).set_tcp_keepalive(&probes);
+            let _ = socket2::SockRef::from(self).set_tcp_keepalive(&probes);
         }
     }
 
     /// Closes the connection with a TCP reset instead of an orderly close (used when the peer
-    /// broke the protocol and unread data would otherwise linger).
+    /// broke the protocol and unread data would otherwise linger). A TLS stream then sends no
+    /// `close_notify` either: a reset must not read as an orderly end.
     pub fn set_linger_zero(&self) {
-        if let Stream::Tcp(s) = self {
-            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        if let Stream::Tls(s) = self {
+            s.abort_on_drop();
+        }
+        if !matches!(self, Stream::Unix(_)) {
+            let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
         }
     }
 }

@@ -560,11 +560,13 @@ impl MsgReader {
     }
 }
 
-/// Writes one message; returns how many bytes that took.
+/// Writes one message and flushes it (a TLS stream may otherwise keep its end in a buffer);
+/// returns how many bytes that took.
 pub async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Msg) -> io::Result<usize> {
     let mut out = BytesMut::new();
     msg.encode(&mut out);
     w.write_all(&out).await?;
+    w.flush().await?;
     Ok(out.len())
 }
 

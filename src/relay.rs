@@ -16,12 +16,14 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_seqpacket::UnixSeqpacket;
@@ -61,6 +63,8 @@ pub struct RelayConfig {
     pub log: Option<Arc<TrafficLog>>,
     /// How long a datagram session lives without traffic, when the server has no idle timeout.
     pub datagram_idle: Duration,
+    /// How a `tls://` target's certificate is checked (`None`: the system's roots).
+    pub tls: Option<Arc<crate::tls::ClientTls>>,
     sessions: AtomicU64,
 }
 
@@ -74,6 +78,7 @@ impl RelayConfig {
             faults: Faults::default(),
             log: None,
             datagram_idle: DEFAULT_DATAGRAM_IDLE,
+            tls: None,
             sessions: AtomicU64::new(0),
         }
     }
@@ -151,6 +156,10 @@ impl TrafficLog {
 enum Side {
     Stream(Stream),
     Packets(UnixSeqpacket),
+    /// A TLS stream, whose two directions share one TLS state: each read or write locks it for
+    /// the length of one poll (never across a wait), as `tokio::io::split` does, so that one
+    /// direction waiting never holds up the other.
+    Tls(Mutex<Stream>),
 }
 
 /// What one read gave.
@@ -164,6 +173,7 @@ enum Read {
 impl Side {
     fn from_conn(conn: Conn) -> Side {
         match conn {
+            Conn::Stream(s) if s.is_tls() => Side::Tls(Mutex::new(s)),
             Conn::Stream(s) => Side::Stream(s),
             Conn::Seqpacket(p) => Side::Packets(p),
         }
@@ -171,9 +181,14 @@ impl Side {
 
     fn buffer_size(&self) -> usize {
         match self {
-            Side::Stream(_) => COPY_BUFFER,
+            Side::Stream(_) | Side::Tls(_) => COPY_BUFFER,
             Side::Packets(_) => MAX_PACKET,
         }
+    }
+
+    /// The TLS stream, for one poll.
+    fn lock(tls: &Mutex<Stream>) -> std::sync::MutexGuard<'_, Stream> {
+        tls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn read(&self, buf: &mut [u8]) -> io::Result<Read> {
@@ -195,41 +210,74 @@ impl Side {
                     Ok(Read::Data(info.bytes_read()))
                 }
             }
+            Side::Tls(t) => {
+                let n = std::future::poll_fn(|cx| {
+                    let mut rb = tokio::io::ReadBuf::new(buf);
+                    match Pin::new(&mut *Side::lock(t)).poll_read(cx, &mut rb) {
+                        Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await?;
+                Ok(if n == 0 { Read::Eof } else { Read::Data(n) })
+            }
         }
     }
 
     /// Writes `data`: all of it on a stream, as one message on seqpacket.
-    async fn write(&self, data: &[u8]) -> io::Result<()> {
+    async fn write(&self, mut data: &[u8]) -> io::Result<()> {
         match self {
             Side::Stream(s) => s.write_all_shared(data).await,
             Side::Packets(p) => p.send(data).await.map(drop),
+            Side::Tls(t) => {
+                while !data.is_empty() {
+                    let n = std::future::poll_fn(|cx| Pin::new(&mut *Side::lock(t)).poll_write(cx, data)).await?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    data = &data[n..];
+                }
+                // Nothing may wait in the TLS buffer while this direction waits for more.
+                std::future::poll_fn(|cx| Pin::new(&mut *Side::lock(t)).poll_flush(cx)).await
+            }
         }
     }
 
-    fn shutdown_write(&self) {
+    async fn shutdown_write(&self) {
         // The peer may be gone already; the other direction finds that out on its own.
         let _ = match self {
             Side::Stream(s) => s.shutdown_write(),
             Side::Packets(p) => p.shutdown(std::net::Shutdown::Write),
+            // close_notify, then the TCP half-close.
+            Side::Tls(t) => std::future::poll_fn(|cx| Pin::new(&mut *Side::lock(t)).poll_shutdown(cx)).await,
         };
     }
 
-    /// Makes the coming close a reset where the socket type has one (TCP).
+    /// Makes the coming close a reset where the socket type has one (TCP, and TLS over it).
     fn reset_on_close(&self) {
-        if let Side::Stream(s) = self {
-            s.set_linger_zero();
+        match self {
+            Side::Stream(s) => s.set_linger_zero(),
+            Side::Tls(t) => Side::lock(t).set_linger_zero(),
+            Side::Packets(_) => {}
         }
     }
 
     /// Waits (at most `limit`) until the peer has taken everything written, so that a reset
     /// that follows does not throw away data already written.
     async fn flushed(&self, limit: Duration) {
-        let Side::Stream(Stream::Tcp(s)) = self else { return };
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Side::Stream(s @ Stream::Tcp(_)) => s.as_raw_fd(),
+            Side::Tls(t) => Side::lock(t).as_raw_fd(),
+            _ => return,
+        };
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             let mut queued: libc::c_int = 0;
-            // SAFETY: SIOCOUTQ writes one int to the pointer; the descriptor is open.
-            let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(s), libc::TIOCOUTQ, &mut queued) };
+            // SAFETY: SIOCOUTQ writes one int to the pointer; the descriptor is open (the side
+            // owns its socket for as long as this runs).
+            let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
             if r != 0 || queued == 0 {
                 return;
             }
@@ -337,7 +385,7 @@ pub(crate) async fn session(
     let session = config.next_session();
     let client = Side::from_conn(client);
     let connected = tokio::select! {
-        r = net::connect(&config.target, config.connect_timeout) => r,
+        r = net::connect_with(&config.target, config.connect_timeout, config.tls.as_deref()) => r,
         _ = limits.cut.cancelled() => return End::Cut,
     };
     let target = match connected {
@@ -432,7 +480,7 @@ async fn copy(
     loop {
         match src.read(&mut buf).await.map_err(|e| Broken::Read(dir, e))? {
             Read::Eof => {
-                dst.shutdown_write();
+                dst.shutdown_write().await;
                 return Ok(());
             }
             Read::Data(n) => {
@@ -527,7 +575,7 @@ async fn faulty_copy(src: &Side, dst: &Side, dir: Direction, faults: &Faults, ct
             let delivered = match item {
                 Some(data) => deliver(dst, &data, dir, &mut pacer, ctx).await,
                 None => {
-                    dst.shutdown_write();
+                    dst.shutdown_write().await;
                     ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
                     return Ok(());
                 }

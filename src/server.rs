@@ -201,6 +201,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// Cancelled when the grace period is over: stop even in the middle of a write.
     cut: CancellationToken,
+    /// Runs the TLS handshake of each connection on a `tls://` listener.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Runs a server on `socket` until `shutdown` is cancelled (or, with `once` or on a
@@ -210,7 +212,12 @@ struct Shared {
 /// The socket is dropped before this returns, which removes a Unix socket file it created.
 pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: CancellationToken) -> Summary {
     let started = Instant::now();
-    let shared = Arc::new(Shared { config, counters: Counters::default(), shutdown, cut: CancellationToken::new() });
+    let tls = match &socket {
+        ServerSocket::Listener(l) => l.tls().map(|t| t.acceptor()),
+        ServerSocket::Datagram(_) => None,
+    };
+    let shared =
+        Arc::new(Shared { config, counters: Counters::default(), shutdown, cut: CancellationToken::new(), tls });
     match (socket, &shared.config.service) {
         (ServerSocket::Listener(listener), _) => accept_loop(listener, &shared).await,
         (ServerSocket::Datagram(socket), Service::Relay(relay)) => {
@@ -413,6 +420,16 @@ async fn drain(tracker: &TaskTracker, shared: &Shared) {
 async fn refuse(conn: Conn, max: usize, shared: &Shared) {
     let text = format!("sockit: server busy ({max} clients connected), try again later");
     let send = async {
+        // A TLS client can read the refusal only after a handshake (within the same second).
+        let conn = match (conn, &shared.tls) {
+            (Conn::Stream(Stream::Tcp(s)), Some(acceptor)) if !matches!(shared.config.service, Service::Relay(_)) => {
+                match crate::tls::accept(acceptor, s).await {
+                    Ok(s) => Conn::Stream(Stream::Tls(Box::new(s))),
+                    Err(_) => return,
+                }
+            }
+            (conn, _) => conn,
+        };
         match conn {
             // A relay's clients speak the target's protocol, into which no text of ours fits:
             // they get a reset, as from a target that is not there.
@@ -504,6 +521,13 @@ impl Shared {
 async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
     let started = Instant::now();
     let mut io = IoCount::default();
+    let conn = match (conn, &shared.tls) {
+        (Conn::Stream(Stream::Tcp(s)), Some(acceptor)) => match Box::pin(tls_handshake(acceptor, s, shared)).await {
+            Ok(s) => Conn::Stream(Stream::Tls(Box::new(s))),
+            Err(end) => return ConnReport { peer, bytes_in: 0, bytes_out: 0, duration: started.elapsed(), end },
+        },
+        (conn, _) => conn,
+    };
     // The message session on a stream is the common case and is kept inline; the others are
     // boxed, so that their larger state does not make every connection's task bigger.
     let end = match (conn, &shared.config.service) {
@@ -549,6 +573,25 @@ async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
     shared.counters.bytes_in.fetch_add(io.bytes_in, Ordering::Relaxed);
     shared.counters.bytes_out.fetch_add(io.bytes_out, Ordering::Relaxed);
     ConnReport { peer, bytes_in: io.bytes_in, bytes_out: io.bytes_out, duration: started.elapsed(), end }
+}
+
+/// The server's side of a TLS handshake, in the connection's own task: bounded by
+/// [`crate::tls::HANDSHAKE_DEADLINE`] and by shutdown, so that a client that stalls in the
+/// middle of it holds only its own connection, and not for long.
+async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    shared: &Shared,
+) -> Result<crate::tls::TlsStream, End> {
+    let deadline = crate::tls::HANDSHAKE_DEADLINE;
+    tokio::select! {
+        r = tokio::time::timeout(deadline, crate::tls::accept(acceptor, tcp)) => match r {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(End::Protocol(crate::tls::accept_error(&e))),
+            Err(_) => Err(End::Protocol(format!("no TLS handshake within {}s", deadline.as_secs()))),
+        },
+        _ = shared.shutdown.cancelled() => Err(End::Shutdown),
+    }
 }
 
 #[derive(Default)]
@@ -748,8 +791,9 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
     match &end {
         End::Protocol(_) => stream.set_linger_zero(),
         // The client has closed: dropping the socket sends our FIN after everything written,
-        // so a shutdown call would only cost a system call per connection.
-        End::PeerClosed => {}
+        // so a shutdown call would only cost a system call per connection. TLS says goodbye
+        // with a message first (bounded, as below).
+        End::PeerClosed if !stream.is_tls() => {}
         // An orderly close, bounded: a client that stopped reading must not hold us.
         _ => {
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
@@ -782,16 +826,33 @@ async fn write_out(
         }
     }
     out.clear();
+    // On TLS the last bytes may still be in its buffer; on a plain socket this costs nothing.
+    if stream.is_tls() {
+        match bounds.write(stream.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(End::Io(e.to_string())),
+            Err(end) => return Err(end),
+        }
+    }
     Ok(())
 }
 
 /// Reads what is available into `buf`, allocating room only once the socket is readable.
 /// Returns 0 at end of stream. Cancel-safe: nothing is read unless the future completes.
 async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if stream.is_tls() {
+        // Readiness of the socket says little about TLS (a record may be incomplete); the TLS
+        // state keeps buffers of its own anyway.
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8192);
+        }
+        return tokio::io::AsyncReadExt::read_buf(stream, buf).await;
+    }
     loop {
         match stream {
             Stream::Tcp(s) => s.readable().await?,
             Stream::Unix(s) => s.readable().await?,
+            Stream::Tls(_) => unreachable!("handled above"),
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(8192);
@@ -799,6 +860,7 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
         let r = match stream {
             Stream::Tcp(s) => s.try_read_buf(buf),
             Stream::Unix(s) => s.try_read_buf(buf),
+            Stream::Tls(_) => unreachable!("handled above"),
         };
         match r {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -815,11 +877,20 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
 }
 
 /// The `discard` service on a stream: read and drop everything until the client closes. On
-/// TCP the kernel drops the bytes itself (`recv` with `MSG_TRUNC`), so nothing is copied.
+/// TCP the kernel drops the bytes itself (`recv` with `MSG_TRUNC`), so nothing is copied; TLS
+/// must decrypt them, into a buffer of the session's own.
 async fn discard_session(mut stream: Stream, shared: &Shared, io: &mut IoCount) -> End {
     let mut bounds = Bounds::new(shared);
+    let mut scratch = if stream.is_tls() { vec![0u8; 64 * 1024] } else { Vec::new() };
     loop {
-        match bounds.read(discard_some(&mut stream)).await {
+        let read = async {
+            if stream.is_tls() {
+                tokio::io::AsyncReadExt::read(&mut stream, &mut scratch).await
+            } else {
+                discard_some(&mut stream).await
+            }
+        };
+        match bounds.read(read).await {
             Ok(Ok(0)) => return End::PeerClosed,
             Ok(Ok(n)) => io.bytes_in += n as u64,
             Ok(Err(e)) => return End::Io(e.to_string()),
@@ -862,6 +933,7 @@ async fn discard_some(stream: &mut Stream) -> std::io::Result<usize> {
                 other => return other,
             }
         },
+        Stream::Tls(_) => Err(crate::net::not_on_tls()),
     }
 }
 
@@ -1157,6 +1229,7 @@ mod size {
             counters: Counters::default(),
             shutdown: CancellationToken::new(),
             cut: CancellationToken::new(),
+            tls: None,
         };
         let peer = PeerAddr::UnixUnnamed { pid: None, uid: None };
         let task = serve_conn(Conn::Stream(Stream::Unix(a)), peer, &shared);

@@ -175,7 +175,11 @@ async fn admit(stream: &mut Stream, config: &SpawnConfig, limits: &SessionLimits
     };
     // The client speaks raw bytes: the refusal is a line of text, as a busy server's is.
     let line = format!("sockit: {why}\n");
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
+    let refuse = async {
+        stream.write_all(line.as_bytes()).await?;
+        stream.flush().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), refuse).await;
     Err(End::Protocol(format!("authentication failed: {why}")))
 }
 
@@ -290,6 +294,8 @@ async fn wire(
                     bytes_out.fetch_add(w as u64, Relaxed);
                     moved();
                 }
+                // On TLS the last bytes may wait in its buffer while the program is silent.
+                wr.flush().await?;
             }
         }
         wr.shutdown().await?;

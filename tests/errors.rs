@@ -540,7 +540,7 @@ fn options_of_exec_files_spawn_and_chat_elsewhere_or_missing_are_usage_errors() 
     std::fs::write(&file, b"x").unwrap();
     for (args, needle) in [
         (vec!["serve", "127.0.0.1:0", "echo", "--token-file", "/nonexistent"], "belong to the exec, files and spawn"),
-        (vec!["serve", "127.0.0.1:0", "echo", "--insecure"], "belong to the exec, files and spawn"),
+        (vec!["serve", "127.0.0.1:0", "echo", "--insecure"], "--insecure is gone"),
         (vec!["serve", "127.0.0.1:0", "upper", "--root", d], "belong to the files service"),
         (vec!["serve", "127.0.0.1:0", "echo", "--timeout", "1s"], "belongs to the exec and spawn services"),
         (vec!["serve", "unix:/tmp/sockit-errors-files.sock", "files"], "--root DIR"),

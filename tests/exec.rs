@@ -776,8 +776,8 @@ fn the_server_refuses_unsafe_setups() {
         assert!(!r.stderr.contains("panicked"), "{:?}", r.stderr);
     };
     refused(&["127.0.0.1:0", "exec"], 2, "token");
-    refused(&["0.0.0.0:0", "exec", "--token-file", s(&token)], 2, "--insecure");
-    refused(&["[::]:0", "exec", "--token-file", s(&token)], 2, "--insecure");
+    refused(&["0.0.0.0:0", "exec", "--token-file", s(&token)], 2, "without TLS");
+    refused(&["[::]:0", "exec", "--token-file", s(&token)], 2, "serve it on tls://[::]:0");
     let short = write_token(dir.path(), "short", "tooshort", 0o600);
     let r = run_within(&mut serve_cmd(&["127.0.0.1:0", "exec", "--token-file", s(&short)]), b"", PROMPT)
         .expect("the server started with a short token");
@@ -786,16 +786,8 @@ fn the_server_refuses_unsafe_setups() {
     let r = run_within(serve_cmd(&["127.0.0.1:0", "exec"]).env(TOKEN_ENV, "tooshort"), b"", PROMPT)
         .expect("the server started with a short $SOCKIT_TOKEN");
     assert_ne!(r.code, Some(0));
-    // With --insecure, any address is taken (and a client on loopback gets in).
-    let mut cmd = serve_cmd(&["0.0.0.0:0", "exec", "--insecure", "--token-file", s(&token)]);
-    cmd.env_remove(TOKEN_ENV);
-    let server = Server::start_cmd(cmd);
-    let addr = format!("127.0.0.1:{}", server.port());
-    let r = run(
-        sockit().env_remove(TOKEN_ENV).args(["exec", &addr, "--token-file", s(&token), "-n", "--", "echo", "ok"]),
-        b"",
-    );
-    assert_ok(&r, "ok\n");
+    // --insecure no longer lets plain TCP out (tests/tls.rs serves exec on tls://0.0.0.0:0).
+    refused(&["0.0.0.0:0", "exec", "--insecure", "--token-file", s(&token)], 2, "--insecure is gone");
 }
 
 #[test]

@@ -32,6 +32,7 @@ pub async fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     config.hold = args.hold;
     config.interval = args.interval.max(Duration::from_millis(100));
     config.connect_timeout = args.connect_timeout;
+    config.tls = crate::tls::client(&args.tls, &config.endpoint)?;
     crate::raise_fd_limit();
 
     let cancel = CancellationToken::new();

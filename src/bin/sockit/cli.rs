@@ -11,6 +11,9 @@ const ENDPOINTS: &str = "\
 Endpoints:
   tcp://HOST:PORT  tcp4://HOST:PORT  tcp6://[::1]:PORT
   udp://HOST:PORT  udp4://…  udp6://…
+  tls://HOST:PORT  tls4://…  tls6://…   TLS over TCP: serve with --cert/--key, or with a
+                   self-signed certificate made on first use (its sha256 is printed); clients
+                   check the system's roots, or --ca FILE, or --pin sha256:…
   unix:///abs/path  unix:rel/path  unix:@abstract-name
   unix-dgram:…  unix-seqpacket:…
   fd://N  fd://NAME  a socket the parent passed: systemd (LISTEN_FDS, FileDescriptorName=NAME),
@@ -119,11 +122,18 @@ leaves. fd://NAME needs LISTEN_PID to be sockit's pid; --backlog and --mode do n
 With --inetd, stdout and stderr may be the client's socket: no banner, log or summary unless -v,
 and not even an error when stderr is that socket (the exit code tells).
 
-exec, files and spawn need a token on TCP (--token-file FILE, readable only by you, or
+TLS: on a tls:// endpoint, --cert FILE --key FILE (PEM) give the certificate; without them a
+self-signed one is made on first use and kept in $XDG_CONFIG_HOME/sockit/tls (or
+~/.config/sockit/tls). Its SHA-256 fingerprint is printed at start, for clients to check:
+  sockit serve tls://:7443 echo              prints: sockit: TLS certificate sha256:AB:CD:…
+  sockit connect tls://HOST:7443 --pin sha256:AB:CD:…
+
+exec, files and spawn need a token on TCP and TLS (--token-file FILE, readable only by you, or
 $SOCKIT_TOKEN; make one with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE). On a
 Unix socket the client's uid must be yours (or --allow-uid) and a token is optional; spawn
-without a token takes no handshake at all. They refuse addresses other than loopback unless
---insecure: without TLS, the commands and their output cross the network in clear.";
+without a token takes no handshake at all. Beyond loopback they need TLS (tls://…): plain TCP
+would carry the commands, their output and the files in clear.
+  sockit serve tls://:7022 exec --token-file ~/.sockit-token";
 
 const EXEC_HELP: &str = "\
 The command runs as given, without a shell (--shell runs it with sh -c). Its stdout and stderr
@@ -134,6 +144,7 @@ the command; a second Ctrl-C leaves.
 
 Examples:
   sockit exec 127.0.0.1:7022 -- ls -l /tmp
+  sockit exec tls://host:7022 --pin sha256:AB:CD:… -- uptime
   echo hello | sockit exec unix:/tmp/exec.sock -- tr a-z A-Z
   sockit exec 127.0.0.1:7022 --shell -- 'ps aux | grep sockit'";
 
@@ -148,7 +159,8 @@ Examples:
   sockit put 127.0.0.1:7023 big.iso                 stored as big.iso in the server's root
   sockit put 127.0.0.1:7023 big.iso isos/big.iso --resume
   sockit get 127.0.0.1:7023 isos/big.iso /tmp/      saved as /tmp/big.iso
-  sockit ls 127.0.0.1:7023 isos";
+  sockit ls 127.0.0.1:7023 isos
+  sockit put tls://host:7023 big.iso --ca server-cert.pem";
 
 const SHELL_HELP: &str = "\
 Each line is one command, split into words like a shell does (quotes work), and run without a
@@ -173,13 +185,16 @@ Examples:
   sockit connect 127.0.0.1:7000
   printf 'how are u\\nbye\\n' | sockit connect 127.0.0.1:7000 --framing line
   sockit connect udp://127.0.0.1:9999 < lines.txt     each line one datagram
-  sockit connect 127.0.0.1:7024 --token-file ~/.sockit-token --framing line";
+  sockit connect 127.0.0.1:7024 --token-file ~/.sockit-token --framing line
+  sockit connect tls://host:7443 --pin sha256:AB:CD:…   the fingerprint the server printed
+  sockit connect tls://example.org:443                   checked against the system's roots";
 
 const SEND_HELP: &str = "\
 Examples:
   sockit send 127.0.0.1:7000 helloworld
   sockit send udp://127.0.0.1:9999 hello
-  sockit send unix:/tmp/echo.sock 'frame me' --framing len";
+  sockit send unix:/tmp/echo.sock 'frame me' --framing len
+  sockit send tls://127.0.0.1:7443 hello --ca ~/.config/sockit/tls/cert.pem";
 
 const RELAY_HELP: &str = "\
 Each client of FROM gets its own connection to TO. Connected sockets (tcp, unix:,
@@ -204,6 +219,8 @@ Examples:
   sockit relay unix:/tmp/pg.sock tcp://db.internal:5432
   sockit relay 127.0.0.1:7001 127.0.0.1:7000 --delay 100 --jitter 20 --log traffic.txt
   sockit relay udp://127.0.0.1:5353 udp://127.0.0.1:53 --drop 10% --seed 7
+  sockit relay tls://:8443 127.0.0.1:8080                TLS in front of a plain server
+  sockit relay 127.0.0.1:7001 tls://host:7443 --pin sha256:AB:CD:…   and the other way
   sockit relay fd://3 unix:/run/app.sock     on the socket systemd passed (see sockit serve --help)
   sockit relay --inetd 127.0.0.1:7000        the client on stdin, as inetd starts it; then exit";
 
@@ -220,7 +237,8 @@ Examples:
   sockit serve 127.0.0.1:7000 echo &   sockit bench 127.0.0.1:7000 -c 50 --size 64 -d 10s
   sockit serve 127.0.0.1:7001 discard & sockit bench 127.0.0.1:7001 bulk -P 2
   sockit bench 127.0.0.1:7000 echo --rate 20000 --json
-  sockit serve udp://127.0.0.1:7002 echo & sockit bench udp://127.0.0.1:7002 udp";
+  sockit serve udp://127.0.0.1:7002 echo & sockit bench udp://127.0.0.1:7002 udp
+  sockit bench tls://127.0.0.1:7443 connect --pin sha256:AB:CD:…   handshakes per second";
 
 const PING_HELP: &str = "\
 HOST is an IPv4 or IPv6 address, localhost (always 127.0.0.1, or ::1 with -6; never looked up),
@@ -381,6 +399,9 @@ pub struct BenchArgs {
     /// Give up connecting after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -424,6 +445,12 @@ pub struct RelayArgs {
 
     #[command(flatten)]
     pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub tls_server: TlsServerArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 
     /// Copy bytes through user space even between two streams (for comparison).
     #[arg(long)]
@@ -558,6 +585,9 @@ pub struct ServeArgs {
     pub access: AccessArgs,
 
     #[command(flatten)]
+    pub tls: TlsServerArgs,
+
+    #[command(flatten)]
     pub auth: ServerAuthArgs,
 
     /// exec: the longest a command may run (a client may ask for less); spawn: the longest each
@@ -610,9 +640,38 @@ pub struct ServerAuthArgs {
     #[arg(long, value_name = "UID")]
     pub allow_uid: Vec<u32>,
 
-    /// exec, files, spawn: listen on an address other than loopback, without TLS.
-    #[arg(long)]
+    /// Gone: exec, files and spawn beyond loopback need TLS (kept to say so).
+    #[arg(long, hide = true)]
     pub insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TlsServerArgs {
+    /// tls://: the server's certificate chain, PEM (default: a self-signed certificate made on
+    /// first use and kept in ~/.config/sockit/tls).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// tls://: the private key of --cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TlsClientArgs {
+    /// tls://: trust the CA certificates in FILE (PEM) instead of the system's.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pin", "tls_insecure"])]
+    pub ca: Option<PathBuf>,
+
+    /// tls://: accept exactly the certificate with this SHA-256 fingerprint, as the server
+    /// prints it (sha256:AB:CD:…; colons and case do not matter).
+    #[arg(long, value_name = "FINGERPRINT", value_parser = parse_fingerprint, conflicts_with = "tls_insecure")]
+    pub pin: Option<sockit::tls::Fingerprint>,
+
+    /// tls://: accept any certificate, unchecked (anyone in between can read and change the
+    /// connection).
+    #[arg(long)]
+    pub tls_insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -624,6 +683,9 @@ pub struct ClientAuthArgs {
     /// Give up connecting after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -732,6 +794,9 @@ pub struct ClientArgs {
     /// Give up connecting after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -844,6 +909,10 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
         return Ok(0);
     }
     parse_size(s).map(|n| n as u64)
+}
+
+fn parse_fingerprint(s: &str) -> Result<sockit::tls::Fingerprint, String> {
+    s.parse()
 }
 
 fn parse_cidr(s: &str) -> Result<sockit::acl::Cidr, String> {

@@ -83,10 +83,11 @@ fn handshake_token(args: &ConnectArgs, endpoint: &Endpoint) -> anyhow::Result<Op
 /// Connects; with a token, on a stream socket, and authenticates to a `spawn` server before
 /// anything else is sent or received.
 async fn open(endpoint: &Endpoint, args: &ClientArgs, token: Option<&Token>) -> anyhow::Result<ClientSocket> {
+    let tls = crate::tls::client(&args.tls, endpoint)?;
     let Some(token) = token else {
-        return Ok(net::connect(endpoint, args.connect_timeout).await?);
+        return Ok(net::connect_with(endpoint, args.connect_timeout, tls.as_deref()).await?);
     };
-    let mut stream = crate::exec::connect_stream(endpoint, args.connect_timeout).await?;
+    let mut stream = crate::exec::connect_stream(endpoint, args.connect_timeout, tls.as_deref()).await?;
     if let Err(e) = sockit::spawn::authenticate(&mut stream, token).await {
         // A server that never says HELLO is likely a spawn server without a token, whose program
         // speaks (or closes) first.

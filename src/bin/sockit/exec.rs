@@ -26,9 +26,13 @@ pub fn load_token(file: Option<&Path>) -> anyhow::Result<Option<Token>> {
     })
 }
 
-/// Connects to a stream endpoint, giving up after `timeout`.
-pub async fn connect_stream(endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<Stream> {
-    match net::connect(endpoint, timeout).await? {
+/// Connects to a stream endpoint, giving up after `timeout`; `tls` checks a `tls://` server.
+pub async fn connect_stream(
+    endpoint: &Endpoint,
+    timeout: Duration,
+    tls: Option<&sockit::tls::ClientTls>,
+) -> anyhow::Result<Stream> {
+    match net::connect_with(endpoint, timeout, tls).await? {
         ClientSocket::Conn(Conn::Stream(s)) => Ok(s),
         _ => Err(Usage(format!("{endpoint} is not a stream socket (tcp or unix:)")).into()),
     }
@@ -39,7 +43,8 @@ pub async fn connect_stream(endpoint: &Endpoint, timeout: Duration) -> anyhow::R
 async fn open(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyhow::Result<Result<ExecClient, ExitCode>> {
     let connected = async {
         let token = load_token(args.token_file.as_deref())?;
-        let stream = connect_stream(endpoint, args.connect_timeout).await?;
+        let tls = crate::tls::client(&args.tls, endpoint)?;
+        let stream = connect_stream(endpoint, args.connect_timeout, tls.as_deref()).await?;
         anyhow::Ok(ExecClient::handshake(stream, token.as_ref()).await?)
     };
     match connected.await {

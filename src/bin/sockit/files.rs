@@ -17,7 +17,8 @@ use crate::exec::{connect_stream, load_token};
 async fn open(endpoint: &str, args: &ClientAuthArgs) -> anyhow::Result<FilesClient> {
     let endpoint = crate::endpoint(endpoint)?;
     let token = load_token(args.token_file.as_deref())?;
-    let stream = connect_stream(&endpoint, args.connect_timeout).await?;
+    let tls = crate::tls::client(&args.tls, &endpoint)?;
+    let stream = connect_stream(&endpoint, args.connect_timeout, tls.as_deref()).await?;
     Ok(FilesClient::handshake(stream, token.as_ref()).await?)
 }
 

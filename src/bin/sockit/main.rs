@@ -31,6 +31,7 @@ mod relay;
 mod serve;
 mod states;
 mod terminal;
+mod tls;
 mod watch;
 
 use std::io::Write;

@@ -44,13 +44,17 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
         .into());
     }
     let access = crate::serve::access_list(&args.access, &from)?;
+    let tls_server = crate::tls::server(&args.tls_server, &from)?;
+    let tls_client = crate::tls::client(&args.tls, &to)?;
     let log = traffic_log(&args)?;
 
     let shutdown = CancellationToken::new();
     let cut_now = CancellationToken::new();
     crate::serve::spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
     crate::raise_fd_limit();
-    let socket = net::bind(&from, &BindOptions { backlog: args.backlog, unix_mode: args.mode }).await?;
+    let bind_opts =
+        BindOptions { backlog: args.backlog, unix_mode: args.mode, tls: tls_server.as_ref().map(|(t, _)| t.clone()) };
+    let socket = net::bind(&from, &bind_opts).await?;
     if !quiet {
         let both = if socket.is_dual_stack() { " (IPv4 and IPv6)" } else { "" };
         let how = if !faults.is_empty() {
@@ -61,18 +65,24 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
             || log.is_some()
             || from.style() != SocketStyle::Stream
             || to.style() != SocketStyle::Stream
+            || from.is_tls()
+            || to.is_tls()
         {
             "copying".to_owned()
         } else {
             "splice".to_owned()
         };
         note!("sockit: relaying {}{both} to {to} ({how}); Ctrl-C stops", socket.local_endpoint());
+        if let Some((_, line)) = &tls_server {
+            note!("{line}");
+        }
     }
     let mut relay = RelayConfig::new(to);
     relay.connect_timeout = args.connect_timeout;
     relay.splice = !args.no_splice;
     relay.faults = faults;
     relay.log = log;
+    relay.tls = tls_client;
     let config = ServerConfig {
         max_conns: args.max_conns.map(|n| n as usize),
         idle_timeout: args.idle_timeout,

@@ -54,12 +54,14 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
         );
     }
     let access = access_list(&args.access, &endpoint)?;
+    let tls = crate::tls::server(&args.tls, &endpoint)?;
     // Signals are watched before the socket exists: a Ctrl-C at any moment after this is an
     // orderly stop that removes the socket file, never the default handler's abrupt exit.
     let cut_now = CancellationToken::new();
     spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
     crate::raise_fd_limit();
-    let bind_opts = BindOptions { backlog: args.backlog, unix_mode: args.mode };
+    let bind_opts =
+        BindOptions { backlog: args.backlog, unix_mode: args.mode, tls: tls.as_ref().map(|(t, _)| t.clone()) };
     let socket = net::bind(&endpoint, &bind_opts).await?;
     if !quiet {
         let stop = if socket.is_single() { "one client, then exit" } else { "Ctrl-C stops" };
@@ -77,6 +79,9 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
         };
         let both = if socket.is_dual_stack() { " (IPv4 and IPv6)" } else { "" };
         note!("sockit: serving {} on {}{both} ({framing}); {stop}", service.name(), socket.local_endpoint());
+        if let Some((_, line)) = &tls {
+            note!("{line}");
+        }
     }
     let config = ServerConfig {
         service,
@@ -261,11 +266,16 @@ fn build_service(
     let name = args.service.as_deref().unwrap_or("echo");
     let guarded = matches!(name, "exec" | "files" | "spawn");
     let auth = &args.auth;
-    if !guarded && (auth.token_file.is_some() || !auth.allow_uid.is_empty() || auth.insecure) {
+    if auth.insecure {
         return Err(Usage(
-            "--token-file, --allow-uid and --insecure belong to the exec, files and spawn services".into(),
+            "--insecure is gone: exec, files and spawn beyond loopback need TLS; serve them on tls://HOST:PORT (a \
+             certificate is made on first use)"
+                .into(),
         )
         .into());
+    }
+    if !guarded && (auth.token_file.is_some() || !auth.allow_uid.is_empty()) {
+        return Err(Usage("--token-file and --allow-uid belong to the exec, files and spawn services".into()).into());
     }
     if (args.root.is_some() || args.read_only) && name != "files" {
         return Err(Usage("--root and --read-only belong to the files service".into()).into());
@@ -387,10 +397,17 @@ fn server_policy(auth: &ServerAuthArgs, endpoint: &Endpoint, name: &str) -> anyh
     if endpoint.style() != SocketStyle::Stream {
         return Err(Usage(format!("{name} needs a stream socket (tcp or unix:); {endpoint} is not one")).into());
     }
-    if !endpoint.is_local() && !auth.insecure {
+    if !endpoint.is_local() && !endpoint.is_tls() {
+        let tls = match endpoint {
+            Endpoint::Ip { family, host, port, .. } => {
+                Endpoint::Ip { proto: sockit::endpoint::IpProto::Tls, family: *family, host: host.clone(), port: *port }
+                    .to_string()
+            }
+            _ => "tls://HOST:PORT".to_owned(),
+        };
         return Err(Usage(format!(
-            "{name} on {endpoint} would be reachable from other machines without TLS; listen on \
-             127.0.0.1 or a unix: socket, or add --insecure if the network is trusted"
+            "{name} on {endpoint} would be reachable from other machines without TLS; serve it on {tls} (a \
+             certificate is made on first use), or listen on 127.0.0.1 or a unix: socket"
         ))
         .into());
     }

@@ -30,6 +30,12 @@ pub async fn interactive(
     endpoint: &Endpoint,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
+    let tls = match &socket {
+        ClientSocket::Conn(sockit::net::Conn::Stream(sockit::net::Stream::Tls(s))) => {
+            format!("{}; ", s.version().unwrap_or("TLS"))
+        }
+        _ => String::new(),
+    };
     let (mut writer, mut reader) = client::split(socket, opts);
     let mut editor = DefaultEditor::new()?;
     let mut printer = editor.create_external_printer()?;
@@ -47,7 +53,7 @@ pub async fn interactive(
             SocketStyle::Seqpacket => "each line one packet".to_owned(),
             SocketStyle::Datagram => "each line one datagram".to_owned(),
         };
-        note!("connected to {endpoint} ({framing}; {empty}); Ctrl-D quits");
+        note!("connected to {endpoint} ({tls}{framing}; {empty}); Ctrl-D quits");
     }
     let (tx, mut lines) = mpsc::channel::<String>(16);
     // A plain thread, not a runtime task: readline blocks, and the process may end while it does.
