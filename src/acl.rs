@@ -59,17 +59,22 @@ impl FromStr for Cidr {
             None => (t, None),
         };
         let addr_text = addr_text.trim_start_matches('[').trim_end_matches(']');
-        let addr: IpAddr = addr_text
+        let written: IpAddr = addr_text
             .parse()
             .map_err(|_| format!("'{s}' is not an address or range (examples: 10.0.0.0/8, 192.168.1.7, ::1/128)"))?;
-        let addr = canonical(addr);
-        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = if written.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix_text {
             None => bits,
             Some(p) => match p.parse::<u8>() {
                 Ok(n) if n <= bits && p.bytes().all(|b| b.is_ascii_digit()) => n,
                 _ => return Err(format!("'{s}': the prefix length must be a number from 0 to {bits}")),
             },
+        };
+        // An IPv4-mapped range (`::ffff:10.0.0.0/104`) is the IPv4 range it maps, with the
+        // prefix counted in IPv6 bits; a shorter prefix is an IPv6 range as written.
+        let (addr, prefix) = match (written, canonical(written)) {
+            (IpAddr::V6(_), v4 @ IpAddr::V4(_)) if prefix >= 96 => (v4, prefix - 96),
+            _ => (written, prefix),
         };
         // Keep only the network part, so that display shows the range it means.
         let addr = match addr {
@@ -185,6 +190,8 @@ mod tests {
         // An IPv4 client of a dual-stack socket, and a mapped rule.
         assert!(cidr("127.0.0.0/8").contains(ip("::ffff:127.0.0.5")));
         assert!(cidr("::ffff:10.0.0.1").contains(ip("10.0.0.1")), "a mapped rule is its IPv4 address");
+        assert_eq!(cidr("::ffff:10.0.0.0/104"), cidr("10.0.0.0/8"), "with the prefix in IPv6 bits");
+        assert_eq!(cidr("::ffff:10.0.0.1/128"), cidr("10.0.0.1"));
         assert_eq!(cidr("10.1.2.3/8").to_string(), "10.0.0.0/8", "shown as the range it means");
     }
 

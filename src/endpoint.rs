@@ -128,7 +128,7 @@ pub enum SocketStyle {
 /// Why an endpoint string was rejected. Display is one line: the input, the problem and the
 /// accepted forms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid endpoint '{input}': {problem} (forms: {FORMS})")]
+#[error("invalid endpoint '{}': {problem} (forms: {FORMS})", .input.escape_debug())]
 pub struct ParseError {
     /// What the user wrote.
     pub input: String,

@@ -1,0 +1,8 @@
+//! Fuzz target `framing`: the check `checks::framing` (fuzz/checks.rs says what it asserts).
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::framing(data));
