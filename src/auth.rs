@@ -455,6 +455,33 @@ mod tests {
         assert!(matches!(r, Err(HandshakeError::Deadline)));
     }
 
+    /// Bytes that keep coming, one a second, do not extend the deadline: it is for the whole
+    /// handshake, not for each read.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_client_hits_the_deadline_too() {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let policy = Policy::new(Some(token("0123456789abcdef")), vec![]);
+        let started = tokio::time::Instant::now();
+        let trickle = async {
+            let mut buf = Vec::new();
+            read_msg(&mut b, &mut buf).await.unwrap().unwrap();
+            // The length of an AUTH message, then its bytes, one a second, never all of them.
+            for byte in [0u8, 0, 0, 65].into_iter().chain(std::iter::repeat(0x02)) {
+                if tokio::io::AsyncWriteExt::write_all(&mut b, &[byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        let r = tokio::select! {
+            r = server_handshake(&mut a, ServiceKind::Exec, &policy, None) => r,
+            _ = trickle => unreachable!("the trickle never ends by itself"),
+        };
+        assert!(matches!(r, Err(HandshakeError::Deadline)), "{r:?}");
+        let took = started.elapsed();
+        assert!(took >= HANDSHAKE_DEADLINE && took < HANDSHAKE_DEADLINE + Duration::from_secs(2), "{took:?}");
+    }
+
     #[tokio::test]
     async fn unknown_uid_is_refused_before_hello() {
         let (mut a, mut b) = tokio::io::duplex(4096);
