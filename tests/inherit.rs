@@ -93,9 +93,20 @@ fn unix_exchange(path: &Path, msg: &[u8]) -> Vec<u8> {
     exchange(&mut s, msg, |s: &mut UnixStream| s.shutdown(Shutdown::Write).unwrap())
 }
 
+/// A child process killed and reaped when dropped, so that a failing test leaves none behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// socat as inetd: listening on the Unix socket `path`, it runs the `exec` address (`EXEC:…`)
-/// for each connection with the connection on its stdin and stdout. Returns once it listens.
-fn socat_exec(path: &Path, exec: &str) -> Child {
+/// for each connection with the connection on its stdin and stdout. Returns once it listens;
+/// socat ends with the returned guard.
+fn socat_exec(path: &Path, exec: &str) -> Reaped {
     let mut socat = Command::new("socat")
         .args(["-d", "-d"])
         .arg(format!("UNIX-LISTEN:{},fork", path.display()))
@@ -106,6 +117,7 @@ fn socat_exec(path: &Path, exec: &str) -> Child {
         .spawn()
         .unwrap();
     let log = Lines::collect(socat.stderr.take().unwrap());
+    let socat = Reaped(socat);
     log.wait_for("socat listening", |l| l.contains("listening on"));
     socat
 }
@@ -343,12 +355,10 @@ fn inetd_through_socat_exec_serves_each_connection() {
     let dir = temp_dir();
     let path = dir.path().join("inetd.sock");
     let exec = format!("EXEC:{} serve --inetd upper", env!("CARGO_BIN_EXE_sockit"));
-    let mut socat = socat_exec(&path, &exec);
+    let _socat = socat_exec(&path, &exec);
     for msg in [&b"one\n"[..], b"two\n", b"three\n"] {
         assert_eq!(unix_exchange(&path, msg), msg.to_ascii_uppercase());
     }
-    let _ = socat.kill();
-    let _ = socat.wait();
 }
 
 #[test]
@@ -441,12 +451,10 @@ fn relay_inetd_through_socat_exec() {
     let _target = Server::start(&[target_path.to_str().unwrap(), "echo"]);
     let path = dir.path().join("relay-inetd.sock");
     let exec = format!("EXEC:{} relay --inetd {}", env!("CARGO_BIN_EXE_sockit"), target_path.display());
-    let mut socat = socat_exec(&path, &exec);
+    let _socat = socat_exec(&path, &exec);
     for msg in [&b"one"[..], b"two", b"three"] {
         assert_eq!(unix_exchange(&path, msg), msg);
     }
-    let _ = socat.kill();
-    let _ = socat.wait();
 }
 
 #[test]
