@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -165,6 +165,16 @@ fn a_client_that_stops_reading_is_dropped_and_slows_nobody() {
         s.connect(&addr.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
         TcpStream::from(s)
     };
+    // Names go in the order members join, and connections are admitted concurrently: each waits
+    // for its welcome before the next connects, so the sleeper is guest1 and the writer guest3.
+    sleeper.set_read_timeout(Some(WAIT)).unwrap();
+    let mut welcome = Vec::new();
+    let mut byte = [0u8; 1];
+    while !welcome.ends_with(b"\n") {
+        assert_eq!((&sleeper).read(&mut byte).unwrap(), 1, "the sleeper's welcome");
+        welcome.push(byte[0]);
+    }
+    assert!(welcome.starts_with(b"* welcome, guest1"), "{:?}", String::from_utf8_lossy(&welcome));
     let mut reader = Client::connect(&addr);
     let mut writer = Client::connect(&addr);
     // The reader joined after the sleeper: it sees the writer join.
@@ -196,7 +206,6 @@ fn a_client_that_stops_reading_is_dropped_and_slows_nobody() {
     assert_eq!(notices, ["* guest1 left"], "the sleeper is dropped, and the reader missed nothing");
     // The server has closed the sleeper's connection: reading it to the end takes no longer
     // than what is buffered. (It may find "* dropped: …" at the end, if its socket had room.)
-    sleeper.set_read_timeout(Some(WAIT)).unwrap();
     let mut r = BufReader::new(sleeper);
     let mut buf = Vec::new();
     loop {
