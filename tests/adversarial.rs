@@ -33,7 +33,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1247,42 +1247,13 @@ fn kill_9_of_a_put_in_the_middle_leaves_no_visible_file_and_the_server_keeps_ser
     assert_eq!(fs::read(root.join("after.bin")).unwrap(), b"after\n");
 }
 
-/// Unmounts a file system when dropped.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
 #[test]
 fn a_put_onto_a_full_disk_fails_clearly_and_leaves_no_partial_file() {
     let test = "a_put_onto_a_full_disk_fails_clearly_and_leaves_no_partial_file";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping {test}: mounting a small tmpfs needs root");
-        return;
-    }
     let base = temp_dir();
     let mnt = base.path().join("small");
-    fs::create_dir(&mnt).unwrap();
-    match Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", s(&mnt)]).output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            eprintln!("skipping {test}: mount failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-            return;
-        }
-        Err(e) => {
-            eprintln!("skipping {test}: cannot run mount: {e}");
-            return;
-        }
-    }
     // Declared before the server, so dropped after it: the server holds the root open.
-    let _mounted = Mounted(mnt.clone());
+    let Some(_mounted) = small_tmpfs(test, &mnt) else { return };
     let client = base.path().join("client");
     fs::create_dir(&client).unwrap();
     let server = serve_files(&mnt, &base.path().join("s.sock"));

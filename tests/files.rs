@@ -1201,42 +1201,12 @@ fn permission_denied_is_one_clear_error_and_leaves_nothing() {
 // ---------------------------------------------------------------------------------------------
 // 5. A full disk
 
-/// Unmounts when dropped, even when the test fails.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
 #[test]
 fn a_full_disk_fails_the_put_promptly_and_leaves_nothing() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping a_full_disk_fails_the_put_promptly_and_leaves_nothing: mounting a small tmpfs needs root");
-        return;
-    }
     let base = temp_dir();
     let mnt = base.path().join("small");
-    fs::create_dir(&mnt).unwrap();
-    match Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", s(&mnt)]).output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            let why = String::from_utf8_lossy(&out.stderr);
-            eprintln!("skipping a_full_disk_fails_the_put_promptly_and_leaves_nothing: mount failed: {why}");
-            return;
-        }
-        Err(e) => {
-            eprintln!("skipping a_full_disk_fails_the_put_promptly_and_leaves_nothing: cannot run mount: {e}");
-            return;
-        }
-    }
     // Declared before the server, so dropped after it: the server holds the root open.
-    let _mounted = Mounted(mnt.clone());
+    let Some(_mounted) = small_tmpfs("a_full_disk_fails_the_put_promptly_and_leaves_nothing", &mnt) else { return };
     fs::write(mnt.join("kept.txt"), b"was here before\n").unwrap();
     let before = snapshot(&mnt);
     let free_before = free_space(&mnt);

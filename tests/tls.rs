@@ -556,38 +556,13 @@ fn files_over_tls_put_and_get_256_mib_verified_and_resumed() {
     assert!(sent <= SIZE - have + MIB && sent + MIB >= SIZE - have, "resumed after {have}: {line}");
 }
 
-/// A tmpfs mounted for a test, unmounted when dropped.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
 /// The server's ERROR in the middle of a put reaches the client through TLS (which cannot just
 /// poll the socket: records that carry no data may come first), and the put stops promptly.
 #[test]
 fn a_full_disk_stops_a_put_over_tls_promptly() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping a_full_disk_stops_a_put_over_tls_promptly: mounting a small tmpfs needs root");
-        return;
-    }
     let home = Home::new();
     let mnt = home.path().join("small");
-    fs::create_dir(&mnt).unwrap();
-    match Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", s(&mnt)]).output() {
-        Ok(out) if out.status.success() => {}
-        other => {
-            eprintln!("skipping a_full_disk_stops_a_put_over_tls_promptly: mount failed: {other:?}");
-            return;
-        }
-    }
-    let _mounted = Mounted(mnt.clone());
+    let Some(_mounted) = small_tmpfs("a_full_disk_stops_a_put_over_tls_promptly", &mnt) else { return };
     let local = home.path().join("client");
     fs::create_dir(&local).unwrap();
     fs::write(local.join("big.bin"), random_bytes(24 * MIB as usize, 4)).unwrap();

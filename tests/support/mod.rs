@@ -545,6 +545,41 @@ pub fn signal_masks(status: &str) -> (u64, u64) {
 /// Signals 1 to 31, the standard ones (bit N-1 is signal N).
 pub const STANDARD_SIGNALS: u64 = 0x7fff_ffff;
 
+/// A small file system mounted for a test, unmounted when dropped, even when the test fails.
+pub struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let ok = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Mounts a 4 MiB tmpfs on `dir` (created here), to fill it. `None`, with the reason printed
+/// for `test`, when that cannot be done (not root, or mount fails): the test then skips.
+pub fn small_tmpfs(test: &str, dir: &Path) -> Option<Mounted> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping {test}: mounting a small tmpfs needs root");
+        return None;
+    }
+    std::fs::create_dir(dir).unwrap();
+    let target = dir.to_str().expect("a UTF-8 path");
+    match Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", target]).output() {
+        Ok(out) if out.status.success() => Some(Mounted(dir.to_path_buf())),
+        Ok(out) => {
+            eprintln!("skipping {test}: mount failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            None
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: cannot run mount: {e}");
+            None
+        }
+    }
+}
+
 /// The message kinds and error codes of the `files` protocol (PROTOCOL.md sections 5 and 7), for
 /// tests that speak it by hand.
 pub mod files_wire {
