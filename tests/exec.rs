@@ -98,18 +98,6 @@ fn assert_ok(ran: &Ran, stdout: &str) {
     assert_eq!(ran.stderr, "", "{what}");
 }
 
-/// Asserts a failure with `code` and exactly one line on stderr containing every needle.
-#[track_caller]
-fn assert_fails(ran: &Ran, code: i32, needles: &[&str]) {
-    let what = format!("stdout {:?}, stderr {:?}", ran.stdout_text(), ran.stderr);
-    assert!(!ran.stderr.contains("panicked"), "panic! {what}");
-    assert_eq!(ran.code, Some(code), "exit code; {what}");
-    assert_eq!(ran.stderr.lines().count(), 1, "expected one line on stderr; {what}");
-    for n in needles {
-        assert!(ran.stderr.contains(n), "expected {n:?}; {what}");
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Helpers: /proc
 

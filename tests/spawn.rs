@@ -120,18 +120,6 @@ fn assert_ok(ran: &Ran, stdout: &[u8]) {
     assert_eq!(ran.stderr, "", "{what}");
 }
 
-/// Asserts a failure with `code` and exactly one line on stderr containing every needle.
-#[track_caller]
-fn assert_fails(ran: &Ran, code: i32, needles: &[&str]) {
-    let what = format!("stdout {:?}, stderr {:?}", ran.stdout_text(), ran.stderr);
-    assert!(!ran.stderr.contains("panicked"), "panic! {what}");
-    assert_eq!(ran.code, Some(code), "exit code; {what}");
-    assert_eq!(ran.stderr.lines().count(), 1, "expected one line on stderr; {what}");
-    for n in needles {
-        assert!(ran.stderr.contains(n), "expected {n:?}; {what}");
-    }
-}
-
 /// Whether nothing whose command line holds `marker` runs any more, except the server whose
 /// command line it is (and zombies).
 fn all_gone(server: &Server, marker: &str) -> bool {

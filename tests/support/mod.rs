@@ -231,6 +231,18 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Asserts a failure with `code` and exactly one line on stderr containing every needle.
+#[track_caller]
+pub fn assert_fails(ran: &Ran, code: i32, needles: &[&str]) {
+    let what = format!("stdout {:?}, stderr {:?}", ran.stdout_text(), ran.stderr);
+    assert!(!ran.stderr.contains("panicked"), "panic! {what}");
+    assert_eq!(ran.code, Some(code), "exit code; {what}");
+    assert_eq!(ran.stderr.lines().count(), 1, "expected one line on stderr; {what}");
+    for n in needles {
+        assert!(ran.stderr.contains(n), "expected {n:?}; {what}");
+    }
+}
+
 /// The result of a bounded command run.
 pub struct Ran {
     pub code: Option<i32>,
