@@ -520,7 +520,7 @@ impl Shared {
 
 async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
     let started = Instant::now();
-    let mut io = IoCount::default();
+    let mut io = Traffic::default();
     let conn = match (conn, &shared.tls) {
         (Conn::Stream(Stream::Tcp(s)), Some(acceptor)) => match Box::pin(tls_handshake(acceptor, s, shared)).await {
             Ok(s) => Conn::Stream(Stream::Tls(Box::new(s))),
@@ -535,34 +535,19 @@ async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
         (Conn::Stream(s), Service::Source) => Box::pin(source_session(Sink::Stream(s), shared, &mut io)).await,
         (Conn::Seqpacket(s), Service::Source) => Box::pin(source_session(Sink::Packets(s), shared, &mut io)).await,
         (Conn::Stream(s), Service::Exec(cfg)) => {
-            let mut t = Traffic::default();
-            let end = Box::pin(crate::exec::session(s, cfg, shared.session_limits(), &mut t)).await;
-            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
-            end
+            Box::pin(crate::exec::session(s, cfg, shared.session_limits(), &mut io)).await
         }
         (Conn::Stream(s), Service::Files(cfg)) => {
-            let mut t = Traffic::default();
-            let end = Box::pin(crate::files::session(s, cfg.clone(), shared.session_limits(), &mut t)).await;
-            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
-            end
+            Box::pin(crate::files::session(s, cfg.clone(), shared.session_limits(), &mut io)).await
         }
         (Conn::Stream(s), Service::Spawn(cfg)) => {
-            let mut t = Traffic::default();
-            let end = Box::pin(crate::spawn::session(s, cfg, shared.session_limits(), &mut t)).await;
-            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
-            end
+            Box::pin(crate::spawn::session(s, cfg, shared.session_limits(), &mut io)).await
         }
         (Conn::Stream(s), Service::Chat(room)) => {
-            let mut t = Traffic::default();
-            let end = Box::pin(crate::chat::session(s, room.clone(), shared.session_limits(), &mut t)).await;
-            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
-            end
+            Box::pin(crate::chat::session(s, room.clone(), shared.session_limits(), &mut io)).await
         }
         (conn, Service::Relay(cfg)) => {
-            let mut t = Traffic::default();
-            let end = Box::pin(crate::relay::session(conn, &peer, cfg, shared.session_limits(), &mut t)).await;
-            (io.bytes_in, io.bytes_out) = (t.bytes_in, t.bytes_out);
-            end
+            Box::pin(crate::relay::session(conn, &peer, cfg, shared.session_limits(), &mut io)).await
         }
         (Conn::Stream(s), _) => stream_session(s, &peer, shared, &mut io).await,
         (Conn::Seqpacket(s), _) => Box::pin(seqpacket_session(s, &peer, shared, &mut io)).await,
@@ -592,12 +577,6 @@ async fn tls_handshake(
         },
         _ = shared.shutdown.cancelled() => Err(End::Shutdown),
     }
-}
-
-#[derive(Default)]
-struct IoCount {
-    bytes_in: u64,
-    bytes_out: u64,
 }
 
 /// The most answer bytes one received packet may produce: a datagram of 65,536 newlines to a
@@ -713,7 +692,7 @@ impl<F: Future> Future for Limited<'_, F> {
     }
 }
 
-async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io: &mut IoCount) -> End {
+async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io: &mut Traffic) -> End {
     let config = &shared.config;
     let mut codec = FrameCodec::new(config.framing, config.max_frame);
     // Under raw framing, services that think in lines answer each line of a chunk.
@@ -811,7 +790,7 @@ async fn write_out(
     stream: &mut Stream,
     out: &mut BytesMut,
     bounds: &mut Bounds<'_>,
-    io: &mut IoCount,
+    io: &mut Traffic,
 ) -> Result<(), End> {
     let mut pos = 0;
     while pos < out.len() {
@@ -879,7 +858,7 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
 /// The `discard` service on a stream: read and drop everything until the client closes. On
 /// TCP the kernel drops the bytes itself (`recv` with `MSG_TRUNC`), so nothing is copied; TLS
 /// must decrypt them, into a buffer of the session's own.
-async fn discard_session(mut stream: Stream, shared: &Shared, io: &mut IoCount) -> End {
+async fn discard_session(mut stream: Stream, shared: &Shared, io: &mut Traffic) -> End {
     let mut bounds = Bounds::new(shared);
     let mut scratch = if stream.is_tls() { vec![0u8; 64 * 1024] } else { Vec::new() };
     loop {
@@ -950,7 +929,7 @@ fn source_pattern() -> &'static [u8] {
 }
 
 /// The `source` service: write the pattern until the client goes away.
-async fn source_session(mut sink: Sink, shared: &Shared, io: &mut IoCount) -> End {
+async fn source_session(mut sink: Sink, shared: &Shared, io: &mut Traffic) -> End {
     let pattern = source_pattern();
     let mut bounds = Bounds::new(shared);
     loop {
@@ -973,7 +952,7 @@ async fn source_session(mut sink: Sink, shared: &Shared, io: &mut IoCount) -> En
     }
 }
 
-async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared, io: &mut IoCount) -> End {
+async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared, io: &mut Traffic) -> End {
     let config = &shared.config;
     let mut answers: Vec<Vec<u8>> = Vec::new();
     let mut bounds = Bounds::new(shared);
