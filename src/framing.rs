@@ -143,15 +143,35 @@ impl FrameCodec {
 /// a larger frame's buffer grows as its payload comes in.
 const RESERVE_AHEAD: usize = 64 * 1024;
 
-impl Decoder for FrameCodec {
-    type Item = BytesMut;
-    type Error = FrameError;
+/// Where the next message lies in a buffer, found without moving or copying a byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The message within the buffer, without its framing.
+    pub msg: Range<usize>,
+    /// How much of the buffer it takes, framing included: advance past this once it is done.
+    pub consumed: usize,
+}
 
-    /// Returns the next whole message in `src`, `None` when more bytes are needed. For `raw`,
-    /// everything buffered is one message.
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        match self.framing {
-            Framing::Raw => Ok((!src.is_empty()).then(|| src.split())),
+impl Found {
+    /// Takes the message out of `src`, as [`Decoder::decode`] returns it.
+    fn take(self, src: &mut BytesMut) -> BytesMut {
+        let mut msg = src.split_to(self.consumed);
+        msg.advance(self.msg.start);
+        msg.truncate(self.msg.len());
+        msg
+    }
+}
+
+impl FrameCodec {
+    /// Finds the next whole message at the start of `src` and leaves it there: `None` when more
+    /// bytes are needed. With `eof` no more will come, so what is left is the last message
+    /// (`raw`, and `line` without its newline) or an error (a truncated `len` frame). A server
+    /// answers the message in place and then advances `src` by [`Found::consumed`], which,
+    /// unlike [`Decoder::decode`], never allocates. `src` is `&mut` because a `len` header makes
+    /// room for the frame it announces (at most 64 KiB ahead).
+    pub fn find(&mut self, src: &mut BytesMut, eof: bool) -> Result<Option<Found>, FrameError> {
+        let found = match self.framing {
+            Framing::Raw => (!src.is_empty()).then(|| Found { msg: 0..src.len(), consumed: src.len() }),
             Framing::Line => {
                 if let Some(i) = src[self.scanned..].iter().position(|&b| b == b'\n') {
                     let end = self.scanned + i;
@@ -159,48 +179,41 @@ impl Decoder for FrameCodec {
                         return Err(FrameError::LineTooLong { max: self.max_frame });
                     }
                     self.scanned = 0;
-                    let mut line = src.split_to(end + 1);
-                    line.truncate(end);
-                    return Ok(Some(line));
+                    return Ok(Some(Found { msg: 0..end, consumed: end + 1 }));
                 }
                 if src.len() > self.max_frame {
                     return Err(FrameError::LineTooLong { max: self.max_frame });
                 }
                 self.scanned = src.len();
-                Ok(None)
+                None
             }
             Framing::Len => {
                 if src.len() < LEN_HEADER {
-                    return Ok(None);
+                    None
+                } else {
+                    let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+                    if len > self.max_frame {
+                        return Err(FrameError::TooLarge { len: len as u64, max: self.max_frame });
+                    }
+                    if src.len() < LEN_HEADER + len {
+                        // Room for what is likely to come next, not for everything the header
+                        // promises: a header alone must not make the peer's frame ours to hold.
+                        src.reserve((LEN_HEADER + len - src.len()).min(RESERVE_AHEAD));
+                        None
+                    } else {
+                        Some(Found { msg: LEN_HEADER..LEN_HEADER + len, consumed: LEN_HEADER + len })
+                    }
                 }
-                let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-                if len > self.max_frame {
-                    return Err(FrameError::TooLarge { len: len as u64, max: self.max_frame });
-                }
-                if src.len() < LEN_HEADER + len {
-                    // Room for what is likely to come next, not for everything the header
-                    // promises: a header alone must not make the peer's frame ours to hold.
-                    src.reserve((LEN_HEADER + len - src.len()).min(RESERVE_AHEAD));
-                    return Ok(None);
-                }
-                src.advance(LEN_HEADER);
-                Ok(Some(src.split_to(len)))
             }
-        }
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        if let Some(msg) = self.decode(src)? {
-            return Ok(Some(msg));
-        }
-        if src.is_empty() {
-            return Ok(None);
+        };
+        if found.is_some() || !eof || src.is_empty() {
+            return Ok(found);
         }
         match self.framing {
             // A last line without its newline is still a line.
             Framing::Raw | Framing::Line => {
                 self.scanned = 0;
-                Ok(Some(src.split()))
+                Ok(Some(Found { msg: 0..src.len(), consumed: src.len() }))
             }
             Framing::Len => {
                 let want = if src.len() < LEN_HEADER {
@@ -211,6 +224,21 @@ impl Decoder for FrameCodec {
                 Err(FrameError::Truncated { have: src.len(), want })
             }
         }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = FrameError;
+
+    /// Returns the next whole message in `src`, `None` when more bytes are needed. For `raw`,
+    /// everything buffered is one message.
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        Ok(self.find(src, false)?.map(|found| found.take(src)))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        Ok(self.find(src, true)?.map(|found| found.take(src)))
     }
 }
 
@@ -226,22 +254,20 @@ impl Encoder<&[u8]> for FrameCodec {
 /// `"\n"` or `"\r\n"`), otherwise everything buffered (with no terminator), as [`text_lines`]
 /// splits a chunk, but one line at a time so that answers can be written out in between.
 pub fn next_text_line(src: &mut BytesMut) -> Option<(BytesMut, &'static [u8])> {
+    find_text_line(src).map(|(found, term)| (found.take(src), term))
+}
+
+/// Finds the next text message in an unframed buffer as [`next_text_line`] takes it, in
+/// place: the line without its terminator, and the terminator.
+pub fn find_text_line(src: &[u8]) -> Option<(Found, &'static [u8])> {
     if src.is_empty() {
         return None;
     }
-    match src.iter().position(|&b| b == b'\n') {
-        Some(i) => {
-            let mut line = src.split_to(i + 1);
-            line.truncate(i);
-            if line.last() == Some(&b'\r') {
-                line.truncate(i - 1);
-                Some((line, b"\r\n"))
-            } else {
-                Some((line, b"\n"))
-            }
-        }
-        None => Some((src.split(), b"")),
-    }
+    Some(match src.iter().position(|&b| b == b'\n') {
+        Some(i) if i > 0 && src[i - 1] == b'\r' => (Found { msg: 0..i - 1, consumed: i + 1 }, b"\r\n"),
+        Some(i) => (Found { msg: 0..i, consumed: i + 1 }, b"\n"),
+        None => (Found { msg: 0..src.len(), consumed: src.len() }, b""),
+    })
 }
 
 /// Splits a raw chunk into lines for services that think in lines (`qa`, `reply`, `print`)
@@ -296,11 +322,32 @@ mod tests {
         Ok(out)
     }
 
+    /// As `decode_all`, through `find` and `advance`, the way the server reads messages in place.
+    fn find_all(framing: Framing, max: usize, input: &[u8], step: usize) -> Result<Vec<Vec<u8>>, String> {
+        fn take(codec: &mut FrameCodec, buf: &mut BytesMut, eof: bool, out: &mut Vec<Vec<u8>>) -> Result<(), String> {
+            while let Some(found) = codec.find(buf, eof).map_err(|e| e.to_string())? {
+                out.push(buf[found.msg].to_vec());
+                buf.advance(found.consumed);
+            }
+            Ok(())
+        }
+        let mut codec = FrameCodec::new(framing, max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            take(&mut codec, &mut buf, false, &mut out)?;
+        }
+        take(&mut codec, &mut buf, true, &mut out)?;
+        Ok(out)
+    }
+
     fn check(framing: Framing, input: &[u8], expected: Result<Vec<&[u8]>, &str>) {
         // Raw framing's messages depend on how the bytes were split, so it is checked whole.
         let steps: &[usize] = if framing == Framing::Raw { &[usize::MAX] } else { &[1, 2, 3, 7, usize::MAX] };
         for &step in steps {
             let got = decode_all(framing, 16, input, step);
+            assert_eq!(find_all(framing, 16, input, step), got, "find and decode differ: {framing} {input:?} step {step}");
             match &expected {
                 Ok(msgs) => {
                     let want: Vec<Vec<u8>> = msgs.iter().map(|m| m.to_vec()).collect();
