@@ -65,4 +65,5 @@ pub mod render;
 pub mod server;
 pub mod service;
 pub mod spawn;
+mod stop;
 pub mod tls;

@@ -16,19 +16,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio_seqpacket::UnixSeqpacket;
-use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::acl::AccessList;
-use crate::framing::{DEFAULT_MAX_FRAME, FrameCodec, FrameError, Framing, next_text_line, text_lines};
+use crate::framing::{DEFAULT_MAX_FRAME, FrameCodec, FrameError, Framing, find_text_line, text_lines};
 use crate::net::{Conn, DatagramSocket, Listener, MAX_DATAGRAM, PeerAddr, ServerSocket, Stream};
 use crate::service::{Flow, Service};
+use crate::stop::{Stage, StopSignal, Watch};
 
 /// How a server behaves. [`ServerConfig::new`] gives the defaults for a service.
 #[derive(Clone)]
@@ -203,6 +203,8 @@ struct Shared {
     cut: CancellationToken,
     /// Runs the TLS handshake of each connection on a `tls://` listener.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `shutdown` and `cut` as the message loops wait on them, without a lock per wait.
+    stop: Arc<StopSignal>,
 }
 
 /// Runs a server on `socket` until `shutdown` is cancelled (or, with `once` or on a
@@ -216,10 +218,27 @@ pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: Cancellat
         ServerSocket::Listener(l) => l.tls().map(|t| t.acceptor()),
         ServerSocket::Datagram(_) => None,
     };
-    let shared =
-        Arc::new(Shared { config, counters: Counters::default(), shutdown, cut: CancellationToken::new(), tls });
+    let shared = Arc::new(Shared {
+        config,
+        counters: Counters::default(),
+        shutdown,
+        cut: CancellationToken::new(),
+        tls,
+        stop: Arc::default(),
+    });
     match (socket, &shared.config.service) {
-        (ServerSocket::Listener(listener), _) => accept_loop(listener, &shared).await,
+        (ServerSocket::Listener(listener), _) => {
+            // The token is the caller's; the connections watch `stop`, raised from it here.
+            let relay_shutdown = async {
+                shared.shutdown.cancelled().await;
+                shared.stop.raise(Stage::Shutdown);
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                () = accept_loop(listener, &shared) => {}
+                () = relay_shutdown => {}
+            }
+        }
         (ServerSocket::Datagram(socket), Service::Relay(relay)) => {
             let totals = Arc::new(crate::relay::DatagramTotals::default());
             let run = crate::relay::DatagramRelay {
@@ -411,6 +430,7 @@ pub(crate) fn datagram_admitted(
 async fn drain(tracker: &TaskTracker, shared: &Shared) {
     if tokio::time::timeout(shared.config.grace, tracker.wait()).await.is_err() {
         shared.cut.cancel();
+        shared.stop.raise(Stage::Cut);
         tracker.wait().await;
     }
 }
@@ -618,41 +638,38 @@ fn answer_packet(service: &Service, peer: &PeerAddr, msg: &mut [u8], answers: &m
 struct Bounds<'a> {
     shared: &'a Shared,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The server's stop signal, registered once for the session (see [`crate::stop`]).
+    stop: Watch,
 }
 
 impl<'a> Bounds<'a> {
     fn new(shared: &'a Shared) -> Bounds<'a> {
-        Bounds { shared, idle: shared.config.idle_timeout.map(|t| Box::pin(tokio::time::sleep(t))) }
+        Bounds {
+            shared,
+            idle: shared.config.idle_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+            stop: shared.stop.watch(),
+        }
     }
 
-    fn limit<F: Future>(&mut self, fut: F, stop: &'a CancellationToken, on_stop: Stop) -> Limited<'_, F> {
+    fn limit<F: Future>(&mut self, fut: F, stage: Stage) -> Limited<'_, F> {
         if let (Some(timer), Some(t)) = (&mut self.idle, self.shared.config.idle_timeout) {
             // Checked: an absurd timeout means "never", not a panic.
             let now = tokio::time::Instant::now();
             timer.as_mut().reset(now.checked_add(t).unwrap_or(now + crate::MAX_DURATION));
         }
-        Limited { fut, idle: self.idle.as_mut(), stop: stop.cancelled(), on_stop }
+        Limited { fut, idle: self.idle.as_mut(), stop: &self.stop, stage }
     }
 
     /// A read: ends at shutdown (a connection stops at a message boundary) or when idle.
     fn read<F: Future>(&mut self, fut: F) -> Limited<'_, F> {
-        let shutdown = &self.shared.shutdown;
-        self.limit(fut, shutdown, Stop::Shutdown)
+        self.limit(fut, Stage::Shutdown)
     }
 
     /// A write: ends when the grace period is over (an answer is finished if there is time) or
     /// when idle (a client that stopped reading).
     fn write<F: Future>(&mut self, fut: F) -> Limited<'_, F> {
-        let cut = &self.shared.cut;
-        self.limit(fut, cut, Stop::Cut)
+        self.limit(fut, Stage::Cut)
     }
-}
-
-/// Which stop signal a wait obeys.
-#[derive(Clone, Copy)]
-enum Stop {
-    Shutdown,
-    Cut,
 }
 
 pin_project_lite::pin_project! {
@@ -662,9 +679,8 @@ pin_project_lite::pin_project! {
         #[pin]
         fut: F,
         idle: Option<&'a mut Pin<Box<tokio::time::Sleep>>>,
-        #[pin]
-        stop: tokio_util::sync::WaitForCancellationFuture<'a>,
-        on_stop: Stop,
+        stop: &'a Watch,
+        stage: Stage,
     }
 }
 
@@ -682,10 +698,10 @@ impl<F: Future> Future for Limited<'_, F> {
         {
             return Poll::Ready(Err(End::IdleTimeout));
         }
-        if this.stop.poll(cx).is_ready() {
-            return Poll::Ready(Err(match this.on_stop {
-                Stop::Shutdown => End::Shutdown,
-                Stop::Cut => End::Cut,
+        if this.stop.poll_reached(*this.stage, cx).is_ready() {
+            return Poll::Ready(Err(match this.stage {
+                Stage::Cut => End::Cut,
+                _ => End::Shutdown,
             }));
         }
         Poll::Pending
@@ -709,22 +725,23 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
         let mut flow = Flow::Continue;
         let mut bad_frame = None;
         while out.len() < OUT_HIGH_WATER {
+            // Each message is answered where it lies in the buffer and then stepped over, so a
+            // message costs no allocation.
             let next = if text_lines {
-                Ok(next_text_line(&mut inbuf))
-            } else if eof {
-                codec.decode_eof(&mut inbuf).map(|m| m.map(|m| (m, &b""[..])))
+                Ok(find_text_line(&inbuf))
             } else {
-                codec.decode(&mut inbuf).map(|m| m.map(|m| (m, &b""[..])))
+                codec.find(&mut inbuf, eof).map(|m| m.map(|m| (m, &b""[..])))
             };
             match next {
-                Ok(Some((mut msg, term))) => {
-                    flow = config.service.respond(peer, &mut msg, &mut |a| {
+                Ok(Some((found, term))) => {
+                    flow = config.service.respond(peer, &mut inbuf[found.msg], &mut |a| {
                         // Encoding fails only for an answer over max_frame under len framing;
                         // such an answer is dropped rather than sent malformed.
                         if codec.encode_into(a, &mut out).is_ok() {
                             out.extend_from_slice(term);
                         }
                     });
+                    inbuf.advance(found.consumed);
                     if flow == Flow::End {
                         break;
                     }
@@ -755,10 +772,6 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
         }
         if eof {
             break End::PeerClosed;
-        }
-        if inbuf.is_empty() && inbuf.capacity() > 0 {
-            // Give the memory back between messages; a busy connection gets it again cheaply.
-            inbuf = BytesMut::new();
         }
         match bounds.read(read_some(&mut stream, &mut inbuf)).await {
             Ok(Ok(0)) => eof = true,
@@ -818,7 +831,17 @@ async fn write_out(
 
 /// Reads what is available into `buf`, allocating room only once the socket is readable.
 /// Returns 0 at end of stream. Cancel-safe: nothing is read unless the future completes.
+///
+/// Two costs per message are avoided here. The read goes through `poll_read`, not `try_read`:
+/// a read that leaves room in the buffer proves the socket drained, and tokio then forgets the
+/// readiness, so the next wait parks at once instead of costing a `recv` that would block (with
+/// `try_read` every message took two `recv` calls). And the buffer is given back only when the
+/// connection really parks with nothing buffered, so an idle connection holds no buffer while a
+/// busy one keeps its own. A buffer given back goes to a small pool on the thread
+/// ([`SpareBuffers`]), so a connection that parks after every message, as an echo client's does,
+/// costs no allocation per message either.
 async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    use std::task::Poll;
     if stream.is_tls() {
         // Readiness of the socket says little about TLS (a record may be incomplete); the TLS
         // state keeps buffers of its own anyway.
@@ -827,32 +850,72 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
         }
         return tokio::io::AsyncReadExt::read_buf(stream, buf).await;
     }
-    loop {
-        match stream {
-            Stream::Tcp(s) => s.readable().await?,
-            Stream::Unix(s) => s.readable().await?,
-            Stream::Tls(_) => unreachable!("handled above"),
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(8192);
-        }
-        let r = match stream {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
-            Stream::Tls(_) => unreachable!("handled above"),
-        };
-        match r {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Readiness can be spurious (a new socket often reports it once): give the
-                // room back, or every idle connection would keep a buffer.
-                if buf.is_empty() {
-                    *buf = BytesMut::new();
+    std::future::poll_fn(|cx| {
+        loop {
+            let ready = match &*stream {
+                Stream::Tcp(s) => s.poll_read_ready(cx),
+                Stream::Unix(s) => s.poll_read_ready(cx),
+                Stream::Tls(_) => unreachable!("handled above"),
+            };
+            match ready {
+                Poll::Pending => {
+                    // Parked: an idle connection keeps no buffer.
+                    if buf.is_empty() && buf.capacity() > 0 {
+                        SpareBuffers::give_back(std::mem::take(buf));
+                    }
+                    return Poll::Pending;
                 }
-                continue;
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
             }
-            other => return other,
+            if buf.capacity() == 0 {
+                *buf = SpareBuffers::take();
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_BUFFER);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf) {
+                Poll::Ready(r) => return Poll::Ready(r),
+                // The readiness was stale (a new socket often reports it once); it is cleared
+                // now, so asking again parks.
+                Poll::Pending => continue,
+            }
+        }
+    })
+    .await
+}
+
+/// How much room a read is given.
+const READ_BUFFER: usize = 8192;
+
+/// Read buffers that parked connections gave back, kept on each thread for the next connection
+/// that wakes there: at most [`SpareBuffers::MAX`] of them, each of a modest size.
+struct SpareBuffers;
+
+impl SpareBuffers {
+    const MAX: usize = 64;
+    const MAX_SIZE: usize = 64 * 1024;
+
+    /// A spare buffer, or an empty one (which allocates when first reserved).
+    fn take() -> BytesMut {
+        SPARE.with_borrow_mut(|spare| spare.pop()).unwrap_or_default()
+    }
+
+    /// Keeps an empty buffer for later, or frees it when the pool is full or it is large.
+    fn give_back(mut buf: BytesMut) {
+        buf.clear();
+        if buf.capacity() <= Self::MAX_SIZE {
+            SPARE.with_borrow_mut(|spare| {
+                if spare.len() < Self::MAX {
+                    spare.push(buf);
+                }
+            });
         }
     }
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The `discard` service on a stream: read and drop everything until the client closes. On
@@ -1209,6 +1272,7 @@ mod size {
             shutdown: CancellationToken::new(),
             cut: CancellationToken::new(),
             tls: None,
+            stop: Arc::default(),
         };
         let peer = PeerAddr::UnixUnnamed { pid: None, uid: None };
         let task = serve_conn(Conn::Stream(Stream::Unix(a)), peer, &shared);
