@@ -288,7 +288,7 @@ pub async fn run(
             match (config.mode, socket) {
                 (Mode::Echo, Some(s)) => ctx.echo(s, per_worker_rate, i as u64).await,
                 (Mode::Bulk, Some(s)) => ctx.bulk(s).await,
-                (Mode::Connect, _) => ctx.connect_loop().await,
+                (Mode::Connect, _) => ctx.connect_loop(i).await,
                 (Mode::Udp, Some(s)) => ctx.udp(s, per_worker_rate).await,
                 _ => unreachable!("every worker but connect's has a socket"),
             }
@@ -405,12 +405,7 @@ const HOLD_PER_SOURCE: usize = 25_000;
 /// source addresses 127.0.0.2, 127.0.0.3, … so that more than one address's worth of ephemeral
 /// ports can be held.
 async fn hold_connections(config: &BenchConfig) -> Result<(Vec<ClientSocket>, Option<String>), BenchError> {
-    let target = match &config.endpoint {
-        Endpoint::Ip { proto: IpProto::Tcp, host: Host::Ip(ip @ IpAddr::V4(v4)), port, .. } if v4.is_loopback() => {
-            Some(SocketAddr::new(*ip, *port))
-        }
-        _ => None,
-    };
+    let target = loopback_tcp_target(&config.endpoint);
     let sem = Arc::new(tokio::sync::Semaphore::new(256));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..config.hold {
@@ -423,13 +418,7 @@ async fn hold_connections(config: &BenchConfig) -> Result<(Vec<ClientSocket>, Op
             match target {
                 Some(addr) => {
                     let source = Ipv4Addr::new(127, 0, 0, 2 + (i / HOLD_PER_SOURCE) as u8);
-                    let sock = tokio::net::TcpSocket::new_v4()?;
-                    // Let connect() pick the port by the whole address 4-tuple: bind() alone
-                    // would reserve a port per source address, which TIME-WAIT sockets from an
-                    // earlier run also hold.
-                    set_bind_address_no_port(&sock)?;
-                    sock.bind(SocketAddr::new(source.into(), 0))?;
-                    let s = tokio::time::timeout(timeout, sock.connect(addr))
+                    let s = tokio::time::timeout(timeout, connect_from(source, addr))
                         .await
                         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
                     Ok(ClientSocket::Conn(Conn::Stream(Stream::Tcp(s))))
@@ -453,6 +442,30 @@ async fn hold_connections(config: &BenchConfig) -> Result<(Vec<ClientSocket>, Op
         return Err(BenchError::AllFailed(e));
     }
     Ok((held, last_error))
+}
+
+/// How many loopback source addresses the connect mode spreads its workers over.
+const CONNECT_SOURCES: usize = 8;
+
+/// The address of a plain TCP endpoint on 127.0.0.0/8, which can be reached from other loopback
+/// source addresses (127.0.0.2, …) than the usual one.
+fn loopback_tcp_target(endpoint: &Endpoint) -> Option<SocketAddr> {
+    match endpoint {
+        Endpoint::Ip { proto: IpProto::Tcp, host: Host::Ip(ip @ IpAddr::V4(v4)), port, .. } if v4.is_loopback() => {
+            Some(SocketAddr::new(*ip, *port))
+        }
+        _ => None,
+    }
+}
+
+/// Connects to `target` from the loopback address `source`.
+async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    // Let connect() pick the port by the whole address 4-tuple: bind() alone would reserve a
+    // port per source address, which TIME-WAIT sockets from an earlier run also hold.
+    set_bind_address_no_port(&sock)?;
+    sock.bind(SocketAddr::new(source.into(), 0))?;
+    sock.connect(target).await
 }
 
 /// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+), which socket2 does not wrap.
@@ -624,7 +637,7 @@ impl Worker<'_> {
     }
 
     /// Connect, exchange one message, close; over and over.
-    async fn connect_loop(&self) -> WorkerOutcome {
+    async fn connect_loop(&self, worker: usize) -> WorkerOutcome {
         let mut hist = new_histogram();
         let size = self.config.size;
         let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -633,10 +646,19 @@ impl Worker<'_> {
         while self.running() {
             let t0 = Instant::now();
             let cycle = async {
-                let socket =
+                let socket = if let Some(target) = loopback_tcp_target(&self.config.endpoint) {
+                    // Each worker connects from its own loopback address: from one address, the
+                    // kernel's search for a free port among tens of thousands of TIME-WAIT
+                    // connections becomes the limit on the rate, whatever the server does.
+                    let source = Ipv4Addr::new(127, 0, 0, 2 + (worker % CONNECT_SOURCES) as u8);
+                    let s = connect_from(source, target).await?;
+                    let _ = s.set_nodelay(true);
+                    ClientSocket::Conn(Conn::Stream(Stream::Tcp(s)))
+                } else {
                     net::connect_with(&self.config.endpoint, self.config.connect_timeout, self.config.tls.as_deref())
                         .await
-                        .map_err(std::io::Error::other)?;
+                        .map_err(std::io::Error::other)?
+                };
                 match socket {
                     ClientSocket::Conn(Conn::Stream(mut s)) => {
                         s.write_all(&msg).await?;
