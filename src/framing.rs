@@ -347,7 +347,11 @@ mod tests {
         let steps: &[usize] = if framing == Framing::Raw { &[usize::MAX] } else { &[1, 2, 3, 7, usize::MAX] };
         for &step in steps {
             let got = decode_all(framing, 16, input, step);
-            assert_eq!(find_all(framing, 16, input, step), got, "find and decode differ: {framing} {input:?} step {step}");
+            assert_eq!(
+                find_all(framing, 16, input, step),
+                got,
+                "find and decode differ: {framing} {input:?} step {step}"
+            );
             match &expected {
                 Ok(msgs) => {
                     let want: Vec<Vec<u8>> = msgs.iter().map(|m| m.to_vec()).collect();

@@ -46,11 +46,17 @@ pub struct BindOptions {
     pub unix_mode: u32,
     /// The certificate a `tls://` endpoint serves (required there, refused elsewhere).
     pub tls: Option<ServerTls>,
+    /// How many listening sockets to open on a TCP address, all bound to it with
+    /// `SO_REUSEPORT`, so that a server can give each of its threads its own and the kernel
+    /// spreads new connections over them ([`crate::server::run`] does). Other endpoints get
+    /// one. The address is first bound alone, without sharing, so a port another program holds
+    /// is refused as usual, and a second server cannot join this one's sockets.
+    pub listeners: usize,
 }
 
 impl Default for BindOptions {
     fn default() -> Self {
-        BindOptions { backlog: 1024, unix_mode: 0o600, tls: None }
+        BindOptions { backlog: 1024, unix_mode: 0o600, tls: None, listeners: 1 }
     }
 }
 
@@ -460,6 +466,9 @@ pub struct Listener {
     dual_stack: bool,
     tls: Option<ServerTls>,
     _file: Option<SocketFile>,
+    /// More listening sockets on the same TCP address ([`BindOptions::listeners`]), not yet
+    /// given to a runtime.
+    siblings: Vec<std::net::TcpListener>,
 }
 
 #[derive(Debug)]
@@ -534,6 +543,55 @@ impl Listener {
     /// The certificate of a `tls://` listener, whose connections need a handshake first.
     pub fn tls(&self) -> Option<&ServerTls> {
         self.tls.as_ref()
+    }
+
+    /// How many listening sockets this listener has: more than one when it was bound with
+    /// [`BindOptions::listeners`] on a TCP address.
+    pub fn sockets(&self) -> usize {
+        1 + self.siblings.len()
+    }
+
+    /// Whether this is a TCP listener (plain or `tls://`), which [`Listener::into_parts`] splits.
+    pub fn is_tcp(&self) -> bool {
+        matches!(self.inner, ListenerInner::Tcp(_))
+    }
+
+    /// Splits a TCP listener into one [`Unregistered`] listener per socket, to be given each to
+    /// its own runtime. Fails only on a listener of another kind.
+    pub fn into_parts(self) -> io::Result<Vec<Unregistered>> {
+        let ListenerInner::Tcp(first) = self.inner else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "only a TCP listener can be split"));
+        };
+        let first = first.into_std()?;
+        let (local, dual_stack, tls) = (self.local, self.dual_stack, self.tls);
+        Ok(std::iter::once(first)
+            .chain(self.siblings)
+            .map(|socket| Unregistered { socket, local: local.clone(), dual_stack, tls: tls.clone() })
+            .collect())
+    }
+}
+
+/// One of the sockets of a listener split by [`Listener::into_parts`], not yet registered with
+/// a runtime: [`Unregistered::register`] makes it a [`Listener`] of the runtime it is called in.
+#[derive(Debug)]
+pub struct Unregistered {
+    socket: std::net::TcpListener,
+    local: String,
+    dual_stack: bool,
+    tls: Option<ServerTls>,
+}
+
+impl Unregistered {
+    /// A listener driven by the current runtime.
+    pub fn register(self) -> io::Result<Listener> {
+        Ok(Listener {
+            inner: ListenerInner::Tcp(TcpListener::from_std(self.socket)?),
+            local: self.local,
+            dual_stack: self.dual_stack,
+            tls: self.tls,
+            _file: None,
+            siblings: Vec::new(),
+        })
     }
 }
 
@@ -684,6 +742,7 @@ fn bind_inherited(endpoint: &Endpoint, r: &FdRef) -> Result<ServerSocket, NetErr
             dual_stack: info.dual_stack,
             tls: None,
             _file: None,
+            siblings: Vec::new(),
         }))
     };
     match (info.style, info.state) {
@@ -756,15 +815,44 @@ fn bind_ip(
         IpProto::Tcp | IpProto::Tls => Type::STREAM,
         IpProto::Udp => Type::DGRAM,
     };
-    let socket = Socket::new(Domain::for_address(addr), ty.nonblocking().cloexec(), None).map_err(err)?;
-    // Restart at once after a crash or Ctrl-C, even with connections in TIME-WAIT.
-    if proto != IpProto::Udp {
-        socket.set_reuse_address(true).map_err(err)?;
-    }
-    if addr.is_ipv6() {
-        socket.set_only_v6(!dual_stack).map_err(err)?;
-    }
+    let new_socket = |reuse_port: bool| -> Result<Socket, NetError> {
+        let socket = Socket::new(Domain::for_address(addr), ty.nonblocking().cloexec(), None).map_err(err)?;
+        // Restart at once after a crash or Ctrl-C, even with connections in TIME-WAIT.
+        if proto != IpProto::Udp {
+            socket.set_reuse_address(true).map_err(err)?;
+        }
+        if addr.is_ipv6() {
+            socket.set_only_v6(!dual_stack).map_err(err)?;
+        }
+        if reuse_port {
+            socket.set_reuse_port(true).map_err(err)?;
+        }
+        Ok(socket)
+    };
+    let shared = opts.listeners > 1 && proto != IpProto::Udp;
+    let socket = new_socket(false)?;
     socket.bind(&addr.into()).map_err(err)?;
+    let mut siblings = Vec::new();
+    let socket = if shared {
+        // Bound alone first: a port in use is refused here as it would be without sharing, and
+        // port 0 becomes a real one. Then the address is bound again by every socket of the
+        // group, which nothing outside it can join (a later bind without SO_REUSEPORT fails,
+        // like this first one would have).
+        let at = socket.local_addr().map_err(err)?;
+        drop(socket);
+        let mut group = Vec::with_capacity(opts.listeners);
+        for _ in 0..opts.listeners {
+            let s = new_socket(true)?;
+            s.bind(&at).map_err(err)?;
+            s.listen(backlog(opts)).map_err(err)?;
+            group.push(s);
+        }
+        let first = group.remove(0);
+        siblings = group.into_iter().map(std::net::TcpListener::from).collect();
+        first
+    } else {
+        socket
+    };
     let local = socket.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
     let scheme = proto.scheme();
     let local_text = match (dual_stack, local) {
@@ -774,7 +862,9 @@ fn bind_ip(
     };
     match proto {
         IpProto::Tcp | IpProto::Tls => {
-            socket.listen(backlog(opts)).map_err(err)?;
+            if !shared {
+                socket.listen(backlog(opts)).map_err(err)?;
+            }
             let l = TcpListener::from_std(socket.into()).map_err(err)?;
             Ok(ServerSocket::Listener(Listener {
                 inner: ListenerInner::Tcp(l),
@@ -782,6 +872,7 @@ fn bind_ip(
                 dual_stack,
                 tls: opts.tls.clone().filter(|_| proto == IpProto::Tls),
                 _file: None,
+                siblings,
             }))
         }
         IpProto::Udp => {
@@ -850,6 +941,7 @@ fn bind_unix(
                 dual_stack: false,
                 tls: None,
                 _file: file,
+                siblings: Vec::new(),
             })
         }
         UnixKind::Seqpacket => {
@@ -860,6 +952,7 @@ fn bind_unix(
                 dual_stack: false,
                 tls: None,
                 _file: file,
+                siblings: Vec::new(),
             })
         }
         UnixKind::Dgram => {

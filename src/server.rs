@@ -54,6 +54,10 @@ pub struct ServerConfig {
     pub max_per_source: Option<usize>,
     /// Told about every connection and problem; the library itself never prints.
     pub monitor: Arc<dyn Monitor>,
+    /// Serve a TCP listener on threads of its own, one per listening socket
+    /// ([`crate::net::BindOptions::listeners`]), each with a single-threaded runtime, instead of
+    /// on the caller's runtime. A connection's work then never crosses threads.
+    pub own_threads: bool,
 }
 
 impl ServerConfig {
@@ -71,6 +75,7 @@ impl ServerConfig {
             access: Arc::new(AccessList::default()),
             max_per_source: None,
             monitor: Arc::new(Silent),
+            own_threads: false,
         }
     }
 }
@@ -226,52 +231,152 @@ pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: Cancellat
         tls,
         stop: Arc::default(),
     });
-    match (socket, &shared.config.service) {
-        (ServerSocket::Listener(listener), _) => {
-            // The token is the caller's; the connections watch `stop`, raised from it here.
-            let relay_shutdown = async {
-                shared.shutdown.cancelled().await;
-                shared.stop.raise(Stage::Shutdown);
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                () = accept_loop(listener, &shared) => {}
-                () = relay_shutdown => {}
+    let serve = async {
+        match (socket, &shared.config.service) {
+            (ServerSocket::Listener(listener), _) if shared.config.own_threads && listener.is_tcp() => {
+                serve_on_threads(listener, &shared).await
             }
+            (ServerSocket::Listener(listener), _) => accept_loop(listener, &shared).await,
+            (ServerSocket::Datagram(socket), Service::Relay(relay)) => {
+                let totals = Arc::new(crate::relay::DatagramTotals::default());
+                let run = crate::relay::DatagramRelay {
+                    shutdown: &shared.shutdown,
+                    monitor: shared.config.monitor.clone(),
+                    max_sessions: shared.config.max_conns,
+                    access: shared.config.access.clone(),
+                    idle: shared.config.idle_timeout,
+                    totals: totals.clone(),
+                };
+                crate::relay::datagram_relay(socket, relay.clone(), run).await;
+                let c = &shared.counters;
+                let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                c.connections.fetch_add(get(&totals.sessions), Ordering::Relaxed);
+                c.refused.fetch_add(get(&totals.refused), Ordering::Relaxed);
+                c.datagrams_in.fetch_add(get(&totals.datagrams_in), Ordering::Relaxed);
+                c.datagrams_out.fetch_add(get(&totals.datagrams_out), Ordering::Relaxed);
+                c.bytes_in.fetch_add(get(&totals.bytes_in), Ordering::Relaxed);
+                c.bytes_out.fetch_add(get(&totals.bytes_out), Ordering::Relaxed);
+            }
+            (ServerSocket::Datagram(socket), _) => datagram_loop(socket, &shared).await,
         }
-        (ServerSocket::Datagram(socket), Service::Relay(relay)) => {
-            let totals = Arc::new(crate::relay::DatagramTotals::default());
-            let run = crate::relay::DatagramRelay {
-                shutdown: &shared.shutdown,
-                monitor: shared.config.monitor.clone(),
-                max_sessions: shared.config.max_conns,
-                access: shared.config.access.clone(),
-                idle: shared.config.idle_timeout,
-                totals: totals.clone(),
-            };
-            crate::relay::datagram_relay(socket, relay.clone(), run).await;
-            let c = &shared.counters;
-            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            c.connections.fetch_add(get(&totals.sessions), Ordering::Relaxed);
-            c.refused.fetch_add(get(&totals.refused), Ordering::Relaxed);
-            c.datagrams_in.fetch_add(get(&totals.datagrams_in), Ordering::Relaxed);
-            c.datagrams_out.fetch_add(get(&totals.datagrams_out), Ordering::Relaxed);
-            c.bytes_in.fetch_add(get(&totals.bytes_in), Ordering::Relaxed);
-            c.bytes_out.fetch_add(get(&totals.bytes_out), Ordering::Relaxed);
-        }
-        (ServerSocket::Datagram(socket), _) => datagram_loop(socket, &shared).await,
+    };
+    // The token is the caller's; the message loops watch `stop`, raised from it here.
+    let relay_shutdown = async {
+        shared.shutdown.cancelled().await;
+        shared.stop.raise(Stage::Shutdown);
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        () = serve => {}
+        () = relay_shutdown => {}
     }
     shared.counters.summary(started.elapsed())
 }
 
-async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
-    let tracker = TaskTracker::new();
-    let limit = shared.config.max_conns.map(|n| Arc::new(Semaphore::new(n)));
+/// What the accept loops of one server share: its connections, and the limits on them.
+struct Accepting {
+    tracker: TaskTracker,
+    limit: Option<Arc<Semaphore>>,
+    per_source: PerSource,
+}
+
+impl Accepting {
+    fn new(config: &ServerConfig) -> Accepting {
+        Accepting {
+            tracker: TaskTracker::new(),
+            limit: config.max_conns.map(|n| Arc::new(Semaphore::new(n))),
+            per_source: PerSource::default(),
+        }
+    }
+}
+
+/// Serves one listener on the caller's runtime, and drains its connections.
+async fn accept_loop(listener: Listener, shared: &Arc<Shared>) {
+    let accepting = Accepting::new(&shared.config);
+    let once_done = accept_until_stopped(listener, shared, &accepting).await;
+    let tracker = &accepting.tracker;
+    tracker.close();
+    if once_done {
+        // With --once the one client is served to its end; shutdown still bounds it.
+        tokio::select! {
+            _ = tracker.wait() => return,
+            _ = shared.shutdown.cancelled() => {}
+        }
+    }
+    drain(tracker, shared).await;
+}
+
+/// Serves a TCP listener with a thread and a single-threaded runtime for each of its sockets
+/// ([`crate::net::BindOptions::listeners`]), so that a connection's work never crosses threads:
+/// the kernel spreads new connections over the sockets, and each thread accepts from its own
+/// and runs what it accepted. Returns once every thread has drained its connections.
+async fn serve_on_threads(listener: Listener, shared: &Arc<Shared>) {
+    let parts = match listener.into_parts() {
+        Ok(parts) => parts,
+        Err(e) => {
+            shared.config.monitor.problem(None, &format!("cannot share out the listening sockets: {e}"));
+            return;
+        }
+    };
+    let accepting = Arc::new(Accepting::new(&shared.config));
+    // The tracker is closed when the last accept loop stops: only then can no task be added.
+    let accepting_loops = Arc::new(AtomicU64::new(parts.len() as u64));
+    let mut done = Vec::with_capacity(parts.len());
+    for (i, part) in parts.into_iter().enumerate() {
+        let (t_shared, t_accepting, loops) = (shared.clone(), accepting.clone(), accepting_loops.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let worker = move || {
+            let (shared, accepting) = (t_shared, t_accepting);
+            let _done = tx;
+            let stopped = || {
+                if loops.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    accepting.tracker.close();
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    shared.config.monitor.problem(None, &format!("cannot start a server thread: {e}"));
+                    return stopped();
+                }
+            };
+            runtime.block_on(async {
+                match part.register() {
+                    Ok(listener) => {
+                        accept_until_stopped(listener, &shared, &accepting).await;
+                    }
+                    Err(e) => shared.config.monitor.problem(None, &format!("cannot listen on a server thread: {e}")),
+                }
+                stopped();
+                // Runs this thread's connections until every thread's are done.
+                drain(&accepting.tracker, &shared).await;
+            });
+        };
+        match std::thread::Builder::new().name(format!("sockit-server-{i}")).spawn(worker) {
+            Ok(_) => done.push(rx),
+            Err(e) => {
+                // The closure, and with it this part's socket, is gone: count its loop as stopped.
+                shared.config.monitor.problem(None, &format!("cannot start a server thread: {e}"));
+                if accepting_loops.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    accepting.tracker.close();
+                }
+            }
+        }
+    }
+    // Each thread drops its sender when it ends, whether it ran or failed.
+    for rx in done {
+        let _ = rx.await;
+    }
+}
+
+/// Accepts connections and spawns a task for each until shutdown (or, with `once` or on a
+/// single listener, after the first). Returns whether it stopped for `once`.
+async fn accept_until_stopped(mut listener: Listener, shared: &Arc<Shared>, accepting: &Accepting) -> bool {
+    let Accepting { tracker, limit, per_source } = accepting;
     let mut backoff = Duration::from_millis(10);
     // An inherited connected socket is the only client there will be.
     let once = shared.config.once || listener.is_single();
     let mut once_done = false;
-    let per_source = PerSource::default();
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -294,7 +399,7 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
                 continue;
             }
         };
-        if let Err(why) = admit_peer(&peer, shared, &per_source) {
+        if let Err(why) = admit_peer(&peer, shared, per_source) {
             shared.counters.refused.fetch_add(1, Ordering::Relaxed);
             shared.config.monitor.refused(&peer, &why);
             // Nothing is said to a client turned away by address: the connection is reset.
@@ -304,8 +409,9 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
             drop(conn);
             continue;
         }
-        let source = SourceSlot::take(&peer, &per_source);
-        let permit = match &limit {
+        // Counted only when limited: the table costs a lock and a hash per connection.
+        let source = shared.config.max_per_source.and_then(|_| SourceSlot::take(&peer, per_source));
+        let permit = match limit {
             None => None,
             Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
@@ -343,15 +449,7 @@ async fn accept_loop(mut listener: Listener, shared: &Arc<Shared>) {
     // Stop accepting: closing the listener now makes new clients fail fast instead of waiting
     // in a backlog nobody will drain, and removes the socket file.
     drop(listener);
-    tracker.close();
-    if once_done {
-        // With --once the one client is served to its end; shutdown still bounds it.
-        tokio::select! {
-            _ = tracker.wait() => return,
-            _ = shared.shutdown.cancelled() => {}
-        }
-    }
-    drain(&tracker, shared).await;
+    once_done
 }
 
 /// Connections open now per source address, for `max_per_source`.
@@ -1065,9 +1163,10 @@ async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut answers: Vec<Vec<u8>> = Vec::new();
     let mut last_refusal = None;
+    let stop = shared.stop.watch();
     loop {
         let received = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
+            () = std::future::poll_fn(|cx| stop.poll_reached(Stage::Shutdown, cx)) => break,
             r = socket.recv_from(&mut buf) => r,
         };
         let (n, peer) = match received {

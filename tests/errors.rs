@@ -198,6 +198,9 @@ fn zero_limits_and_bad_sizes_are_usage_errors() {
         ["serve", "127.0.0.1:0", "--backlog", "0"],
         ["serve", "127.0.0.1:0", "--max-frame", "0"],
         ["serve", "127.0.0.1:0", "--max-frame", "12Q"],
+        ["serve", "127.0.0.1:0", "--threads", "0"],
+        ["serve", "127.0.0.1:0", "--threads", "1025"],
+        ["relay", "127.0.0.1:0", "--threads", "0"],
     ] {
         let ran = sockit_run(&args, b"");
         assert_parser_usage_error(&ran, &[args[2]]);

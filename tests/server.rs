@@ -144,6 +144,54 @@ fn fifty_concurrent_clients_each_get_their_own_echo_and_upper_answers() {
     assert!(done.stderr.iter().any(|l| l.contains("50 connections")), "{:#?}", done.stderr);
 }
 
+/// The listening TCP sockets on `port`, from the kernel's table.
+fn listeners_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    // Columns: sl, local_address, rem_address, st (0A is LISTEN), …
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3 && cols[1].ends_with(&local) && cols[3] == "0A"
+        })
+        .count()
+}
+
+#[test]
+fn threads_each_listen_on_the_one_port_and_keep_it_from_other_programs() {
+    for threads in [1usize, 3] {
+        let server = Server::start(&["127.0.0.1:0", "echo", "--threads", &threads.to_string()]);
+        assert_eq!(listeners_on(server.port()), threads, "one listening socket per thread");
+        // The port stays refused to another server, and to a program that does not share.
+        let again = sockit_run(&["serve", &server.addr(), "echo"], b"");
+        assert_eq!(again.code, Some(1), "{}", again.stderr);
+        assert!(again.stderr.contains("address already in use"), "{}", again.stderr);
+        let err = std::net::TcpListener::bind(server.addr()).expect_err("the port is taken");
+        assert_eq!(err.kind(), ErrorKind::AddrInUse);
+        // Clients from many source ports, so the kernel spreads them over every socket; each is
+        // answered, and the summary counts them all whichever thread took them.
+        const N: usize = 60;
+        let clients: Vec<_> = (0..N)
+            .map(|i| {
+                let addr = server.addr();
+                std::thread::spawn(move || {
+                    let mut s = tcp(&addr);
+                    let msg = format!("client {i}");
+                    round_trip(&mut s, msg.as_bytes(), msg.as_bytes());
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().expect("a client failed");
+        }
+        let done = server.stop();
+        assert!(done.status.success());
+        assert!(done.summary().contains(&format!("{N} connections")), "{}", done.summary());
+    }
+}
+
 #[test]
 fn silent_stalled_resetting_and_non_reading_clients_do_not_delay_others() {
     let server = Server::start(&["127.0.0.1:0", "echo", "--framing", "len", "--grace", "500ms"]);

@@ -231,6 +231,8 @@ Modes:
             omission)
   bulk      -P streams of writes into a discard server (--reverse: reads from a source server)
   connect   connections per second: connect, one --size exchange with an echo server, close
+            (to a 127.x address, from 127.0.0.2–127.0.0.9 in turn, so that the kernel's search for
+            a free port is not the limit)
   udp       datagrams per second and loss against a datagram echo server
 
 Examples:
@@ -435,6 +437,11 @@ pub struct RelayArgs {
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub backlog: u32,
 
+    /// Threads that accept and serve connections on a TCP address, each with its own listening
+    /// socket (SO_REUSEPORT) that the kernel spreads new connections over [default: one per CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+
     /// Permissions of a new Unix socket file, in octal.
     #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
     pub mode: u32,
@@ -546,6 +553,11 @@ pub struct ServeArgs {
     /// The listen backlog (connections the kernel queues before they are accepted).
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub backlog: u32,
+
+    /// Threads that accept and serve connections on a TCP address, each with its own listening
+    /// socket (SO_REUSEPORT) that the kernel spreads new connections over [default: one per CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
 
     /// Close a connection silent for this long (e.g. 30s, 500ms, 2m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

@@ -52,8 +52,12 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
     let cut_now = CancellationToken::new();
     crate::serve::spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
     crate::raise_fd_limit();
-    let bind_opts =
-        BindOptions { backlog: args.backlog, unix_mode: args.mode, tls: tls_server.as_ref().map(|(t, _)| t.clone()) };
+    let bind_opts = BindOptions {
+        backlog: args.backlog,
+        unix_mode: args.mode,
+        tls: tls_server.as_ref().map(|(t, _)| t.clone()),
+        listeners: crate::serve::server_threads(args.threads),
+    };
     let socket = net::bind(&from, &bind_opts).await?;
     if !quiet {
         let both = if socket.is_dual_stack() { " (IPv4 and IPv6)" } else { "" };
@@ -89,6 +93,7 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
         grace: args.grace,
         access,
         max_per_source: args.access.max_per_source.map(|n| n as usize),
+        own_threads: true,
         ..ServerConfig::new(Service::Relay(Arc::new(relay)))
     };
     crate::serve::run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || false).await

@@ -60,8 +60,12 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     let cut_now = CancellationToken::new();
     spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
     crate::raise_fd_limit();
-    let bind_opts =
-        BindOptions { backlog: args.backlog, unix_mode: args.mode, tls: tls.as_ref().map(|(t, _)| t.clone()) };
+    let bind_opts = BindOptions {
+        backlog: args.backlog,
+        unix_mode: args.mode,
+        tls: tls.as_ref().map(|(t, _)| t.clone()),
+        listeners: if args.once { 1 } else { server_threads(args.threads) },
+    };
     let socket = net::bind(&endpoint, &bind_opts).await?;
     if !quiet {
         let stop = if socket.is_single() { "one client, then exit" } else { "Ctrl-C stops" };
@@ -94,9 +98,15 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
         access,
         max_per_source: args.access.max_per_source.map(|n| n as usize),
         monitor: Arc::new(server::Silent),
+        own_threads: !args.once,
     };
     let datagrams = endpoint.style() == SocketStyle::Datagram;
     run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || stdout_closed.load(Ordering::Relaxed)).await
+}
+
+/// How many threads serve a TCP address: `--threads`, or one per CPU.
+pub(crate) fn server_threads(threads: Option<u32>) -> usize {
+    threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize)
 }
 
 /// The access list from `--allow`, `--deny` and their files. Rules need IP peers: on a Unix
@@ -493,6 +503,10 @@ impl LogMonitor {
 
 impl Monitor for LogMonitor {
     fn closed(&self, r: &ConnReport) {
+        // Checked here too: the sizes below are formatted before `log` could decline them.
+        if self.quiet {
+            return;
+        }
         self.log(format_args!(
             "{}: {} in, {} out, {:.3}s, {}",
             r.peer,
