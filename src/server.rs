@@ -292,8 +292,33 @@ impl Accepting {
 
 /// Serves one listener on the caller's runtime, and drains its connections.
 async fn accept_loop(listener: Listener, shared: &Arc<Shared>) {
-    let accepting = Accepting::new(&shared.config);
-    let once_done = accept_until_stopped(listener, shared, &accepting).await;
+    let accepting = Arc::new(Accepting::new(&shared.config));
+    let once_done = if listener.sockets() > 1 {
+        // Several listening sockets without threads of their own: a loop for each here, or the
+        // connections the kernel gives the others would wait in their backlogs.
+        let mut loops = tokio::task::JoinSet::new();
+        match listener.into_parts() {
+            Ok(parts) => {
+                for part in parts {
+                    match part.register() {
+                        Ok(l) => {
+                            let (shared, accepting) = (shared.clone(), accepting.clone());
+                            loops.spawn(async move { accept_until_stopped(l, &shared, &accepting).await });
+                        }
+                        Err(e) => shared.config.monitor.problem(None, &format!("cannot listen: {e}")),
+                    }
+                }
+            }
+            Err(e) => shared.config.monitor.problem(None, &format!("cannot listen: {e}")),
+        }
+        let mut once_done = false;
+        while let Some(done) = loops.join_next().await {
+            once_done |= done.unwrap_or(false);
+        }
+        once_done
+    } else {
+        accept_until_stopped(listener, shared, &accepting).await
+    };
     let tracker = &accepting.tracker;
     tracker.close();
     if once_done {
@@ -1244,6 +1269,42 @@ mod tests {
         let token = CancellationToken::new();
         let handle = tokio::spawn(run(socket, config, token.clone()));
         (addr, token, handle)
+    }
+
+    /// Connections land on every socket of a shared address (the kernel picks by the source
+    /// port), so each must be served: on threads of their own, or on the caller's runtime.
+    #[tokio::test]
+    async fn every_socket_of_a_shared_address_is_served_with_or_without_threads() {
+        for own_threads in [false, true] {
+            let endpoint: Endpoint = "tcp://127.0.0.1:0".parse().unwrap();
+            let socket = bind(&endpoint, &BindOptions { listeners: 3, ..BindOptions::default() }).await.unwrap();
+            let ServerSocket::Listener(l) = &socket else { panic!("a listener") };
+            assert_eq!(l.sockets(), 3);
+            let addr = socket.local_endpoint().trim_start_matches("tcp://").to_owned();
+            let token = CancellationToken::new();
+            let config = ServerConfig { own_threads, ..ServerConfig::new(Service::Echo) };
+            let handle = tokio::spawn(run(socket, config, token.clone()));
+            let mut clients = tokio::task::JoinSet::new();
+            for i in 0..30u32 {
+                let addr = addr.clone();
+                clients.spawn(async move {
+                    let mut s = TcpStream::connect(&addr).await.unwrap();
+                    s.write_all(&i.to_be_bytes()).await.unwrap();
+                    let mut back = [0u8; 4];
+                    s.read_exact(&mut back).await.unwrap();
+                    assert_eq!(back, i.to_be_bytes());
+                });
+            }
+            let all = async {
+                while let Some(c) = clients.join_next().await {
+                    c.unwrap();
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), all).await.expect("every client answered");
+            token.cancel();
+            let summary = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("stops").unwrap();
+            assert_eq!(summary.connections, 30, "own_threads {own_threads}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
