@@ -63,17 +63,43 @@ pub fn hex_dump(data: &[u8]) -> String {
 
 /// Formats a byte count with a binary unit: `512 B`, `1.5 KiB`, `3.0 MiB`.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
+    ByteCount(n).to_string()
+}
+
+/// A byte count that displays as [`bytes`] formats it, without allocating (for a log line
+/// written per connection).
+#[derive(Debug, Clone, Copy)]
+pub struct ByteCount(pub u64);
+
+impl std::fmt::Display for ByteCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        let n = self.0;
+        if n < 1024 {
+            return write!(f, "{n} B");
+        }
+        let mut v = n as f64 / 1024.0;
+        let mut unit = 0;
+        while v >= 1024.0 && unit < UNITS.len() - 1 {
+            v /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{v:.1} {}", UNITS[unit])
     }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
+}
+
+/// A duration that displays in seconds with three decimals (`0.012s`), as `{:.3}s` of its
+/// seconds would, but with integer arithmetic.
+#[derive(Debug, Clone, Copy)]
+pub struct Seconds(pub std::time::Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Rounded to the nearest millisecond, half up, as the float formatting did (near enough:
+        // it rounded half to even on the binary value).
+        let ms = (self.0.as_nanos() + 500_000) / 1_000_000;
+        write!(f, "{}.{:03}s", ms / 1000, ms % 1000)
     }
-    format!("{v:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -114,5 +140,26 @@ mod tests {
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 << 20), "3.0 MiB");
+    }
+
+    #[test]
+    fn seconds_as_the_float_formatting_wrote_them() {
+        use std::time::Duration;
+        for (d, want) in [
+            (Duration::ZERO, "0.000s"),
+            (Duration::from_micros(499), "0.000s"),
+            (Duration::from_micros(1_500), "0.002s"),
+            (Duration::from_millis(12), "0.012s"),
+            (Duration::from_secs(61) + Duration::from_micros(999_600), "62.000s"),
+        ] {
+            assert_eq!(Seconds(d).to_string(), want);
+        }
+        // Agrees with `{:.3}` wherever a value is not within a rounding step of a half.
+        for ns in (0..5_000_000u64).step_by(7_919) {
+            let d = Duration::from_nanos(ns);
+            if (ns % 1_000_000).abs_diff(500_000) > 1_000 {
+                assert_eq!(Seconds(d).to_string(), format!("{:.3}s", d.as_secs_f64()), "{ns} ns");
+            }
+        }
     }
 }

@@ -508,11 +508,11 @@ impl Monitor for LogMonitor {
             return;
         }
         self.log(format_args!(
-            "{}: {} in, {} out, {:.3}s, {}",
+            "{}: {} in, {} out, {}, {}",
             r.peer,
-            render::bytes(r.bytes_in),
-            render::bytes(r.bytes_out),
-            r.duration.as_secs_f64(),
+            render::ByteCount(r.bytes_in),
+            render::ByteCount(r.bytes_out),
+            render::Seconds(r.duration),
             r.end
         ));
     }
