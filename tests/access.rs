@@ -29,7 +29,17 @@ fn connect_from(from: &str, server: &str) -> TcpStream {
 /// Whether an exchange from `from` is served: an echo comes back (`true`), or the connection is
 /// reset or closed with nothing (`false`).
 fn served(from: &str, server: &str) -> bool {
-    let mut s = connect_from(from, server);
+    let to: SocketAddr = server.parse().unwrap();
+    let sock = Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::new(from.parse::<std::net::IpAddr>().unwrap(), 0).into()).unwrap();
+    // A refused client is reset at once, which can happen before `connect` returns.
+    match sock.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return false,
+        Err(e) => panic!("connect {server} from {from}: {e}"),
+    }
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(WAIT)).unwrap();
     // The write may already fail if the reset came first.
     if s.write_all(b"ping\n").is_err() {
         return false;
