@@ -643,14 +643,15 @@ impl Worker<'_> {
         let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let mut answer = vec![0u8; size];
         let mut last_error = None;
+        // Each worker connects from its own loopback address: from one address, the kernel's
+        // search for a free port among tens of thousands of TIME-WAIT connections becomes the
+        // limit on the rate, whatever the server does.
+        let from_loopback = loopback_tcp_target(&self.config.endpoint)
+            .map(|target| (Ipv4Addr::new(127, 0, 0, 2 + (worker % CONNECT_SOURCES) as u8), target));
         while self.running() {
             let t0 = Instant::now();
             let cycle = async {
-                let socket = if let Some(target) = loopback_tcp_target(&self.config.endpoint) {
-                    // Each worker connects from its own loopback address: from one address, the
-                    // kernel's search for a free port among tens of thousands of TIME-WAIT
-                    // connections becomes the limit on the rate, whatever the server does.
-                    let source = Ipv4Addr::new(127, 0, 0, 2 + (worker % CONNECT_SOURCES) as u8);
+                let socket = if let Some((source, target)) = from_loopback {
                     let s = connect_from(source, target).await?;
                     let _ = s.set_nodelay(true);
                     ClientSocket::Conn(Conn::Stream(Stream::Tcp(s)))

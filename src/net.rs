@@ -832,8 +832,7 @@ fn bind_ip(
     let shared = opts.listeners > 1 && proto != IpProto::Udp;
     let socket = new_socket(false)?;
     socket.bind(&addr.into()).map_err(err)?;
-    let mut siblings = Vec::new();
-    let socket = if shared {
+    let (socket, siblings) = if shared {
         // Bound alone first: a port in use is refused here as it would be without sharing, and
         // port 0 becomes a real one. Then the address is bound again by every socket of the
         // group, which nothing outside it can join (a later bind without SO_REUSEPORT fails,
@@ -848,10 +847,9 @@ fn bind_ip(
             group.push(s);
         }
         let first = group.remove(0);
-        siblings = group.into_iter().map(std::net::TcpListener::from).collect();
-        first
+        (first, group.into_iter().map(std::net::TcpListener::from).collect())
     } else {
-        socket
+        (socket, Vec::new())
     };
     let local = socket.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(addr);
     let scheme = proto.scheme();

@@ -56,7 +56,8 @@ pub struct ServerConfig {
     pub monitor: Arc<dyn Monitor>,
     /// Serve a TCP listener on threads of its own, one per listening socket
     /// ([`crate::net::BindOptions::listeners`]), each with a single-threaded runtime, instead of
-    /// on the caller's runtime. A connection's work then never crosses threads.
+    /// on the caller's runtime. A connection's work then never crosses threads. A listener of
+    /// several sockets is always served this way, whatever this says.
     pub own_threads: bool,
 }
 
@@ -233,7 +234,10 @@ pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: Cancellat
     });
     let serve = async {
         match (socket, &shared.config.service) {
-            (ServerSocket::Listener(listener), _) if shared.config.own_threads && listener.is_tcp() => {
+            // A listener of several sockets has no other way to serve them all at once.
+            (ServerSocket::Listener(listener), _)
+                if listener.sockets() > 1 || (shared.config.own_threads && listener.is_tcp()) =>
+            {
                 serve_on_threads(listener, &shared).await
             }
             (ServerSocket::Listener(listener), _) => accept_loop(listener, &shared).await,
@@ -292,33 +296,8 @@ impl Accepting {
 
 /// Serves one listener on the caller's runtime, and drains its connections.
 async fn accept_loop(listener: Listener, shared: &Arc<Shared>) {
-    let accepting = Arc::new(Accepting::new(&shared.config));
-    let once_done = if listener.sockets() > 1 {
-        // Several listening sockets without threads of their own: a loop for each here, or the
-        // connections the kernel gives the others would wait in their backlogs.
-        let mut loops = tokio::task::JoinSet::new();
-        match listener.into_parts() {
-            Ok(parts) => {
-                for part in parts {
-                    match part.register() {
-                        Ok(l) => {
-                            let (shared, accepting) = (shared.clone(), accepting.clone());
-                            loops.spawn(async move { accept_until_stopped(l, &shared, &accepting).await });
-                        }
-                        Err(e) => shared.config.monitor.problem(None, &format!("cannot listen: {e}")),
-                    }
-                }
-            }
-            Err(e) => shared.config.monitor.problem(None, &format!("cannot listen: {e}")),
-        }
-        let mut once_done = false;
-        while let Some(done) = loops.join_next().await {
-            once_done |= done.unwrap_or(false);
-        }
-        once_done
-    } else {
-        accept_until_stopped(listener, shared, &accepting).await
-    };
+    let accepting = Accepting::new(&shared.config);
+    let once_done = accept_until_stopped(listener, shared, &accepting).await;
     let tracker = &accepting.tracker;
     tracker.close();
     if once_done {
@@ -1272,7 +1251,7 @@ mod tests {
     }
 
     /// Connections land on every socket of a shared address (the kernel picks by the source
-    /// port), so each must be served: on threads of their own, or on the caller's runtime.
+    /// port), so each must be served, whether or not the caller asked for threads.
     #[tokio::test]
     async fn every_socket_of_a_shared_address_is_served_with_or_without_threads() {
         for own_threads in [false, true] {

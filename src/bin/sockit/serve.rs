@@ -503,10 +503,6 @@ impl LogMonitor {
 
 impl Monitor for LogMonitor {
     fn closed(&self, r: &ConnReport) {
-        // Checked here too: the sizes below are formatted before `log` could decline them.
-        if self.quiet {
-            return;
-        }
         self.log(format_args!(
             "{}: {} in, {} out, {}, {}",
             r.peer,
