@@ -16,30 +16,30 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A TCP connection to `server` from the loopback address `from`.
 fn connect_from(from: &str, server: &str) -> TcpStream {
+    try_connect_from(from, server).unwrap_or_else(|e| panic!("connect {server} from {from}: {e}"))
+}
+
+/// As `connect_from`, with the connect's error given back.
+fn try_connect_from(from: &str, server: &str) -> std::io::Result<TcpStream> {
     let to: SocketAddr = server.parse().unwrap();
     let s = Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap();
     let local = SocketAddr::new(from.parse::<std::net::IpAddr>().unwrap(), 0);
     s.bind(&local.into()).unwrap();
-    s.connect(&to.into()).unwrap();
+    s.connect(&to.into())?;
     let s: TcpStream = s.into();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    s
+    Ok(s)
 }
 
 /// Whether an exchange from `from` is served: an echo comes back (`true`), or the connection is
 /// reset or closed with nothing (`false`).
 fn served(from: &str, server: &str) -> bool {
-    let to: SocketAddr = server.parse().unwrap();
-    let sock = Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap();
-    sock.bind(&SocketAddr::new(from.parse::<std::net::IpAddr>().unwrap(), 0).into()).unwrap();
     // A refused client is reset at once, which can happen before `connect` returns.
-    match sock.connect(&to.into()) {
-        Ok(()) => {}
+    let mut s = match try_connect_from(from, server) {
+        Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return false,
         Err(e) => panic!("connect {server} from {from}: {e}"),
-    }
-    let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(WAIT)).unwrap();
+    };
     // The write may already fail if the reset came first.
     if s.write_all(b"ping\n").is_err() {
         return false;
