@@ -582,6 +582,11 @@ pub struct Unregistered {
 }
 
 impl Unregistered {
+    /// The listening socket itself, for a server that drives it without a runtime.
+    pub(crate) fn into_socket(self) -> std::net::TcpListener {
+        self.socket
+    }
+
     /// A listener driven by the current runtime.
     pub fn register(self) -> io::Result<Listener> {
         Ok(Listener {

@@ -30,6 +30,8 @@ use crate::net::{Conn, DatagramSocket, Listener, MAX_DATAGRAM, PeerAddr, ServerS
 use crate::service::{Flow, Service};
 use crate::stop::{Stage, StopSignal, Watch};
 
+mod evloop;
+
 /// How a server behaves. [`ServerConfig::new`] gives the defaults for a service.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -323,6 +325,7 @@ async fn serve_on_threads(listener: Listener, shared: &Arc<Shared>) {
         }
     };
     let accepting = Arc::new(Accepting::new(&shared.config));
+    let event_loop = evloop::serves(shared);
     // The tracker is closed when the last accept loop stops: only then can no task be added.
     let accepting_loops = Arc::new(AtomicU64::new(parts.len() as u64));
     let mut done = Vec::with_capacity(parts.len());
@@ -337,6 +340,12 @@ async fn serve_on_threads(listener: Listener, shared: &Arc<Shared>) {
                     accepting.tracker.close();
                 }
             };
+            if event_loop {
+                if let Err(e) = evloop::run(part.into_socket(), &shared, &accepting) {
+                    shared.config.monitor.problem(None, &format!("cannot start a server thread: {e}"));
+                }
+                return stopped();
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -376,7 +385,7 @@ async fn serve_on_threads(listener: Listener, shared: &Arc<Shared>) {
 /// Accepts connections and spawns a task for each until shutdown (or, with `once` or on a
 /// single listener, after the first). Returns whether it stopped for `once`.
 async fn accept_until_stopped(mut listener: Listener, shared: &Arc<Shared>, accepting: &Accepting) -> bool {
-    let Accepting { tracker, limit, per_source } = accepting;
+    let tracker = &accepting.tracker;
     let mut backoff = Duration::from_millis(10);
     // An inherited connected socket is the only client there will be.
     let once = shared.config.once || listener.is_single();
@@ -403,39 +412,26 @@ async fn accept_until_stopped(mut listener: Listener, shared: &Arc<Shared>, acce
                 continue;
             }
         };
-        if let Err(why) = admit_peer(&peer, shared, per_source) {
-            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-            shared.config.monitor.refused(&peer, &why);
-            // Nothing is said to a client turned away by address: the connection is reset.
-            if let Conn::Stream(s) = &conn {
-                s.set_linger_zero();
-            }
-            drop(conn);
-            continue;
-        }
-        // Counted only when limited: the table costs a lock and a hash per connection.
-        let source = shared.config.max_per_source.and_then(|_| SourceSlot::take(&peer, per_source));
-        let permit = match limit {
-            None => None,
-            Some(sem) => match sem.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-                    let max = shared.config.max_conns.unwrap_or(0);
-                    shared.config.monitor.refused(&peer, &format!("over --max-conns {max}"));
-                    let shared = shared.clone();
-                    tracker.spawn(async move { refuse(conn, max, &shared).await });
-                    continue;
+        let held = match admit(&peer, shared, accepting) {
+            Admission::Admitted(held) => held,
+            Admission::Denied => {
+                // Nothing is said to a client turned away by address: the connection is reset.
+                if let Conn::Stream(s) = &conn {
+                    s.set_linger_zero();
                 }
-            },
+                continue;
+            }
+            Admission::Busy(max) => {
+                let shared = shared.clone();
+                tracker.spawn(async move { refuse(conn, max, &shared).await });
+                continue;
+            }
         };
-        shared.counters.connections.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", %peer);
         let task_shared = shared.clone();
         let task = async move {
             let report = serve_conn(conn, peer, &task_shared).await;
-            drop(permit);
-            drop(source);
+            drop(held);
             task_shared.config.monitor.closed(&report);
         };
         // A span costs on every poll even when nothing records it: attach it only when debug
@@ -454,6 +450,47 @@ async fn accept_until_stopped(mut listener: Listener, shared: &Arc<Shared>, acce
     // in a backlog nobody will drain, and removes the socket file.
     drop(listener);
     once_done
+}
+
+/// What a new connection holds while it lives: its seat under `max_conns` and its count
+/// against its source address.
+struct Held {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _source: Option<SourceSlot>,
+}
+
+/// Whether a new connection may stay.
+enum Admission {
+    Admitted(Held),
+    /// Refused by its address (the access list or `max_per_source`): reset it.
+    Denied,
+    /// Over `max_conns`, which is given: tell the client the server is busy, then close.
+    Busy(usize),
+}
+
+/// Decides on a new connection, counts it and tells the monitor of a refusal.
+fn admit(peer: &PeerAddr, shared: &Shared, accepting: &Accepting) -> Admission {
+    if let Err(why) = admit_peer(peer, shared, &accepting.per_source) {
+        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        shared.config.monitor.refused(peer, &why);
+        return Admission::Denied;
+    }
+    // Counted only when limited: the table costs a lock and a hash per connection.
+    let source = shared.config.max_per_source.and_then(|_| SourceSlot::take(peer, &accepting.per_source));
+    let permit = match &accepting.limit {
+        None => None,
+        Some(sem) => match sem.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                let max = shared.config.max_conns.unwrap_or(0);
+                shared.config.monitor.refused(peer, &format!("over --max-conns {max}"));
+                return Admission::Busy(max);
+            }
+        },
+    };
+    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+    Admission::Admitted(Held { _permit: permit, _source: source })
 }
 
 /// Connections open now per source address, for `max_per_source`.
@@ -540,7 +577,7 @@ async fn drain(tracker: &TaskTracker, shared: &Shared) {
 /// Tells a client over the limit that the server is busy, in the connection's framing, and
 /// closes. Bounded: a client that does not read is dropped after a second.
 async fn refuse(conn: Conn, max: usize, shared: &Shared) {
-    let text = format!("sockit: server busy ({max} clients connected), try again later");
+    let text = busy_text(max);
     let send = async {
         // A TLS client can read the refusal only after a handshake (within the same second).
         let conn = match (conn, &shared.tls) {
@@ -564,13 +601,7 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
                 let _ = s.shutdown().await;
             }
             Conn::Stream(mut s) => {
-                let mut buf = BytesMut::new();
-                let codec = FrameCodec::new(shared.config.framing, usize::MAX);
-                let _ = codec.encode_into(text.as_bytes(), &mut buf);
-                if shared.config.framing == Framing::Raw {
-                    buf.extend_from_slice(b"\n");
-                }
-                let _ = s.write_all(&buf).await;
+                let _ = s.write_all(&busy_message(&text, shared.config.framing)).await;
                 let _ = s.shutdown().await;
             }
             Conn::Seqpacket(s) => {
@@ -579,6 +610,21 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+}
+
+/// What a client over `max_conns` is told.
+fn busy_text(max: usize) -> String {
+    format!("sockit: server busy ({max} clients connected), try again later")
+}
+
+/// `text` as one message in `framing` (under raw framing, a line).
+fn busy_message(text: &str, framing: Framing) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let _ = FrameCodec::new(framing, usize::MAX).encode_into(text.as_bytes(), &mut buf);
+    if framing == Framing::Raw {
+        buf.extend_from_slice(b"\n");
+    }
+    buf
 }
 
 /// What a session moved, for the server's report.
@@ -638,6 +684,16 @@ impl Shared {
     fn session_limits(&self) -> SessionLimits<'_> {
         SessionLimits { shutdown: &self.shutdown, cut: &self.cut, idle_timeout: self.config.idle_timeout }
     }
+
+    /// Adds a finished connection to the totals, and reports it.
+    fn finished(&self, peer: PeerAddr, started: Instant, io: &Traffic, end: End) -> ConnReport {
+        if end == End::Cut {
+            self.counters.cut.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters.bytes_in.fetch_add(io.bytes_in, Ordering::Relaxed);
+        self.counters.bytes_out.fetch_add(io.bytes_out, Ordering::Relaxed);
+        ConnReport { peer, bytes_in: io.bytes_in, bytes_out: io.bytes_out, duration: started.elapsed(), end }
+    }
 }
 
 async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
@@ -674,12 +730,7 @@ async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
         (Conn::Stream(s), _) => stream_session(s, &peer, shared, &mut io).await,
         (Conn::Seqpacket(s), _) => Box::pin(seqpacket_session(s, &peer, shared, &mut io)).await,
     };
-    if end == End::Cut {
-        shared.counters.cut.fetch_add(1, Ordering::Relaxed);
-    }
-    shared.counters.bytes_in.fetch_add(io.bytes_in, Ordering::Relaxed);
-    shared.counters.bytes_out.fetch_add(io.bytes_out, Ordering::Relaxed);
-    ConnReport { peer, bytes_in: io.bytes_in, bytes_out: io.bytes_out, duration: started.elapsed(), end }
+    shared.finished(peer, started, &io, end)
 }
 
 /// The server's side of a TLS handshake, in the connection's own task: bounded by
@@ -810,73 +861,109 @@ impl<F: Future> Future for Limited<'_, F> {
     }
 }
 
-async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io: &mut Traffic) -> End {
-    let config = &shared.config;
-    let mut codec = FrameCodec::new(config.framing, config.max_frame);
-    // Under raw framing, services that think in lines answer each line of a chunk.
-    let text_lines = config.framing == Framing::Raw && config.service.thinks_in_lines();
-    // Buffers start empty and grow only when a client sends something, so an idle connection
-    // costs no buffer memory.
-    let mut inbuf = BytesMut::new();
-    let mut out = BytesMut::new();
-    let mut eof = false;
-    let mut bounds = Bounds::new(shared);
-    let end = loop {
-        // Answer what is buffered, but write once the answers pass the high-water mark, so that
-        // a burst of questions with long answers never piles up in memory.
-        let mut flow = Flow::Continue;
-        let mut bad_frame = None;
+/// Whether `service` answers messages one by one ([`Service::respond`]) in the session that
+/// [`Messages`] keeps, rather than running a session of its own.
+fn answers_messages(service: &Service) -> bool {
+    match service {
+        Service::Echo | Service::Upper | Service::Reply(_) | Service::Qa(_) | Service::Print(_) => true,
+        Service::Discard
+        | Service::Source
+        | Service::Exec(_)
+        | Service::Files(_)
+        | Service::Chat(_)
+        | Service::Relay(_)
+        | Service::Spawn(_) => false,
+    }
+}
+
+/// A message session's state apart from its socket: the framing, what came in and is not
+/// answered yet, and the answers not yet written. [`stream_session`] drives it on tokio, and
+/// [`evloop`] from its own event loop, so both answer exactly alike.
+struct Messages {
+    codec: FrameCodec,
+    /// Under raw framing, services that think in lines answer each line of a chunk.
+    text_lines: bool,
+    /// Starts empty and grows only when a client sends something ([`read_some`]), so an idle
+    /// connection costs no buffer memory.
+    inbuf: BytesMut,
+    out: BytesMut,
+    /// The client has closed its side.
+    eof: bool,
+}
+
+/// What a message session does once the answers in its buffer are written out.
+#[derive(Debug)]
+enum Step {
+    /// Read more: every complete message is answered.
+    Read,
+    /// Answer more: the answers reached the high-water mark first.
+    AnswerMore,
+    /// End the session.
+    End(End),
+}
+
+impl Messages {
+    fn new(config: &ServerConfig) -> Messages {
+        Messages {
+            codec: FrameCodec::new(config.framing, config.max_frame),
+            text_lines: config.framing == Framing::Raw && config.service.thinks_in_lines(),
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    /// Answers what is buffered into `out`, stopping once the answers pass the high-water mark
+    /// so that a burst of questions with long answers never piles up in memory. Each message
+    /// is answered where it lies in the buffer and then stepped over, so a message costs no
+    /// allocation.
+    fn answer(&mut self, service: &Service, peer: &PeerAddr) -> Step {
+        let Messages { codec, text_lines, inbuf, out, eof } = self;
         while out.len() < OUT_HIGH_WATER {
-            // Each message is answered where it lies in the buffer and then stepped over, so a
-            // message costs no allocation.
-            let next = if text_lines {
-                Ok(find_text_line(&inbuf))
+            let next = if *text_lines {
+                Ok(find_text_line(inbuf))
             } else {
-                codec.find(&mut inbuf, eof).map(|m| m.map(|m| (m, &b""[..])))
+                codec.find(inbuf, *eof).map(|m| m.map(|m| (m, &b""[..])))
             };
             match next {
                 Ok(Some((found, term))) => {
-                    flow = config.service.respond(peer, &mut inbuf[found.msg], &mut |a| {
+                    let flow = service.respond(peer, &mut inbuf[found.msg], &mut |a| {
                         // Encoding fails only for an answer over max_frame under len framing;
                         // such an answer is dropped rather than sent malformed.
-                        if codec.encode_into(a, &mut out).is_ok() {
+                        if codec.encode_into(a, out).is_ok() {
                             out.extend_from_slice(term);
                         }
                     });
                     inbuf.advance(found.consumed);
                     if flow == Flow::End {
-                        break;
+                        return Step::End(End::SessionEnded);
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    bad_frame = Some(e);
-                    break;
-                }
+                Ok(None) if *eof => return Step::End(End::PeerClosed),
+                Ok(None) => return Step::Read,
+                Err(FrameError::Io(e)) => return Step::End(End::Io(e.to_string())),
+                Err(e) => return Step::End(End::Protocol(e.to_string())),
             }
         }
-        let answered_all = out.len() < OUT_HIGH_WATER;
-        if let Err(end) = write_out(&mut stream, &mut out, &mut bounds, io).await {
+        Step::AnswerMore
+    }
+}
+
+async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io: &mut Traffic) -> End {
+    let mut msgs = Messages::new(&shared.config);
+    let mut bounds = Bounds::new(shared);
+    let end = loop {
+        let step = msgs.answer(&shared.config.service, peer);
+        if let Err(end) = write_out(&mut stream, &mut msgs.out, &mut bounds, io).await {
             break end;
         }
-        if let Some(e) = bad_frame {
-            break match e {
-                FrameError::Io(e) => End::Io(e.to_string()),
-                other => End::Protocol(other.to_string()),
-            };
+        match step {
+            Step::Read => {}
+            Step::AnswerMore => continue,
+            Step::End(end) => break end,
         }
-        if flow == Flow::End {
-            break End::SessionEnded;
-        }
-        if !answered_all {
-            // The answers were written out at the high-water mark; more questions may wait.
-            continue;
-        }
-        if eof {
-            break End::PeerClosed;
-        }
-        match bounds.read(read_some(&mut stream, &mut inbuf)).await {
-            Ok(Ok(0)) => eof = true,
+        match bounds.read(read_some(&mut stream, &mut msgs.inbuf)).await {
+            Ok(Ok(0)) => msgs.eof = true,
             Ok(Ok(n)) => io.bytes_in += n as u64,
             Ok(Err(e)) => break End::Io(e.to_string()),
             Err(end) => break end,
@@ -1242,6 +1329,16 @@ mod tests {
     }
 
     async fn start(config: ServerConfig) -> (String, CancellationToken, tokio::task::JoinHandle<Summary>) {
+        start_with(config, false).await
+    }
+
+    /// Starts a server on one socket; with `own_threads`, a message service runs on the event
+    /// loop ([`evloop`]), else on the caller's runtime.
+    async fn start_with(
+        mut config: ServerConfig,
+        own_threads: bool,
+    ) -> (String, CancellationToken, tokio::task::JoinHandle<Summary>) {
+        config.own_threads = own_threads;
         let endpoint: Endpoint = "tcp://127.0.0.1:0".parse().unwrap();
         let socket = bind(&endpoint, &BindOptions::default()).await.unwrap();
         let addr = socket.local_endpoint().trim_start_matches("tcp://").to_owned();
@@ -1306,17 +1403,24 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_closes_idle_connections_and_counts_bytes() {
-        let (addr, token, handle) = start(ServerConfig::new(Service::Upper)).await;
-        let mut c = TcpStream::connect(&addr).await.unwrap();
-        c.write_all(b"abc").await.unwrap();
-        let mut buf = [0u8; 3];
-        c.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"ABC");
-        token.cancel();
-        // The server closes our idle connection on its own.
-        assert_eq!(c.read(&mut [0u8; 1]).await.unwrap(), 0);
-        let s = handle.await.unwrap();
-        assert_eq!((s.connections, s.bytes_in, s.bytes_out, s.cut), (1, 3, 3, 0));
+        for own_threads in [false, true] {
+            let rec = Arc::new(Recorder::default());
+            let config = ServerConfig { monitor: rec.clone(), ..ServerConfig::new(Service::Upper) };
+            let (addr, token, handle) = start_with(config, own_threads).await;
+            let mut c = TcpStream::connect(&addr).await.unwrap();
+            c.write_all(b"abc").await.unwrap();
+            let mut buf = [0u8; 3];
+            c.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ABC");
+            token.cancel();
+            // The server closes our idle connection on its own.
+            assert_eq!(c.read(&mut [0u8; 1]).await.unwrap(), 0);
+            let s = handle.await.unwrap();
+            assert_eq!((s.connections, s.bytes_in, s.bytes_out, s.cut), (1, 3, 3, 0), "own_threads {own_threads}");
+            assert_eq!(*rec.0.lock().unwrap(), vec![End::Shutdown]);
+            // And new clients are turned away at once.
+            assert!(TcpStream::connect(&addr).await.is_err(), "own_threads {own_threads}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -1376,10 +1480,16 @@ mod tests {
 
     #[tokio::test]
     async fn max_conns_refuses_with_a_message_in_the_framing() {
+        for own_threads in [false, true] {
+            max_conns_refuses(own_threads).await;
+        }
+    }
+
+    async fn max_conns_refuses(own_threads: bool) {
         let mut config = ServerConfig::new(Service::Echo);
         config.max_conns = Some(1);
         config.framing = Framing::Len;
-        let (addr, token, handle) = start(config).await;
+        let (addr, token, handle) = start_with(config, own_threads).await;
         let mut first = TcpStream::connect(&addr).await.unwrap();
         first.write_all(b"\0\0\0\x01a").await.unwrap();
         let mut echo = [0u8; 5];
@@ -1393,6 +1503,102 @@ mod tests {
         token.cancel();
         let s = handle.await.unwrap();
         assert_eq!((s.connections, s.refused), (1, 1));
+    }
+
+    /// The event loop keeps the idle timeout in real time: a silent client is closed, one that
+    /// keeps talking is not.
+    #[tokio::test]
+    async fn event_loop_closes_a_silent_client_and_keeps_a_talking_one() {
+        let rec = Arc::new(Recorder::default());
+        let config = ServerConfig {
+            idle_timeout: Some(Duration::from_millis(400)),
+            monitor: rec.clone(),
+            ..ServerConfig::new(Service::Echo)
+        };
+        let (addr, token, handle) = start_with(config, true).await;
+        let mut silent = TcpStream::connect(&addr).await.unwrap();
+        let mut talking = TcpStream::connect(&addr).await.unwrap();
+        let started = Instant::now();
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            talking.write_all(b"hi").await.unwrap();
+            let mut back = [0u8; 2];
+            talking.read_exact(&mut back).await.unwrap();
+        }
+        // 800 ms on, the talking client is still served; the silent one was closed on time.
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await.expect("closed");
+        assert_eq!(closed.unwrap(), 0);
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(*rec.0.lock().unwrap(), vec![End::IdleTimeout]);
+        token.cancel();
+        let s = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("stops").unwrap();
+        assert_eq!((s.connections, s.bytes_in, s.bytes_out), (2, 16, 16));
+    }
+
+    /// A client that sends without reading fills the buffers back to itself; the event loop then
+    /// stops reading from it (nothing piles up), and cuts it when the grace period runs out.
+    #[tokio::test]
+    async fn event_loop_cuts_a_client_that_never_reads_after_the_grace_period() {
+        let rec = Arc::new(Recorder::default());
+        let config = ServerConfig {
+            grace: Duration::from_millis(300),
+            monitor: rec.clone(),
+            ..ServerConfig::new(Service::Echo)
+        };
+        let (addr, token, handle) = start_with(config, true).await;
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0usize;
+        while let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(200), c.write_all(&chunk)).await {
+            sent += chunk.len();
+            assert!(sent < 512 << 20, "buffers never filled");
+        }
+        let started = Instant::now();
+        token.cancel();
+        let s = tokio::time::timeout(Duration::from_secs(10), handle).await.expect("stops").unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300), "cut only after the grace period");
+        assert_eq!(s.cut, 1);
+        assert_eq!(*rec.0.lock().unwrap(), vec![End::Cut]);
+    }
+
+    /// A broken frame ends the connection with a reset on the event loop as on tokio, and `qa`
+    /// ends its session after `bye` on both.
+    #[tokio::test]
+    async fn protocol_errors_and_session_ends_are_the_same_on_both_paths() {
+        for own_threads in [false, true] {
+            let rec = Arc::new(Recorder::default());
+            let config = ServerConfig {
+                framing: Framing::Len,
+                max_frame: 16,
+                monitor: rec.clone(),
+                ..ServerConfig::new(Service::Echo)
+            };
+            let (addr, token, handle) = start_with(config, own_threads).await;
+            let mut c = TcpStream::connect(&addr).await.unwrap();
+            c.write_all(b"\0\0\0\x02ok\0\0\x10\0").await.unwrap();
+            let mut ok = [0u8; 6];
+            c.read_exact(&mut ok).await.unwrap();
+            assert_eq!(&ok, b"\0\0\0\x02ok");
+            assert!(c.read(&mut [0u8; 1]).await.is_err(), "reset, own_threads {own_threads}");
+            token.cancel();
+            handle.await.unwrap();
+            let ends = rec.0.lock().unwrap().clone();
+            assert!(matches!(ends.as_slice(), [End::Protocol(_)]), "{ends:?}, own_threads {own_threads}");
+
+            let dict = crate::service::QaDict::parse("hello = hi\n", "?").unwrap();
+            let config = ServerConfig { monitor: rec.clone(), ..ServerConfig::new(Service::Qa(Arc::new(dict))) };
+            let (addr, token, handle) = start_with(config, own_threads).await;
+            let mut c = TcpStream::connect(&addr).await.unwrap();
+            c.write_all(b"hello\nbye\nhello\n").await.unwrap();
+            let mut all = Vec::new();
+            c.read_to_end(&mut all).await.unwrap();
+            let text = String::from_utf8(all).unwrap();
+            assert!(text.starts_with("hi\n") && text.lines().count() == 2, "{text:?}");
+            token.cancel();
+            handle.await.unwrap();
+            assert_eq!(rec.0.lock().unwrap().last(), Some(&End::SessionEnded), "own_threads {own_threads}");
+        }
     }
 }
 #[cfg(test)]

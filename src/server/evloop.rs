@@ -1,0 +1,545 @@
+//! The event loop that serves the message services (echo, upper, reply, qa, print) on plain TCP
+//! when the server has threads of its own: per thread, one epoll set driven by hand through mio,
+//! and every connection a small state machine in a slab instead of a task.
+//!
+//! Why: a message session needs none of tokio's generality. It reads, answers at once
+//! ([`Service::respond`](crate::service::Service::respond) is synchronous) and writes. A task
+//! per connection costs a task allocation, a readiness record, and an `epoll_ctl` to deregister
+//! before the socket is closed, and every message goes through a wake-up and the scheduler.
+//! Profiled, that was about 8 µs of user time per connection against under 1 µs for a
+//! hand-written epoll server in C, and 1 µs per message against 0.2 µs (BENCHMARKS.md). Here a
+//! message costs what it costs the C server: the readiness event, one `recv`, one `send`.
+//!
+//! The loop drives the same [`Messages`] state as the tokio session, so both answer alike, and
+//! keeps the server's promises the same way:
+//! - admission: the access list, `max_per_source`, and `max_conns` with its busy message;
+//! - backpressure: while answers wait to be written, nothing more is read;
+//! - the idle timeout: a map of deadlines, touched only when a deadline passes (progress just
+//!   notes the time);
+//! - shutdown: the listening socket is closed at once; a connection waiting for a message ends,
+//!   one with answers to write finishes them; after the grace period the rest are cut.
+//!
+//! TLS, the services with sessions of their own, Unix sockets, `once`, and servers on the
+//! caller's runtime stay on tokio ([`serves`]).
+
+use std::collections::BTreeMap;
+use std::io::{self, ErrorKind, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::{
+    Accepting, Admission, End, Held, Messages, READ_BUFFER, Shared, SpareBuffers, Step, Traffic, admit,
+    answers_messages, busy_message, busy_text,
+};
+use crate::net::PeerAddr;
+use crate::stop::Stage;
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKE: Token = Token(usize::MAX - 1);
+
+/// Whether this loop serves the server's connections: a message service on plain TCP, not
+/// `once`.
+pub(super) fn serves(shared: &Shared) -> bool {
+    shared.tls.is_none() && !shared.config.once && answers_messages(&shared.config.service)
+}
+
+/// Serves one listening socket on this thread until shutdown, then finishes its connections.
+/// Fails only when the loop cannot be set up.
+pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Accepting) -> io::Result<()> {
+    socket.set_nonblocking(true)?;
+    let poll = Poll::new()?;
+    // The server's stop signal wakes this loop through a waker of its own.
+    let waker = Waker::from(Arc::new(WakeLoop(mio::Waker::new(poll.registry(), WAKE)?)));
+    let mut listener = TcpListener::from_std(socket);
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let stop = shared.stop.watch();
+    let mut cx = Context::from_waker(&waker);
+    let mut events = Events::with_capacity(1024);
+    let mut turn = Vec::new();
+    let mut l = Loop {
+        shared,
+        accepting,
+        poll,
+        listener: Some(listener),
+        conns: Slab::new(),
+        timers: BTreeMap::new(),
+        serial: 0,
+        backoff: FIRST_BACKOFF,
+        accept_retry: None,
+        drain_until: None,
+        again: Vec::new(),
+    };
+    loop {
+        let now = Instant::now();
+        if l.drain_until.is_none() && stop.poll_reached(Stage::Shutdown, &mut cx).is_ready() {
+            l.stop_accepting(now);
+        }
+        if let Some(until) = l.drain_until {
+            if stop.poll_reached(Stage::Cut, &mut cx).is_ready() || now >= until {
+                // The first loop whose grace runs out cuts every thread's connections.
+                shared.cut.cancel();
+                shared.stop.raise(Stage::Cut);
+                l.cut_all();
+            }
+            if l.conns.is_empty() {
+                return Ok(());
+            }
+        }
+        if l.accept_retry.is_some_and(|at| now >= at) {
+            l.accept_retry = None;
+            l.accept_all();
+        }
+        l.expire_idle(now);
+        // Connections that used up their turn go on at once, after the others' events.
+        let timeout = match l.again.is_empty() {
+            true => l.next_deadline().map(|at| at.saturating_duration_since(now)),
+            false => Some(Duration::ZERO),
+        };
+        match l.poll.poll(&mut events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Nothing here can wait any more: end every connection and say why.
+                shared.config.monitor.problem(None, &format!("the event loop failed: {e}"));
+                l.listener = None;
+                l.cut_all();
+                return Ok(());
+            }
+        }
+        std::mem::swap(&mut l.again, &mut turn);
+        for key in turn.drain(..) {
+            // A key ended since may have been given to a new connection: driving that one
+            // finds nothing to do.
+            if l.conns.contains(key) {
+                l.drive(key);
+            }
+        }
+        for event in events.iter() {
+            match event.token() {
+                // While accepting is backed off, new connections wait in the backlog.
+                LISTENER if l.accept_retry.is_none() => l.accept_all(),
+                LISTENER | WAKE => {}
+                Token(key) => l.on_event(key, event),
+            }
+        }
+    }
+}
+
+/// Wakes the loop from another thread (when the stop signal is raised).
+struct WakeLoop(mio::Waker);
+
+impl Wake for WakeLoop {
+    fn wake(self: Arc<Self>) {
+        let _ = self.0.wake();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = self.0.wake();
+    }
+}
+
+/// How long the loop waits before accepting again after a failed accept, at first.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+
+struct Loop<'a> {
+    shared: &'a Shared,
+    accepting: &'a Accepting,
+    poll: Poll,
+    /// Gone once shutdown is asked for.
+    listener: Option<TcpListener>,
+    conns: Slab<Session>,
+    /// Idle deadlines, as (when, serial) of each connection, only under an idle timeout.
+    timers: BTreeMap<(Instant, u64), usize>,
+    /// The last serial given to a connection: keys in `timers` are unique even at one instant.
+    serial: u64,
+    /// The wait before accepting again after a failed accept (out of descriptors, say).
+    backoff: Duration,
+    accept_retry: Option<Instant>,
+    /// Set at shutdown: when the grace period ends.
+    drain_until: Option<Instant>,
+    /// Connections that stopped with bytes still to read, so that one busy client cannot keep
+    /// the others waiting ([`READS_PER_TURN`]).
+    again: Vec<usize>,
+}
+
+impl Loop<'_> {
+    /// Accepts every connection waiting, or stops for a while if accepting fails.
+    fn accept_all(&mut self) {
+        while let Some(listener) = &self.listener {
+            match listener.accept() {
+                Ok((sock, addr)) => {
+                    self.backoff = FIRST_BACKOFF;
+                    self.add(sock, PeerAddr::Inet(addr));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors or memory: say so, wait a little, and go on; the
+                    // clients already connected keep being served.
+                    self.shared.config.monitor.problem(None, &format!("accept failed: {e}"));
+                    self.accept_retry = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Admits a new connection and starts watching it.
+    fn add(&mut self, mut sock: TcpStream, peer: PeerAddr) {
+        let held = match admit(&peer, self.shared, self.accepting) {
+            Admission::Admitted(held) => held,
+            Admission::Denied => {
+                // Nothing is said to a client turned away by address: the connection is reset.
+                let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+                return;
+            }
+            Admission::Busy(max) => {
+                // A new connection's send buffer takes the short message whole.
+                let _ = sock.write(&busy_message(&busy_text(max), self.shared.config.framing));
+                let _ = sock.shutdown(Shutdown::Write);
+                return;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let started = Instant::now();
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE) {
+            drop((sock, held));
+            let report = self.shared.finished(peer, started, &Traffic::default(), End::Io(e.to_string()));
+            self.shared.config.monitor.closed(&report);
+            return;
+        }
+        let timer = self.shared.config.idle_timeout.map(|t| {
+            self.serial += 1;
+            let at = (later(started, t), self.serial);
+            self.timers.insert(at, key);
+            at
+        });
+        entry.insert(Session {
+            sock,
+            peer,
+            msgs: Messages::new(&self.shared.config),
+            step: Step::Read,
+            written: 0,
+            readable: false,
+            read_closed: false,
+            writable_watched: false,
+            io: Traffic::default(),
+            started,
+            active: started,
+            timer,
+            held,
+        });
+    }
+
+    fn on_event(&mut self, key: usize, event: &Event) {
+        let Some(s) = self.conns.get_mut(key) else { return };
+        // An error shows on the next read or write.
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            s.readable = true;
+        }
+        if event.is_read_closed() {
+            s.read_closed = true;
+        }
+        self.drive(key);
+    }
+
+    /// Moves a connection on as far as its socket allows.
+    fn drive(&mut self, key: usize) {
+        let (shared, stopping) = (self.shared, self.drain_until.is_some());
+        let s = &mut self.conns[key];
+        match s.drive(shared, stopping) {
+            Progress::Waiting => {}
+            Progress::Yielded => self.again.push(key),
+            Progress::WaitingToWrite if s.writable_watched => {}
+            Progress::WaitingToWrite => {
+                s.writable_watched = true;
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if let Err(e) = self.poll.registry().reregister(&mut s.sock, Token(key), interest) {
+                    self.finish(key, End::Io(e.to_string()));
+                }
+            }
+            Progress::Ended(end) => self.finish(key, end),
+        }
+    }
+
+    /// Ends a connection: closes it, counts it, and reports it.
+    fn finish(&mut self, key: usize, end: End) {
+        let Session { sock, peer, mut msgs, io, started, timer, held, .. } = self.conns.remove(key);
+        if let Some(at) = timer {
+            self.timers.remove(&at);
+        }
+        match &end {
+            End::Protocol(_) => {
+                let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+            }
+            // The client has closed: closing sends our FIN after everything written.
+            End::PeerClosed => {}
+            _ => {
+                let _ = sock.shutdown(Shutdown::Write);
+            }
+        }
+        if msgs.inbuf.capacity() > 0 {
+            SpareBuffers::give_back(std::mem::take(&mut msgs.inbuf));
+        }
+        // Closing the socket takes it out of the epoll set.
+        drop((sock, held));
+        let report = self.shared.finished(peer, started, &io, end);
+        self.shared.config.monitor.closed(&report);
+    }
+
+    /// Stops accepting at shutdown, and ends every connection that is waiting for a message.
+    fn stop_accepting(&mut self, now: Instant) {
+        // Closing it makes new clients fail fast instead of waiting in a backlog.
+        self.listener = None;
+        self.accept_retry = None;
+        self.drain_until = Some(later(now, self.shared.config.grace));
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.drive(key);
+        }
+    }
+
+    fn cut_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.finish(key, End::Cut);
+        }
+    }
+
+    /// Ends the connections whose idle deadline has passed.
+    fn expire_idle(&mut self, now: Instant) {
+        let Some(t) = self.shared.config.idle_timeout else { return };
+        while let Some((&(at, serial), &key)) = self.timers.first_key_value() {
+            if at > now {
+                return;
+            }
+            self.timers.pop_first();
+            // A connection's entry goes when it ends, so the key is live.
+            let s = &mut self.conns[key];
+            let due = later(s.active, t);
+            if due <= now {
+                s.timer = None;
+                self.finish(key, End::IdleTimeout);
+            } else {
+                // It moved since: its deadline is later now.
+                s.timer = Some((due, serial));
+                self.timers.insert((due, serial), key);
+            }
+        }
+    }
+
+    /// When the loop must look at its timers next, if ever.
+    fn next_deadline(&self) -> Option<Instant> {
+        let idle = self.timers.first_key_value().map(|(&(at, _), _)| at);
+        [idle, self.accept_retry, self.drain_until].into_iter().flatten().min()
+    }
+}
+
+/// `t` after `at`; an absurd timeout means "never", not a panic.
+fn later(at: Instant, t: Duration) -> Instant {
+    at.checked_add(t).unwrap_or(at + crate::MAX_DURATION)
+}
+
+/// How many reads a connection makes before the others get their turn.
+const READS_PER_TURN: usize = 16;
+
+/// One connection: its socket and its message session.
+struct Session {
+    sock: TcpStream,
+    peer: PeerAddr,
+    msgs: Messages,
+    /// What answering last decided, to act on once its answers are written.
+    step: Step,
+    /// How much of `msgs.out` is written.
+    written: usize,
+    /// The socket may have bytes, its end or an error to read.
+    readable: bool,
+    /// The peer's end was seen: after a short read, read on to find it.
+    read_closed: bool,
+    /// The socket is watched for room to write as well (after a write would have blocked).
+    writable_watched: bool,
+    io: Traffic,
+    started: Instant,
+    /// When bytes last moved (kept current only under an idle timeout).
+    active: Instant,
+    /// Its entry in [`Loop::timers`].
+    timer: Option<(Instant, u64)>,
+    held: Held,
+}
+
+/// Where a connection stopped.
+enum Progress {
+    /// Waiting for a message.
+    Waiting,
+    /// Waiting for room to write its answers.
+    WaitingToWrite,
+    /// It read its share of a turn and has more to read.
+    Yielded,
+    Ended(End),
+}
+
+impl Session {
+    /// Writes what is answered, then reads and answers, until the socket would block.
+    fn drive(&mut self, shared: &Shared, stopping: bool) -> Progress {
+        let timed = shared.config.idle_timeout.is_some();
+        let mut reads = 0;
+        loop {
+            // Answers go out before anything more is read.
+            while self.written < self.msgs.out.len() {
+                match self.sock.write(&self.msgs.out[self.written..]) {
+                    Ok(0) => return Progress::Ended(End::Io("the connection took no more bytes".into())),
+                    Ok(n) => {
+                        self.written += n;
+                        self.io.bytes_out += n as u64;
+                        if timed {
+                            self.active = Instant::now();
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::WaitingToWrite,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Progress::Ended(End::Io(e.to_string())),
+                }
+            }
+            self.msgs.out.clear();
+            self.written = 0;
+            match std::mem::replace(&mut self.step, Step::Read) {
+                Step::Read => {}
+                Step::AnswerMore => {
+                    self.step = self.msgs.answer(&shared.config.service, &self.peer);
+                    continue;
+                }
+                Step::End(end) => return Progress::Ended(end),
+            }
+            // A connection stops at a message boundary.
+            if stopping {
+                return Progress::Ended(End::Shutdown);
+            }
+            if !self.readable {
+                // Parked: an idle connection keeps no buffer.
+                let buf = &mut self.msgs.inbuf;
+                if buf.is_empty() && buf.capacity() > 0 {
+                    SpareBuffers::give_back(std::mem::take(buf));
+                }
+                return Progress::Waiting;
+            }
+            if reads == READS_PER_TURN {
+                return Progress::Yielded;
+            }
+            reads += 1;
+            match self.read() {
+                Ok(0) => {
+                    self.msgs.eof = true;
+                    self.readable = false;
+                }
+                Ok(n) => {
+                    self.io.bytes_in += n as u64;
+                    if timed {
+                        self.active = Instant::now();
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Progress::Ended(End::Io(e.to_string())),
+            }
+            self.step = self.msgs.answer(&shared.config.service, &self.peer);
+        }
+    }
+
+    /// One `recv` into the input buffer, which is taken from the thread's spares when empty.
+    fn read(&mut self) -> io::Result<usize> {
+        let buf = &mut self.msgs.inbuf;
+        if buf.capacity() == 0 {
+            *buf = SpareBuffers::take();
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUFFER);
+        }
+        let room = buf.capacity() - buf.len();
+        let n = socket2::SockRef::from(&self.sock).recv(buf.spare_capacity_mut())?;
+        // SAFETY: recv initialized the first n bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        // With edge-triggered readiness, a read that leaves room proves the socket drained: the
+        // next bytes bring a new event. Its end does not, once seen, so it is read on to.
+        if n > 0 && n < room && !self.read_closed {
+            self.readable = false;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Counters, ServerConfig};
+    use crate::service::{MessageSink, Service};
+    use tokio_util::sync::CancellationToken;
+
+    /// Takes every message and answers none, so no full send buffer ever stops the reading.
+    struct Ignore;
+    impl MessageSink for Ignore {
+        fn message(&self, _: &PeerAddr, _: std::time::SystemTime, _: &[u8]) {}
+        fn wants_lines(&self) -> bool {
+            false
+        }
+    }
+
+    /// A client that keeps a connection's socket full gets a bounded turn, then the others get
+    /// theirs: its drive stops after [`READS_PER_TURN`] reads with bytes still waiting.
+    #[test]
+    fn a_flooding_client_yields_after_its_turn() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        // Fill the way to the server: far more than a turn's reads can take.
+        client.set_nonblocking(true).unwrap();
+        let chunk = vec![b'f'; 64 * 1024];
+        let mut queued = 0;
+        while let Ok(n) = client.write(&chunk) {
+            queued += n;
+        }
+        assert!(queued > 4 * READS_PER_TURN * READ_BUFFER, "only {queued} bytes queued");
+        server.set_nonblocking(true).unwrap();
+        let config = ServerConfig::new(Service::Print(Arc::new(Ignore)));
+        let shared = Shared {
+            config,
+            counters: Counters::default(),
+            shutdown: CancellationToken::new(),
+            cut: CancellationToken::new(),
+            tls: None,
+            stop: Arc::default(),
+        };
+        let mut session = Session {
+            sock: TcpStream::from_std(server),
+            peer: PeerAddr::Inet(peer),
+            msgs: Messages::new(&shared.config),
+            step: Step::Read,
+            written: 0,
+            readable: true,
+            read_closed: false,
+            writable_watched: false,
+            io: Traffic::default(),
+            started: Instant::now(),
+            active: Instant::now(),
+            timer: None,
+            held: Held { _permit: None, _source: None },
+        };
+        assert!(matches!(session.drive(&shared, false), Progress::Yielded));
+        let read = session.io.bytes_in as usize;
+        assert!(read < queued, "a turn read {read} of {queued} bytes");
+        assert!(session.readable, "more is waiting");
+        // At shutdown it stops at the message boundary instead of reading on.
+        assert!(matches!(session.drive(&shared, true), Progress::Ended(End::Shutdown)));
+    }
+}
