@@ -46,9 +46,11 @@ for keys, expect in steps:
 end = time.time() + 10
 status = None
 while time.time() < end:
-    wpid, st = os.waitpid(pid, os.WNOHANG)
-    if wpid:
-        status = st
+    if status is None:
+        # Asked once more after the exit, waitpid would fail: the child is already reaped.
+        wpid, st = os.waitpid(pid, os.WNOHANG)
+        if wpid:
+            status = st
     r, _, _ = select.select([fd], [], [], 0.2)
     if r:
         try:
