@@ -93,15 +93,22 @@ impl std::fmt::Display for ByteCount {
 #[derive(Debug, Clone, Copy)]
 pub struct Seconds(pub std::time::Duration);
 
-impl std::fmt::Display for Seconds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Seconds {
+    /// The whole seconds and the milliseconds (0 to 999) shown.
+    pub fn parts(self) -> (u64, u32) {
         // Rounded to the nearest millisecond, half up, as the float formatting did (near enough:
-        // it rounded half to even on the binary value).
-        // In u64 and u32: u128 arithmetic and formatting cost more than the rest of a log line.
-        let (secs, ms) = match (self.0.subsec_nanos() + 500_000) / 1_000_000 {
+        // it rounded half to even on the binary value). In u64 and u32: u128 arithmetic and
+        // formatting cost more than the rest of a log line.
+        match (self.0.subsec_nanos() + 500_000) / 1_000_000 {
             1000 => (self.0.as_secs().saturating_add(1), 0),
             ms => (self.0.as_secs(), ms),
-        };
+        }
+    }
+}
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (secs, ms) = self.parts();
         write!(f, "{secs}.{ms:03}s")
     }
 }

@@ -16,8 +16,9 @@
 //! - backpressure: while answers wait to be written, nothing more is read;
 //! - the idle timeout: a map of deadlines, touched only when a deadline passes (progress just
 //!   notes the time);
-//! - shutdown: the listening socket is closed at once; a connection waiting for a message ends,
-//!   one with answers to write finishes them; after the grace period the rest are cut.
+//! - shutdown: the listening socket is closed at once; a connection ends where it would wait
+//!   for the next message, once what its client sent before is answered and written; after the
+//!   grace period the rest are cut.
 //!
 //! TLS, the services with sessions of their own, Unix sockets, `once`, and servers on the
 //! caller's runtime stay on tokio ([`serves`]).
@@ -419,11 +420,12 @@ impl Session {
                 }
                 Step::End(end) => return Progress::Ended(end),
             }
-            // A connection stops at a message boundary.
-            if stopping {
-                return Progress::Ended(End::Shutdown);
-            }
             if !self.readable {
+                // At shutdown a connection ends where it would wait for a message, as on tokio:
+                // what its client sent before is answered first.
+                if stopping {
+                    return Progress::Ended(End::Shutdown);
+                }
                 // Parked: an idle connection keeps no buffer.
                 let buf = &mut self.msgs.inbuf;
                 if buf.is_empty() && buf.capacity() > 0 {
@@ -539,7 +541,17 @@ mod tests {
         let read = session.io.bytes_in as usize;
         assert!(read < queued, "a turn read {read} of {queued} bytes");
         assert!(session.readable, "more is waiting");
-        // At shutdown it stops at the message boundary instead of reading on.
-        assert!(matches!(session.drive(&shared, true), Progress::Ended(End::Shutdown)));
+        // At shutdown it reads on, a turn at a time, and ends where it would wait.
+        let mut turns = 0;
+        let end = loop {
+            match session.drive(&shared, true) {
+                Progress::Yielded => turns += 1,
+                Progress::Ended(end) => break end,
+                other => panic!("{:?} at shutdown", std::mem::discriminant(&other)),
+            }
+            assert!(turns < 100_000, "never ended");
+        };
+        assert_eq!(end, End::Shutdown);
+        assert!(session.io.bytes_in as usize > read && session.io.bytes_in as usize <= queued);
     }
 }
