@@ -4,11 +4,12 @@
 //! [`run`] takes a socket the caller bound ([`crate::net::bind`]) and a cancellation token, and
 //! returns a [`Summary`] once the token is cancelled (or after the first client with `once`, or
 //! on a listener of one inherited connection, [`Listener::is_single`]).
-//! On a listener, every connection runs in its own task, so a client that leaves, resets or
-//! stalls only ever blocks itself. On a datagram socket, each datagram is answered to its
-//! sender. Shutdown is signal, then drain, then a deadline: cancelling the token stops the
-//! accepting, each connection finishes the message it is on and closes, and whatever is still
-//! running after [`ServerConfig::grace`] is cut.
+//! On a listener, every connection runs in its own task, or, for the message services on the
+//! server's own threads, as its own state machine in an event loop (`server/evloop.rs`); either
+//! way a client that leaves, resets or stalls only ever blocks itself. On a datagram socket,
+//! each datagram is answered to its sender. Shutdown is signal, then drain, then a deadline:
+//! cancelling the token stops the accepting, each connection finishes the message it is on and
+//! closes, and whatever is still running after [`ServerConfig::grace`] is cut.
 
 use std::fmt;
 use std::pin::Pin;
@@ -57,8 +58,9 @@ pub struct ServerConfig {
     /// Told about every connection and problem; the library itself never prints.
     pub monitor: Arc<dyn Monitor>,
     /// Serve a TCP listener on threads of its own, one per listening socket
-    /// ([`crate::net::BindOptions::listeners`]), each with a single-threaded runtime, instead of
-    /// on the caller's runtime. A connection's work then never crosses threads. A listener of
+    /// ([`crate::net::BindOptions::listeners`]), instead of on the caller's runtime: each runs
+    /// an epoll loop of its own for the message services on plain TCP, and a single-threaded
+    /// runtime for the rest. A connection's work then never crosses threads. A listener of
     /// several sockets is always served this way, whatever this says.
     pub own_threads: bool,
 }
