@@ -519,10 +519,17 @@ pub async fn read_msg_max<R: AsyncRead + Unpin>(
     }
     let len = check_len(header, max)?;
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).await.map_err(truncated)?;
+    // The buffer grows as the bytes arrive (`read_to_end` doubles it), not to the length
+    // announced: a header announcing a megabyte that never comes costs no megabyte.
+    if r.take(len as u64).read_to_end(buf).await? < len {
+        return Err(ProtoError::Truncated);
+    }
     Msg::decode(buf).map(Some)
 }
+
+/// How far ahead of the bytes received [`MsgReader`] makes room for a message, so that room
+/// grows with what really arrives rather than with what a header announced.
+const GROW_AHEAD: usize = 64 * 1024;
 
 /// Reads messages from a stream through a buffer of its own, so that a read abandoned halfway
 /// (in a `select!`) loses nothing: the next call goes on where it stopped. It may read past the
@@ -548,7 +555,7 @@ impl MsgReader {
                     let frame = self.buf.split_to(4 + len);
                     return Msg::decode(&frame[4..]).map(Some);
                 }
-                self.buf.reserve(4 + len - self.buf.len());
+                self.buf.reserve((4 + len - self.buf.len()).min(GROW_AHEAD));
             }
             // `read_buf` is cancel-safe: bytes are kept only when it completes.
             let n = r.read_buf(&mut self.buf).await?;
@@ -587,8 +594,10 @@ pub fn read_msg_sync<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<Option<Msg
     }
     let len = check_len(header, MAX_MESSAGE)?;
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf).map_err(truncated)?;
+    // As in `read_msg_max`: room grows with the bytes that arrive.
+    if r.take(len as u64).read_to_end(buf)? < len {
+        return Err(ProtoError::Truncated);
+    }
     Msg::decode(buf).map(Some)
 }
 
@@ -597,10 +606,6 @@ pub fn write_msg_sync<W: Write>(w: &mut W, msg: &Msg) -> io::Result<()> {
     let mut out = BytesMut::new();
     msg.encode(&mut out);
     w.write_all(&out)
-}
-
-fn truncated(e: io::Error) -> ProtoError {
-    if e.kind() == io::ErrorKind::UnexpectedEof { ProtoError::Truncated } else { ProtoError::Io(e) }
 }
 
 #[cfg(test)]
@@ -706,6 +711,25 @@ mod tests {
         assert_eq!(reader.next(&mut b).await.unwrap(), Some(Msg::Stdin(Bytes::from(vec![7u8; 1000]))));
         assert_eq!(reader.next(&mut b).await.unwrap(), Some(Msg::StdinEof));
         assert_eq!(reader.next(&mut b).await.unwrap(), None);
+    }
+
+    /// A header announcing the largest message, then a few bytes and the end: every reader
+    /// says the message was cut short, and none made room for the megabyte announced.
+    #[tokio::test]
+    async fn an_announced_length_is_not_allocated_before_its_bytes_arrive() {
+        let mut frame = (MAX_MESSAGE as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0x21; 100]);
+        let small = |cap: usize| assert!(cap < MAX_MESSAGE / 4, "{cap} bytes of room for 104 received");
+
+        let mut buf = Vec::new();
+        assert!(matches!(read_msg_sync(&mut &frame[..], &mut buf), Err(ProtoError::Truncated)));
+        small(buf.capacity());
+        let mut buf = Vec::new();
+        assert!(matches!(read_msg(&mut &frame[..], &mut buf).await, Err(ProtoError::Truncated)));
+        small(buf.capacity());
+        let mut reader = MsgReader::default();
+        assert!(matches!(reader.next(&mut &frame[..]).await, Err(ProtoError::Truncated)));
+        small(reader.buf.capacity());
     }
 
     #[tokio::test]
