@@ -888,6 +888,7 @@ struct Messages {
     /// Starts empty and grows only when a client sends something ([`read_some`]), so an idle
     /// connection costs no buffer memory.
     inbuf: BytesMut,
+    /// Like `inbuf`, taken from the thread's spares when there is an answer to write.
     out: BytesMut,
     /// The client has closed its side.
     eof: bool,
@@ -919,7 +920,8 @@ impl Messages {
     /// so that a burst of questions with long answers never piles up in memory. Each message
     /// is answered where it lies in the buffer and then stepped over, so a message costs no
     /// allocation.
-    fn answer(&mut self, service: &Service, peer: &PeerAddr) -> Step {
+    /// The room for answers is taken from `spares` when the first answer comes.
+    fn answer(&mut self, service: &Service, peer: &PeerAddr, spares: &mut Spares) -> Step {
         let Messages { codec, text_lines, inbuf, out, eof } = self;
         while out.len() < OUT_HIGH_WATER {
             let next = if *text_lines {
@@ -930,6 +932,9 @@ impl Messages {
             match next {
                 Ok(Some((found, term))) => {
                     let flow = service.respond(peer, &mut inbuf[found.msg], &mut |a| {
+                        if out.capacity() == 0 {
+                            *out = spares.take();
+                        }
                         // Encoding fails only for an answer over max_frame under len framing;
                         // such an answer is dropped rather than sent malformed.
                         if codec.encode_into(a, out).is_ok() {
@@ -949,13 +954,32 @@ impl Messages {
         }
         Step::AnswerMore
     }
+
+    /// Gives the buffers that hold nothing back to `spares`, for a session that waits: an idle
+    /// connection keeps no buffer, and the next one to wake takes them without an allocation.
+    fn park(&mut self, spares: &mut Spares) {
+        for buf in [&mut self.inbuf, &mut self.out] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                spares.give_back(std::mem::take(buf));
+            }
+        }
+    }
+
+    /// Gives both buffers back to `spares` at the end of a session.
+    fn release(&mut self, spares: &mut Spares) {
+        for buf in [&mut self.inbuf, &mut self.out] {
+            if buf.capacity() > 0 {
+                spares.give_back(std::mem::take(buf));
+            }
+        }
+    }
 }
 
 async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io: &mut Traffic) -> End {
     let mut msgs = Messages::new(&shared.config);
     let mut bounds = Bounds::new(shared);
     let end = loop {
-        let step = msgs.answer(&shared.config.service, peer);
+        let step = Spares::on_thread(|spares| msgs.answer(&shared.config.service, peer, spares));
         if let Err(end) = write_out(&mut stream, &mut msgs.out, &mut bounds, io).await {
             break end;
         }
@@ -964,13 +988,14 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
             Step::AnswerMore => continue,
             Step::End(end) => break end,
         }
-        match bounds.read(read_some(&mut stream, &mut msgs.inbuf)).await {
+        match bounds.read(read_some(&mut stream, &mut msgs)).await {
             Ok(Ok(0)) => msgs.eof = true,
             Ok(Ok(n)) => io.bytes_in += n as u64,
             Ok(Err(e)) => break End::Io(e.to_string()),
             Err(end) => break end,
         }
     };
+    Spares::on_thread(|spares| msgs.release(spares));
     match &end {
         End::Protocol(_) => stream.set_linger_zero(),
         // The client has closed: dropping the socket sends our FIN after everything written,
@@ -1020,22 +1045,24 @@ async fn write_out(
     Ok(())
 }
 
-/// Reads what is available into `buf`, allocating room only once the socket is readable.
+/// Reads what is available into the session's input buffer, allocating room only once the
+/// socket is readable.
 /// Returns 0 at end of stream. Cancel-safe: nothing is read unless the future completes.
 ///
 /// Two costs per message are avoided here. The read goes through `poll_read`, not `try_read`:
 /// a read that leaves room in the buffer proves the socket drained, and tokio then forgets the
 /// readiness, so the next wait parks at once instead of costing a `recv` that would block (with
-/// `try_read` every message took two `recv` calls). And the buffer is given back only when the
-/// connection really parks with nothing buffered, so an idle connection holds no buffer while a
-/// busy one keeps its own. A buffer given back goes to a small pool on the thread
-/// ([`SpareBuffers`]), so a connection that parks after every message, as an echo client's does,
-/// costs no allocation per message either.
-async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// `try_read` every message took two `recv` calls). And the buffers are given back only when
+/// the connection really parks with nothing in them ([`Messages::park`]), so an idle connection
+/// holds no buffer while a busy one keeps its own. A buffer given back goes to a small pool on
+/// the thread ([`Spares::on_thread`]), so a connection that parks after every message, as an echo
+/// client's does, costs no allocation per message either.
+async fn read_some(stream: &mut Stream, msgs: &mut Messages) -> std::io::Result<usize> {
     use std::task::Poll;
     if stream.is_tls() {
         // Readiness of the socket says little about TLS (a record may be incomplete); the TLS
         // state keeps buffers of its own anyway.
+        let buf = &mut msgs.inbuf;
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(8192);
         }
@@ -1050,17 +1077,15 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
             };
             match ready {
                 Poll::Pending => {
-                    // Parked: an idle connection keeps no buffer.
-                    if buf.is_empty() && buf.capacity() > 0 {
-                        SpareBuffers::give_back(std::mem::take(buf));
-                    }
+                    Spares::on_thread(|spares| msgs.park(spares));
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {}
             }
+            let buf = &mut msgs.inbuf;
             if buf.capacity() == 0 {
-                *buf = SpareBuffers::take();
+                *buf = Spares::on_thread(Spares::take);
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_BUFFER);
@@ -1079,34 +1104,36 @@ async fn read_some(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<u
 /// How much room a read is given.
 const READ_BUFFER: usize = 8192;
 
-/// Read buffers that parked connections gave back, kept on each thread for the next connection
-/// that wakes there: at most [`SpareBuffers::MAX`] of them, each of a modest size.
-struct SpareBuffers;
+/// Buffers that sessions gave back, kept for the next session that needs one: at most
+/// [`Spares::MAX`], each of a modest size. Each server thread has its own: the event loop keeps
+/// one, and sessions on tokio use their thread's ([`Spares::on_thread`]).
+#[derive(Default)]
+struct Spares(Vec<BytesMut>);
 
-impl SpareBuffers {
+impl Spares {
     const MAX: usize = 64;
     const MAX_SIZE: usize = 64 * 1024;
 
     /// A spare buffer, or an empty one (which allocates when first reserved).
-    fn take() -> BytesMut {
-        SPARE.with_borrow_mut(|spare| spare.pop()).unwrap_or_default()
+    fn take(&mut self) -> BytesMut {
+        self.0.pop().unwrap_or_default()
     }
 
-    /// Keeps an empty buffer for later, or frees it when the pool is full or it is large.
-    fn give_back(mut buf: BytesMut) {
+    /// Keeps an empty buffer for later, or frees it when there are enough or it is large.
+    fn give_back(&mut self, mut buf: BytesMut) {
         buf.clear();
-        if buf.capacity() <= Self::MAX_SIZE {
-            SPARE.with_borrow_mut(|spare| {
-                if spare.len() < Self::MAX {
-                    spare.push(buf);
-                }
-            });
+        if buf.capacity() <= Self::MAX_SIZE && self.0.len() < Self::MAX {
+            self.0.push(buf);
         }
     }
-}
 
-thread_local! {
-    static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Runs `f` with this thread's spares, for sessions on tokio.
+    fn on_thread<R>(f: impl FnOnce(&mut Spares) -> R) -> R {
+        thread_local! {
+            static SPARES: std::cell::RefCell<Spares> = const { std::cell::RefCell::new(Spares(Vec::new())) };
+        }
+        SPARES.with_borrow_mut(f)
+    }
 }
 
 /// The `discard` service on a stream: read and drop everything until the client closes. On

@@ -36,8 +36,8 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::{
-    Accepting, Admission, End, Held, Messages, READ_BUFFER, Shared, SpareBuffers, Step, Traffic, admit,
-    answers_messages, busy_message, busy_text,
+    Accepting, Admission, End, Held, Messages, READ_BUFFER, Shared, Spares, Step, Traffic, admit, answers_messages,
+    busy_message, busy_text,
 };
 use crate::net::PeerAddr;
 use crate::stop::Stage;
@@ -76,6 +76,7 @@ pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Ac
         accept_retry: None,
         drain_until: None,
         again: Vec::new(),
+        spares: Spares::default(),
     };
     loop {
         let now = Instant::now();
@@ -167,6 +168,8 @@ struct Loop<'a> {
     /// Connections that stopped with bytes still to read, so that one busy client cannot keep
     /// the others waiting ([`READS_PER_TURN`]).
     again: Vec<usize>,
+    /// The buffers of connections that wait, for the next to read or answer.
+    spares: Spares,
 }
 
 impl Loop<'_> {
@@ -257,7 +260,7 @@ impl Loop<'_> {
     fn drive(&mut self, key: usize) {
         let (shared, stopping) = (self.shared, self.drain_until.is_some());
         let s = &mut self.conns[key];
-        match s.drive(shared, stopping) {
+        match s.drive(shared, stopping, &mut self.spares) {
             Progress::Waiting => {}
             Progress::Yielded => self.again.push(key),
             Progress::WaitingToWrite if s.writable_watched => {}
@@ -288,9 +291,7 @@ impl Loop<'_> {
                 let _ = sock.shutdown(Shutdown::Write);
             }
         }
-        if msgs.inbuf.capacity() > 0 {
-            SpareBuffers::give_back(std::mem::take(&mut msgs.inbuf));
-        }
+        msgs.release(&mut self.spares);
         // Closing the socket takes it out of the epoll set.
         drop((sock, held));
         let report = self.shared.finished(peer, started, &io, end);
@@ -390,7 +391,7 @@ enum Progress {
 
 impl Session {
     /// Writes what is answered, then reads and answers, until the socket would block.
-    fn drive(&mut self, shared: &Shared, stopping: bool) -> Progress {
+    fn drive(&mut self, shared: &Shared, stopping: bool, spares: &mut Spares) -> Progress {
         let timed = shared.config.idle_timeout.is_some();
         let mut reads = 0;
         loop {
@@ -415,7 +416,7 @@ impl Session {
             match std::mem::replace(&mut self.step, Step::Read) {
                 Step::Read => {}
                 Step::AnswerMore => {
-                    self.step = self.msgs.answer(&shared.config.service, &self.peer);
+                    self.step = self.msgs.answer(&shared.config.service, &self.peer, spares);
                     continue;
                 }
                 Step::End(end) => return Progress::Ended(end),
@@ -426,18 +427,14 @@ impl Session {
                 if stopping {
                     return Progress::Ended(End::Shutdown);
                 }
-                // Parked: an idle connection keeps no buffer.
-                let buf = &mut self.msgs.inbuf;
-                if buf.is_empty() && buf.capacity() > 0 {
-                    SpareBuffers::give_back(std::mem::take(buf));
-                }
+                self.msgs.park(spares);
                 return Progress::Waiting;
             }
             if reads == READS_PER_TURN {
                 return Progress::Yielded;
             }
             reads += 1;
-            match self.read() {
+            match self.read(spares) {
                 Ok(0) => {
                     self.msgs.eof = true;
                     self.readable = false;
@@ -455,15 +452,15 @@ impl Session {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Progress::Ended(End::Io(e.to_string())),
             }
-            self.step = self.msgs.answer(&shared.config.service, &self.peer);
+            self.step = self.msgs.answer(&shared.config.service, &self.peer, spares);
         }
     }
 
-    /// One `recv` into the input buffer, which is taken from the thread's spares when empty.
-    fn read(&mut self) -> io::Result<usize> {
+    /// One `recv` into the input buffer, which is taken from `spares` when it has none.
+    fn read(&mut self, spares: &mut Spares) -> io::Result<usize> {
         let buf = &mut self.msgs.inbuf;
         if buf.capacity() == 0 {
-            *buf = SpareBuffers::take();
+            *buf = spares.take();
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_BUFFER);
@@ -497,6 +494,69 @@ mod tests {
         }
     }
 
+    fn shared(service: Service) -> Shared {
+        Shared {
+            config: ServerConfig::new(service),
+            counters: Counters::default(),
+            shutdown: CancellationToken::new(),
+            cut: CancellationToken::new(),
+            tls: None,
+            stop: Arc::default(),
+        }
+    }
+
+    /// A session on the server's side of an accepted connection, with its socket readable.
+    fn session(server: std::net::TcpStream, peer: std::net::SocketAddr, shared: &Shared) -> Session {
+        server.set_nonblocking(true).unwrap();
+        Session {
+            sock: TcpStream::from_std(server),
+            peer: PeerAddr::Inet(peer),
+            msgs: Messages::new(&shared.config),
+            step: Step::Read,
+            written: 0,
+            readable: true,
+            read_closed: false,
+            writable_watched: false,
+            io: Traffic::default(),
+            started: Instant::now(),
+            active: Instant::now(),
+            timer: None,
+            held: Held { _permit: None, _source: None },
+        }
+    }
+
+    /// A connection that has been answered and waits for its next message holds no buffer:
+    /// both go back to the loop's spares, and the next exchange takes them from there.
+    #[test]
+    fn a_waiting_connection_keeps_no_buffer() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let shared = shared(Service::Echo);
+        let mut session = session(server, peer, &shared);
+        let mut spares = Spares::default();
+        for round in 0..3 {
+            client.write_all(b"hello\n").unwrap();
+            // Loopback delivers at once, but wait for the bytes rather than assume it.
+            let want = 6 * (round + 1);
+            for _ in 0..1000 {
+                session.readable = true;
+                assert!(matches!(session.drive(&shared, false, &mut spares), Progress::Waiting));
+                if session.io.bytes_in == want {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(session.io.bytes_in, want);
+            let mut answer = [0u8; 6];
+            std::io::Read::read_exact(&mut client, &mut answer).unwrap();
+            assert_eq!(&answer, b"hello\n");
+            assert_eq!(session.msgs.inbuf.capacity(), 0, "round {round}: the input buffer is kept");
+            assert_eq!(session.msgs.out.capacity(), 0, "round {round}: the answer buffer is kept");
+            assert_eq!(spares.0.len(), 2, "round {round}: both buffers are spare");
+        }
+    }
+
     /// A client that keeps a connection's socket full gets a bounded turn, then the others get
     /// theirs: its drive stops after [`READS_PER_TURN`] reads with bytes still waiting.
     #[test]
@@ -512,39 +572,16 @@ mod tests {
             queued += n;
         }
         assert!(queued > 4 * READS_PER_TURN * READ_BUFFER, "only {queued} bytes queued");
-        server.set_nonblocking(true).unwrap();
-        let config = ServerConfig::new(Service::Print(Arc::new(Ignore)));
-        let shared = Shared {
-            config,
-            counters: Counters::default(),
-            shutdown: CancellationToken::new(),
-            cut: CancellationToken::new(),
-            tls: None,
-            stop: Arc::default(),
-        };
-        let mut session = Session {
-            sock: TcpStream::from_std(server),
-            peer: PeerAddr::Inet(peer),
-            msgs: Messages::new(&shared.config),
-            step: Step::Read,
-            written: 0,
-            readable: true,
-            read_closed: false,
-            writable_watched: false,
-            io: Traffic::default(),
-            started: Instant::now(),
-            active: Instant::now(),
-            timer: None,
-            held: Held { _permit: None, _source: None },
-        };
-        assert!(matches!(session.drive(&shared, false), Progress::Yielded));
+        let shared = shared(Service::Print(Arc::new(Ignore)));
+        let mut session = session(server, peer, &shared);
+        assert!(matches!(session.drive(&shared, false, &mut Spares::default()), Progress::Yielded));
         let read = session.io.bytes_in as usize;
         assert!(read < queued, "a turn read {read} of {queued} bytes");
         assert!(session.readable, "more is waiting");
         // At shutdown it reads on, a turn at a time, and ends where it would wait.
         let mut turns = 0;
         let end = loop {
-            match session.drive(&shared, true) {
+            match session.drive(&shared, true, &mut Spares::default()) {
                 Progress::Yielded => turns += 1,
                 Progress::Ended(end) => break end,
                 other => panic!("{:?} at shutdown", std::mem::discriminant(&other)),
