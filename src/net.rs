@@ -473,7 +473,7 @@ pub struct Listener {
 
 #[derive(Debug)]
 enum ListenerInner {
-    Tcp(TcpListener),
+    Tcp(TcpListener, NoDelay),
     Unix(UnixListener),
     Seqpacket(UnixSeqpacketListener),
     /// An inherited connected socket: handed out by the first `accept`, then nothing more.
@@ -497,9 +497,9 @@ impl Listener {
     /// under a deadline, so that a slow handshake delays nobody else).
     pub async fn accept(&mut self) -> io::Result<(Conn, PeerAddr)> {
         match &mut self.inner {
-            ListenerInner::Tcp(l) => {
+            ListenerInner::Tcp(l, nodelay) => {
                 let (s, a) = l.accept().await?;
-                let _ = s.set_nodelay(true);
+                nodelay.ensure(&s);
                 Ok((Conn::Stream(Stream::Tcp(s)), PeerAddr::Inet(a)))
             }
             ListenerInner::Unix(l) => {
@@ -553,13 +553,13 @@ impl Listener {
 
     /// Whether this is a TCP listener (plain or `tls://`), which [`Listener::into_parts`] splits.
     pub fn is_tcp(&self) -> bool {
-        matches!(self.inner, ListenerInner::Tcp(_))
+        matches!(self.inner, ListenerInner::Tcp(..))
     }
 
     /// Splits a TCP listener into one [`Unregistered`] listener per socket, to be given each to
     /// its own runtime. Fails only on a listener of another kind.
     pub fn into_parts(self) -> io::Result<Vec<Unregistered>> {
-        let ListenerInner::Tcp(first) = self.inner else {
+        let ListenerInner::Tcp(first, _) = self.inner else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "only a TCP listener can be split"));
         };
         let first = first.into_std()?;
@@ -590,13 +590,35 @@ impl Unregistered {
     /// A listener driven by the current runtime.
     pub fn register(self) -> io::Result<Listener> {
         Ok(Listener {
-            inner: ListenerInner::Tcp(TcpListener::from_std(self.socket)?),
+            inner: ListenerInner::Tcp(TcpListener::from_std(self.socket)?, NoDelay::default()),
             local: self.local,
             dual_stack: self.dual_stack,
             tls: self.tls,
             _file: None,
             siblings: Vec::new(),
         })
+    }
+}
+
+/// Sets `TCP_NODELAY` on accepted connections at the least cost. Linux (like the BSDs) copies
+/// it from the listening socket, where sockit sets it when it binds, so a connection normally
+/// has it already and a `setsockopt` per connection would be a wasted system call. The first
+/// connection of a listener tells whether that holds (one `getsockopt`); a listener that does
+/// not pass it on, such as one inherited from another program, has it set on each connection.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct NoDelay {
+    /// Whether the listener passes it on, once the first connection has told.
+    inherited: Option<bool>,
+}
+
+impl NoDelay {
+    /// Makes sure the accepted connection `sock` has `TCP_NODELAY`.
+    pub(crate) fn ensure(&mut self, sock: &impl std::os::fd::AsFd) {
+        let sock = socket2::SockRef::from(sock);
+        let inherited = *self.inherited.get_or_insert_with(|| sock.tcp_nodelay().unwrap_or(false));
+        if !inherited {
+            let _ = sock.set_tcp_nodelay(true);
+        }
     }
 }
 
@@ -757,7 +779,7 @@ fn bind_inherited(endpoint: &Endpoint, r: &FdRef) -> Result<ServerSocket, NetErr
             listener(ListenerInner::Unix(UnixListener::from_std(fd.into()).map_err(err)?))
         }
         (SocketStyle::Stream, SockState::Listening) => {
-            listener(ListenerInner::Tcp(TcpListener::from_std(fd.into()).map_err(err)?))
+            listener(ListenerInner::Tcp(TcpListener::from_std(fd.into()).map_err(err)?, NoDelay::default()))
         }
         (SocketStyle::Seqpacket, SockState::Listening) => {
             listener(ListenerInner::Seqpacket(UnixSeqpacketListener::try_from(fd).map_err(err)?))
@@ -829,6 +851,10 @@ fn bind_ip(
         if addr.is_ipv6() {
             socket.set_only_v6(!dual_stack).map_err(err)?;
         }
+        // Accepted connections take it from here ([`NoDelay`]).
+        if proto != IpProto::Udp {
+            let _ = socket.set_tcp_nodelay(true);
+        }
         if reuse_port {
             socket.set_reuse_port(true).map_err(err)?;
         }
@@ -870,7 +896,7 @@ fn bind_ip(
             }
             let l = TcpListener::from_std(socket.into()).map_err(err)?;
             Ok(ServerSocket::Listener(Listener {
-                inner: ListenerInner::Tcp(l),
+                inner: ListenerInner::Tcp(l, NoDelay::default()),
                 local: local_text,
                 dual_stack,
                 tls: opts.tls.clone().filter(|_| proto == IpProto::Tls),
@@ -1483,6 +1509,29 @@ mod tests {
         let client = TcpStream::connect(addr).await.unwrap();
         let (_conn, peer) = l.accept().await.unwrap();
         assert_eq!(peer, PeerAddr::Inet(client.local_addr().unwrap()));
+    }
+
+    /// Every accepted TCP connection has `TCP_NODELAY`: from a listener sockit bound, because
+    /// the listener passes it on (no system call per connection); from an inherited listener that
+    /// does not, because it is set on each.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay_whether_or_not_the_listener_passes_it_on() {
+        let (inherited, _) = tcp_listener();
+        for (ep, passes_it_on) in [("tcp://127.0.0.1:0".parse().unwrap(), true), (inherited, false)] {
+            let ServerSocket::Listener(mut l) = bind(&ep, &BindOptions::default()).await.unwrap() else {
+                panic!("not a listener")
+            };
+            let ListenerInner::Tcp(tcp, _) = &l.inner else { panic!("not TCP") };
+            let addr = tcp.local_addr().unwrap();
+            for _ in 0..2 {
+                let _client = TcpStream::connect(addr).await.unwrap();
+                let (conn, _) = l.accept().await.unwrap();
+                let Conn::Stream(Stream::Tcp(s)) = conn else { panic!("not TCP") };
+                assert!(s.nodelay().unwrap(), "{ep}: an accepted connection without TCP_NODELAY");
+            }
+            let ListenerInner::Tcp(_, nodelay) = &l.inner else { panic!("not TCP") };
+            assert_eq!(nodelay.inherited, Some(passes_it_on), "{ep}");
+        }
     }
 
     /// inetd's way: a connected socket is one connection, with its real peer, and then no more.

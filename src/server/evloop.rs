@@ -39,7 +39,7 @@ use super::{
     Accepting, Admission, End, Held, Messages, READ_BUFFER, Shared, Spares, Step, Traffic, admit, answers_messages,
     busy_message, busy_text,
 };
-use crate::net::PeerAddr;
+use crate::net::{NoDelay, PeerAddr};
 use crate::stop::Stage;
 
 const LISTENER: Token = Token(usize::MAX);
@@ -77,6 +77,7 @@ pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Ac
         drain_until: None,
         again: Vec::new(),
         spares: Spares::default(),
+        nodelay: NoDelay::default(),
     };
     loop {
         let now = Instant::now();
@@ -170,6 +171,7 @@ struct Loop<'a> {
     again: Vec<usize>,
     /// The buffers of connections that wait, for the next to read or answer.
     spares: Spares,
+    nodelay: NoDelay,
 }
 
 impl Loop<'_> {
@@ -211,7 +213,7 @@ impl Loop<'_> {
                 return;
             }
         };
-        let _ = sock.set_nodelay(true);
+        self.nodelay.ensure(&sock);
         let started = Instant::now();
         let entry = self.conns.vacant_entry();
         let key = entry.key();
