@@ -1061,7 +1061,11 @@ async fn read_some(stream: &mut Stream, msgs: &mut Messages) -> std::io::Result<
     use std::task::Poll;
     if stream.is_tls() {
         // Readiness of the socket says little about TLS (a record may be incomplete); the TLS
-        // state keeps buffers of its own anyway.
+        // state keeps buffers of its own anyway. The answer buffer, written out by now, goes
+        // back while the read waits.
+        if msgs.out.capacity() > 0 {
+            Spares::on_thread(|spares| spares.give_back(std::mem::take(&mut msgs.out)));
+        }
         let buf = &mut msgs.inbuf;
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(8192);
