@@ -106,6 +106,11 @@ fn udp_rate_and_loss_against_a_datagram_echo() {
     assert!(num(udp, "sent") > 10.0 && num(udp, "received") > 0.0, "{r}");
     assert!(num(udp, "loss") < 0.5, "{r}");
     assert_eq!(num(&r, "errors"), 0.0);
+    // Without --json, the summary names what -c counts here: sockets, not connections.
+    let ran = sockit_run(&["bench", &server.endpoint, "udp", "-c", "2", "-d", "200ms"], b"");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let first = ran.stdout_text().lines().next().unwrap_or_default().to_owned();
+    assert!(first.ends_with(", 2 sockets, 64 B datagrams"), "{first}");
 
     let dir = temp_dir();
     let ep = format!("unix-dgram:{}/d.sock", dir.path().display());

@@ -82,6 +82,7 @@ fn table(r: &BenchResult) -> String {
     let mut out = format!("{} {} for {:.1}s", r.mode, r.endpoint, r.duration_s);
     match r.mode {
         Mode::Bulk => out += &format!(", {} stream{}, {} B writes\n", r.streams, plural(r.streams), r.size),
+        Mode::Udp => out += &format!(", {} socket{}, {} B datagrams\n", r.connections, plural(r.connections), r.size),
         _ => out += &format!(", {} connection{}, {} B messages\n", r.connections, plural(r.connections), r.size),
     }
     if let Some(h) = &r.hold {
