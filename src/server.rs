@@ -965,12 +965,22 @@ impl Messages {
         }
     }
 
-    /// Gives both buffers back to `spares` at the end of a session.
+    /// Gives both buffers back to `spares` at the end of a session, whatever they held.
     fn release(&mut self, spares: &mut Spares) {
-        for buf in [&mut self.inbuf, &mut self.out] {
-            if buf.capacity() > 0 {
-                spares.give_back(std::mem::take(buf));
-            }
+        self.inbuf.clear();
+        self.out.clear();
+        self.park(spares);
+    }
+
+    /// Makes room to read into the input buffer, which is taken with `take` (from the
+    /// thread's spares) when it has none.
+    fn make_read_room(&mut self, take: impl FnOnce() -> BytesMut) {
+        let buf = &mut self.inbuf;
+        if buf.capacity() == 0 {
+            *buf = take();
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUFFER);
         }
     }
 }
@@ -1087,14 +1097,8 @@ async fn read_some(stream: &mut Stream, msgs: &mut Messages) -> std::io::Result<
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {}
             }
-            let buf = &mut msgs.inbuf;
-            if buf.capacity() == 0 {
-                *buf = Spares::on_thread(Spares::take);
-            }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_BUFFER);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf) {
+            msgs.make_read_room(|| Spares::on_thread(Spares::take));
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut msgs.inbuf) {
                 Poll::Ready(r) => return Poll::Ready(r),
                 // The readiness was stale (a new socket often reports it once); it is cleared
                 // now, so asking again parks.

@@ -36,8 +36,8 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::{
-    Accepting, Admission, End, Held, Messages, READ_BUFFER, Shared, Spares, Step, Traffic, admit, answers_messages,
-    busy_message, busy_text,
+    Accepting, Admission, End, Held, Messages, Shared, Spares, Step, Traffic, admit, answers_messages, busy_message,
+    busy_text,
 };
 use crate::net::{NoDelay, PeerAddr};
 use crate::stop::Stage;
@@ -460,13 +460,8 @@ impl Session {
 
     /// One `recv` into the input buffer, which is taken from `spares` when it has none.
     fn read(&mut self, spares: &mut Spares) -> io::Result<usize> {
+        self.msgs.make_read_room(|| spares.take());
         let buf = &mut self.msgs.inbuf;
-        if buf.capacity() == 0 {
-            *buf = spares.take();
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_BUFFER);
-        }
         let room = buf.capacity() - buf.len();
         let n = socket2::SockRef::from(&self.sock).recv(buf.spare_capacity_mut())?;
         // SAFETY: recv initialized the first n bytes of the spare capacity.
@@ -483,7 +478,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{Counters, ServerConfig};
+    use crate::server::{Counters, READ_BUFFER, ServerConfig};
     use crate::service::{MessageSink, Service};
     use tokio_util::sync::CancellationToken;
 
