@@ -687,14 +687,14 @@ impl Shared {
         SessionLimits { shutdown: &self.shutdown, cut: &self.cut, idle_timeout: self.config.idle_timeout }
     }
 
-    /// Adds a finished connection to the totals, and reports it.
-    fn finished(&self, peer: PeerAddr, started: Instant, io: &Traffic, end: End) -> ConnReport {
+    /// Adds a finished connection, which lasted `duration`, to the totals, and reports it.
+    fn finished(&self, peer: PeerAddr, duration: Duration, io: &Traffic, end: End) -> ConnReport {
         if end == End::Cut {
             self.counters.cut.fetch_add(1, Ordering::Relaxed);
         }
         self.counters.bytes_in.fetch_add(io.bytes_in, Ordering::Relaxed);
         self.counters.bytes_out.fetch_add(io.bytes_out, Ordering::Relaxed);
-        ConnReport { peer, bytes_in: io.bytes_in, bytes_out: io.bytes_out, duration: started.elapsed(), end }
+        ConnReport { peer, bytes_in: io.bytes_in, bytes_out: io.bytes_out, duration, end }
     }
 }
 
@@ -732,7 +732,7 @@ async fn serve_conn(conn: Conn, peer: PeerAddr, shared: &Shared) -> ConnReport {
         (Conn::Stream(s), _) => stream_session(s, &peer, shared, &mut io).await,
         (Conn::Seqpacket(s), _) => Box::pin(seqpacket_session(s, &peer, shared, &mut io)).await,
     };
-    shared.finished(peer, started, &io, end)
+    shared.finished(peer, started.elapsed(), &io, end)
 }
 
 /// The server's side of a TLS handshake, in the connection's own task: bounded by

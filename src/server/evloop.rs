@@ -78,9 +78,10 @@ pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Ac
         again: Vec::new(),
         spares: Spares::default(),
         nodelay: NoDelay::default(),
+        now: Instant::now(),
     };
     loop {
-        let now = Instant::now();
+        let now = l.now;
         if l.drain_until.is_none() && stop.poll_reached(Stage::Shutdown, &mut cx).is_ready() {
             l.stop_accepting(now);
         }
@@ -116,6 +117,7 @@ pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Ac
                 return Ok(());
             }
         }
+        l.now = Instant::now();
         std::mem::swap(&mut l.again, &mut turn);
         for key in turn.drain(..) {
             // A key ended since may have been given to a new connection: driving that one
@@ -172,6 +174,11 @@ struct Loop<'a> {
     /// The buffers of connections that wait, for the next to read or answer.
     spares: Spares,
     nodelay: NoDelay,
+    /// The time the last poll returned: what the turn's events go by (when a connection
+    /// started, ended, or last moved) and the timers are checked against after it. One clock
+    /// read per turn instead of several per connection, as nginx keeps its time; a turn takes
+    /// microseconds, far below the granularity of any timeout.
+    now: Instant,
 }
 
 impl Loop<'_> {
@@ -189,7 +196,7 @@ impl Loop<'_> {
                     // Out of descriptors or memory: say so, wait a little, and go on; the
                     // clients already connected keep being served.
                     self.shared.config.monitor.problem(None, &format!("accept failed: {e}"));
-                    self.accept_retry = Some(Instant::now() + self.backoff);
+                    self.accept_retry = Some(self.now + self.backoff);
                     self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
                     return;
                 }
@@ -214,12 +221,12 @@ impl Loop<'_> {
             }
         };
         self.nodelay.ensure(&sock);
-        let started = Instant::now();
+        let started = self.now;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE) {
             drop((sock, held));
-            let report = self.shared.finished(peer, started, &Traffic::default(), End::Io(e.to_string()));
+            let report = self.shared.finished(peer, Duration::ZERO, &Traffic::default(), End::Io(e.to_string()));
             self.shared.config.monitor.closed(&report);
             return;
         }
@@ -260,9 +267,9 @@ impl Loop<'_> {
 
     /// Moves a connection on as far as its socket allows.
     fn drive(&mut self, key: usize) {
-        let (shared, stopping) = (self.shared, self.drain_until.is_some());
+        let turn = Turn { shared: self.shared, stopping: self.drain_until.is_some(), now: self.now };
         let s = &mut self.conns[key];
-        match s.drive(shared, stopping, &mut self.spares) {
+        match s.drive(&turn, &mut self.spares) {
             Progress::Waiting => {}
             Progress::Yielded => self.again.push(key),
             Progress::WaitingToWrite if s.writable_watched => {}
@@ -296,7 +303,7 @@ impl Loop<'_> {
         msgs.release(&mut self.spares);
         // Closing the socket takes it out of the epoll set.
         drop((sock, held));
-        let report = self.shared.finished(peer, started, &io, end);
+        let report = self.shared.finished(peer, self.now.saturating_duration_since(started), &io, end);
         self.shared.config.monitor.closed(&report);
     }
 
@@ -380,6 +387,15 @@ struct Session {
     held: Held,
 }
 
+/// What a connection is driven by in one turn of the loop.
+struct Turn<'a> {
+    shared: &'a Shared,
+    /// Shutdown is asked for: end where the connection would wait for a message.
+    stopping: bool,
+    /// When the turn's poll returned ([`Loop::now`]).
+    now: Instant,
+}
+
 /// Where a connection stopped.
 enum Progress {
     /// Waiting for a message.
@@ -393,7 +409,8 @@ enum Progress {
 
 impl Session {
     /// Writes what is answered, then reads and answers, until the socket would block.
-    fn drive(&mut self, shared: &Shared, stopping: bool, spares: &mut Spares) -> Progress {
+    fn drive(&mut self, turn: &Turn<'_>, spares: &mut Spares) -> Progress {
+        let shared = turn.shared;
         let timed = shared.config.idle_timeout.is_some();
         let mut reads = 0;
         loop {
@@ -405,7 +422,7 @@ impl Session {
                         self.written += n;
                         self.io.bytes_out += n as u64;
                         if timed {
-                            self.active = Instant::now();
+                            self.active = turn.now;
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::WaitingToWrite,
@@ -426,7 +443,7 @@ impl Session {
             if !self.readable {
                 // At shutdown a connection ends where it would wait for a message, as on tokio:
                 // what its client sent before is answered first.
-                if stopping {
+                if turn.stopping {
                     return Progress::Ended(End::Shutdown);
                 }
                 self.msgs.park(spares);
@@ -444,7 +461,7 @@ impl Session {
                 Ok(n) => {
                     self.io.bytes_in += n as u64;
                     if timed {
-                        self.active = Instant::now();
+                        self.active = turn.now;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -502,6 +519,10 @@ mod tests {
         }
     }
 
+    fn turn(shared: &Shared, stopping: bool) -> Turn<'_> {
+        Turn { shared, stopping, now: Instant::now() }
+    }
+
     /// A session on the server's side of an accepted connection, with its socket readable.
     fn session(server: std::net::TcpStream, peer: std::net::SocketAddr, shared: &Shared) -> Session {
         server.set_nonblocking(true).unwrap();
@@ -538,7 +559,7 @@ mod tests {
             let want = 6 * (round + 1);
             for _ in 0..1000 {
                 session.readable = true;
-                assert!(matches!(session.drive(&shared, false, &mut spares), Progress::Waiting));
+                assert!(matches!(session.drive(&turn(&shared, false), &mut spares), Progress::Waiting));
                 if session.io.bytes_in == want {
                     break;
                 }
@@ -571,14 +592,14 @@ mod tests {
         assert!(queued > 4 * READS_PER_TURN * READ_BUFFER, "only {queued} bytes queued");
         let shared = shared(Service::Print(Arc::new(Ignore)));
         let mut session = session(server, peer, &shared);
-        assert!(matches!(session.drive(&shared, false, &mut Spares::default()), Progress::Yielded));
+        assert!(matches!(session.drive(&turn(&shared, false), &mut Spares::default()), Progress::Yielded));
         let read = session.io.bytes_in as usize;
         assert!(read < queued, "a turn read {read} of {queued} bytes");
         assert!(session.readable, "more is waiting");
         // At shutdown it reads on, a turn at a time, and ends where it would wait.
         let mut turns = 0;
         let end = loop {
-            match session.drive(&shared, true, &mut Spares::default()) {
+            match session.drive(&turn(&shared, true), &mut Spares::default()) {
                 Progress::Yielded => turns += 1,
                 Progress::Ended(end) => break end,
                 other => panic!("{:?} at shutdown", std::mem::discriminant(&other)),
