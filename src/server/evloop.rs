@@ -106,7 +106,10 @@ pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Ac
             true => l.next_deadline().map(|at| at.saturating_duration_since(now)),
             false => Some(Duration::ZERO),
         };
-        match l.poll.poll(&mut events, timeout) {
+        let polled = l.poll.poll(&mut events, timeout);
+        // Before anything else, an interrupted wait included: the timers go by it next.
+        l.now = Instant::now();
+        match polled {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -117,7 +120,6 @@ pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Ac
                 return Ok(());
             }
         }
-        l.now = Instant::now();
         std::mem::swap(&mut l.again, &mut turn);
         for key in turn.drain(..) {
             // A key ended since may have been given to a new connection: driving that one
