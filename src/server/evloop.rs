@@ -187,9 +187,12 @@ impl Loop<'_> {
     /// Accepts every connection waiting, or stops for a while if accepting fails.
     fn accept_all(&mut self) {
         while let Some(listener) = &self.listener {
-            match listener.accept() {
+            match sys::accept(listener) {
                 Ok((sock, addr)) => {
                     self.backoff = FIRST_BACKOFF;
+                    // The kernel gives a TCP connection's address with it; if not, ask once,
+                    // and a connection already gone is simply not served.
+                    let Some(addr) = addr.or_else(|| sock.peer_addr().ok()) else { continue };
                     self.add(sock, PeerAddr::Inet(addr));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -304,7 +307,8 @@ impl Loop<'_> {
         }
         msgs.release(&mut self.spares);
         // Closing the socket takes it out of the epoll set.
-        drop((sock, held));
+        sys::close(sock);
+        drop(held);
         let report = self.shared.finished(peer, self.now.saturating_duration_since(started), &io, end);
         self.shared.config.monitor.closed(&report);
     }
@@ -418,7 +422,7 @@ impl Session {
         loop {
             // Answers go out before anything more is read.
             while self.written < self.msgs.out.len() {
-                match self.sock.write(&self.msgs.out[self.written..]) {
+                match sys::send(&self.sock, &self.msgs.out[self.written..]) {
                     Ok(0) => return Progress::Ended(End::Io("the connection took no more bytes".into())),
                     Ok(n) => {
                         self.written += n;
@@ -482,7 +486,7 @@ impl Session {
         self.msgs.make_read_room(|| spares.take());
         let buf = &mut self.msgs.inbuf;
         let room = buf.capacity() - buf.len();
-        let n = socket2::SockRef::from(&self.sock).recv(buf.spare_capacity_mut())?;
+        let n = sys::recv(&self.sock, buf.spare_capacity_mut())?;
         // SAFETY: recv initialized the first n bytes of the spare capacity.
         unsafe { buf.set_len(buf.len() + n) };
         // With edge-triggered readiness, a read that leaves room proves the socket drained: the
@@ -491,6 +495,42 @@ impl Session {
             self.readable = false;
         }
         Ok(n)
+    }
+}
+
+/// The loop's system calls on its connections, made directly through rustix's raw Linux backend
+/// rather than glibc's wrappers. In a multi-threaded process glibc brackets each cancellable call
+/// (`accept4`, `recv`, `send`, `close`) with pthread cancellation bookkeeping, two atomic
+/// operations each; nothing here uses cancellation, and under callgrind the bookkeeping was 180
+/// instructions per connection (BENCHMARKS.md).
+mod sys {
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::net::SocketAddr;
+    use std::os::fd::IntoRawFd;
+
+    use mio::net::{TcpListener, TcpStream};
+    use rustix::net::{RecvFlags, SendFlags, SocketFlags};
+
+    /// `accept4`, non-blocking and close-on-exec, with the peer's address when the kernel gives it.
+    pub(super) fn accept(listener: &TcpListener) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+        let (fd, addr) = rustix::net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+        let addr = addr.and_then(|a| SocketAddr::try_from(a).ok());
+        Ok((TcpStream::from_std(std::net::TcpStream::from(fd)), addr))
+    }
+
+    pub(super) fn recv(sock: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        Ok(rustix::net::recv(sock, buf, RecvFlags::empty())?.1)
+    }
+
+    /// `send`, without SIGPIPE if the peer is gone (as std's `write` on a socket).
+    pub(super) fn send(sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+        Ok(rustix::net::send(sock, buf, SendFlags::NOSIGNAL)?)
+    }
+
+    pub(super) fn close(sock: TcpStream) {
+        // SAFETY: the descriptor is this socket's own, and nothing else holds or closes it.
+        unsafe { rustix::io::close(sock.into_raw_fd()) }
     }
 }
 
@@ -575,6 +615,44 @@ mod tests {
             assert_eq!(session.msgs.out.capacity(), 0, "round {round}: the answer buffer is kept");
             assert_eq!(spares.0.len(), 2, "round {round}: both buffers are spare");
         }
+    }
+
+    /// The direct system calls do what std's would: accept gives the client's address and a
+    /// non-blocking socket, send and recv move the bytes, close ends the connection with a FIN.
+    #[test]
+    fn the_direct_system_calls_accept_move_bytes_and_close() {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(std_listener);
+        let err = sys::accept(&listener).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WouldBlock, "nobody has connected yet");
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (sock, addr) = loop {
+            match sys::accept(&listener) {
+                Ok(accepted) => break accepted,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert_eq!(addr, Some(client.local_addr().unwrap()));
+        let mut buf = [std::mem::MaybeUninit::new(0u8); 16];
+        assert_eq!(sys::recv(&sock, &mut buf).unwrap_err().kind(), ErrorKind::WouldBlock, "non-blocking");
+        client.write_all(b"ping").unwrap();
+        let n = loop {
+            match sys::recv(&sock, &mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("recv: {e}"),
+            }
+        };
+        assert_eq!(n, 4);
+        assert_eq!(sys::send(&sock, b"pong").unwrap(), 4);
+        sys::close(sock);
+        // Left open, the socket would never end the read: fail instead of waiting for ever.
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut got).unwrap();
+        assert_eq!(got, b"pong", "the answer, then the end");
     }
 
     /// A client that keeps a connection's socket full gets a bounded turn, then the others get
