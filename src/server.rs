@@ -1076,11 +1076,8 @@ async fn read_some(stream: &mut Stream, msgs: &mut Messages) -> std::io::Result<
         if msgs.out.capacity() > 0 {
             Spares::on_thread(|spares| spares.give_back(std::mem::take(&mut msgs.out)));
         }
-        let buf = &mut msgs.inbuf;
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(8192);
-        }
-        return tokio::io::AsyncReadExt::read_buf(stream, buf).await;
+        msgs.make_read_room(BytesMut::new);
+        return tokio::io::AsyncReadExt::read_buf(stream, &mut msgs.inbuf).await;
     }
     std::future::poll_fn(|cx| {
         loop {
