@@ -18,7 +18,7 @@ use tokio_seqpacket::UnixSeqpacket;
 use tokio_util::codec::Decoder;
 
 use crate::framing::{FrameCodec, FrameError, Framing};
-use crate::net::{ClientSocket, Conn, DatagramSocket, MAX_DATAGRAM, Stream};
+use crate::net::{ClientSocket, Conn, DatagramSocket, MAX_DATAGRAM, Packet, Stream};
 
 /// How a client frames and waits.
 #[derive(Debug, Clone)]
@@ -313,13 +313,13 @@ impl Packets {
         }
     }
     /// Receives one message; `Ok(None)` when a seqpacket peer closed (an empty packet is a
-    /// message). Cancel-safe.
+    /// message, and so is an empty datagram). Cancel-safe.
     async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self {
-            Packets::Seq(s) => {
-                let n = s.recv(buf).await?.bytes_read();
-                Ok((n > 0 || !crate::net::seqpacket_peer_closed(s)).then_some(n))
-            }
+            Packets::Seq(s) => match crate::net::recv_packet(s, buf).await? {
+                Packet::Message { len, .. } => Ok(Some(len)),
+                Packet::End => Ok(None),
+            },
             Packets::Dgram(d) => d.recv(buf).await.map(Some),
         }
     }
@@ -499,6 +499,23 @@ mod tests {
         pipe(sock, &b"one\n\nthree"[..], &mut output, &opts).await.unwrap();
         assert_eq!(output, b"ONE\n\nTHREE\n");
         stop.cancel();
+    }
+
+    /// Empty answers that wait in the queue when the server closes are messages: each is an
+    /// empty line, and only what follows them is the end.
+    #[tokio::test]
+    async fn seqpacket_pipe_prints_empty_answers_queued_before_the_close() {
+        let (ours, server) = UnixSeqpacket::pair().unwrap();
+        crate::net::mark_messages(&ours).unwrap();
+        for m in [&b"x"[..], b"", b"y", b"", b""] {
+            server.send(m).await.unwrap();
+        }
+        drop(server);
+        let mut output = Vec::new();
+        let socket = ClientSocket::Conn(Conn::Seqpacket(ours));
+        let report = pipe(socket, &b""[..], &mut output, &ClientOptions::default()).await.unwrap();
+        assert_eq!(output, b"x\n\ny\n\n\n");
+        assert_eq!(report.received, 2);
     }
 
     #[tokio::test]

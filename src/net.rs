@@ -512,6 +512,7 @@ impl Listener {
             }
             ListenerInner::Seqpacket(l) => {
                 let s = l.accept().await?;
+                mark_messages(&s)?;
                 let cred = s.peer_cred().ok();
                 let peer =
                     PeerAddr::UnixUnnamed { pid: cred.as_ref().and_then(|c| c.pid()), uid: cred.map(|c| c.uid()) };
@@ -622,10 +623,78 @@ impl NoDelay {
     }
 }
 
-/// Whether a seqpacket peer has shut down its sending side. A zero-length `recv` on a seqpacket
-/// socket is either an empty message or the end of the connection; only the latter sets
-/// `POLLRDHUP`. (An empty message sent just before the peer closes is taken as the end.)
-pub fn seqpacket_peer_closed(sock: &UnixSeqpacket) -> bool {
+/// What one receive on a `unix-seqpacket:` connection found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packet {
+    /// A message of `len` bytes, which may be zero: an empty packet is a message. `truncated`
+    /// says it was longer than the buffer and the rest of it is lost.
+    Message { len: usize, truncated: bool },
+    /// The peer shut down its sending side (or closed) and every message it sent has been read.
+    End,
+}
+
+/// Receives one message from a seqpacket connection, telling an empty message from the end.
+/// Exact on a socket [`mark_messages`] has prepared, as every `Conn::Seqpacket` this module
+/// makes is. Cancel-safe.
+///
+/// Both read as zero bytes, with no flag between them: Linux sets neither `MSG_EOR` nor
+/// anything else, and `POLLRDHUP` only says that the peer has shut down, not that its messages
+/// have all been read (it is up while a queue of packets, empty ones among them, waits). But a
+/// receive that takes a packet off the queue returns the packet's control messages, and one that
+/// finds the end returns before any (`__unix_dgram_recvmsg` in `net/unix/af_unix.c`). With
+/// `SO_TIMESTAMP` on, every packet carries one, so zero bytes without control data is the end.
+/// On a socket without it, an empty message while the peer has shut down is taken for the end.
+pub async fn recv_packet(sock: &UnixSeqpacket, buf: &mut [u8]) -> io::Result<Packet> {
+    /// Room for the timestamp and little more, aligned for `cmsghdr`. Anything else a peer
+    /// attaches (descriptors) does not fit, or is closed when the reader is dropped.
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let (info, ancillary) = sock.recv_with_ancillary(buf, &mut control.0).await?;
+    let carried_control = !ancillary.is_empty() || info.ancillary_truncated();
+    let len = info.bytes_read();
+    // A zero-byte receive is rare (an empty message or the end), so checking the option there
+    // costs the hot path nothing.
+    let end = len == 0 && !carried_control && (messages_marked(sock) || seqpacket_peer_closed(sock));
+    Ok(if end { Packet::End } else { Packet::Message { len, truncated: info.truncated() } })
+}
+
+/// Turns on `SO_TIMESTAMP`, so that [`recv_packet`] tells an empty message from the end exactly.
+/// `SO_TIMESTAMP` rather than `SO_PASSCRED`, which would do as well on receipt but makes the
+/// kernel bind an unnamed socket to an abstract name of its own the first time it sends. On a
+/// Unix socket it costs a clock read per packet received and does not turn on the host-wide
+/// timestamping of network packets (`sock_needs_netstamp`). It is not inherited from a listener,
+/// so each accepted connection needs it.
+pub fn mark_messages(sock: &UnixSeqpacket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: an open descriptor, and a pointer to a c_int with its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMP,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Whether [`mark_messages`] has prepared `sock`.
+fn messages_marked(sock: &UnixSeqpacket) -> bool {
+    let mut on: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an open descriptor, and a c_int with its size in `len`.
+    let r = unsafe {
+        libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMP, (&raw mut on).cast(), &raw mut len)
+    };
+    r == 0 && on != 0
+}
+
+/// Whether a seqpacket peer has shut down its sending side (`POLLRDHUP`). Not a test for the
+/// end of its messages: it is true while packets, empty ones among them, still wait to be
+/// read. A zero-length receive is told from the end by [`recv_packet`].
+fn seqpacket_peer_closed(sock: &UnixSeqpacket) -> bool {
     peer_hung_up(sock.as_raw_fd())
 }
 
@@ -798,6 +867,7 @@ fn inherited_conn(fd: OwnedFd, info: &Inherited) -> io::Result<(Conn, PeerAddr)>
     match (info.style, info.family) {
         (SocketStyle::Seqpacket, _) => {
             let s = UnixSeqpacket::try_from(fd)?;
+            mark_messages(&s)?;
             let cred = s.peer_cred().ok();
             let peer = PeerAddr::UnixUnnamed { pid: cred.as_ref().and_then(|c| c.pid()), uid: cred.map(|c| c.uid()) };
             Ok((Conn::Seqpacket(s), peer))
@@ -1096,7 +1166,9 @@ async fn connect_inner(endpoint: &Endpoint, tls: Option<&ClientTls>) -> Result<C
                 }
                 UnixKind::Seqpacket => {
                     let fd = connect_unix(endpoint, &sockaddr, Type::SEQPACKET).await?;
-                    Ok(ClientSocket::Conn(Conn::Seqpacket(UnixSeqpacket::try_from(fd).map_err(err)?)))
+                    let s = UnixSeqpacket::try_from(fd).map_err(err)?;
+                    mark_messages(&s).map_err(err)?;
+                    Ok(ClientSocket::Conn(Conn::Seqpacket(s)))
                 }
                 UnixKind::Dgram => {
                     // A datagram client needs an address of its own, or the server could not
@@ -1452,6 +1524,56 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Empty packets queued behind the peer's shutdown are messages; only an empty queue after
+    /// it is the end, which then stays the end.
+    #[tokio::test]
+    async fn recv_packet_tells_empty_messages_from_the_end() {
+        let (a, b) = UnixSeqpacket::pair().unwrap();
+        mark_messages(&b).unwrap();
+        for m in [&b"one"[..], b"", b"", b"two", b""] {
+            a.send(m).await.unwrap();
+        }
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut buf = [0u8; 16];
+        let mut got = Vec::new();
+        for _ in 0..7 {
+            got.push(recv_packet(&b, &mut buf).await.unwrap());
+        }
+        let msg = |len| Packet::Message { len, truncated: false };
+        assert_eq!(got, [msg(3), msg(0), msg(0), msg(3), msg(0), Packet::End, Packet::End]);
+        // A packet longer than the buffer says so.
+        let (a, b) = UnixSeqpacket::pair().unwrap();
+        mark_messages(&b).unwrap();
+        a.send(&[7; 40]).await.unwrap();
+        assert_eq!(recv_packet(&b, &mut buf).await.unwrap(), Packet::Message { len: 16, truncated: true });
+    }
+
+    /// On a socket nobody prepared, an empty message while the peer is still there is a message
+    /// (the best that can be told without `SO_TIMESTAMP`), and the end is the end.
+    #[tokio::test]
+    async fn recv_packet_on_an_unprepared_socket_falls_back_to_the_peer_state() {
+        let (a, b) = UnixSeqpacket::pair().unwrap();
+        a.send(b"").await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(recv_packet(&b, &mut buf).await.unwrap(), Packet::Message { len: 0, truncated: false });
+        drop(a);
+        assert_eq!(recv_packet(&b, &mut buf).await.unwrap(), Packet::End);
+    }
+
+    /// Every seqpacket connection this module makes, accepted or connected, is prepared.
+    #[tokio::test]
+    async fn seqpacket_connections_are_prepared_to_tell_empty_messages_from_the_end() {
+        let name = format!("unix-seqpacket:@sockit-net-test-{}-marks", std::process::id());
+        let ServerSocket::Listener(mut l) = bind(&name.parse().unwrap(), &BindOptions::default()).await.unwrap() else {
+            panic!("a seqpacket endpoint binds a listener");
+        };
+        let ep: Endpoint = l.local_endpoint().parse().unwrap();
+        let client = connect(&ep, Duration::from_secs(5)).await.unwrap();
+        let (Conn::Seqpacket(server), _) = l.accept().await.unwrap() else { panic!("a seqpacket connection") };
+        let ClientSocket::Conn(Conn::Seqpacket(client)) = client else { panic!("a seqpacket connection") };
+        assert!(messages_marked(&server) && messages_marked(&client));
+    }
 
     /// The dual-stack endpoint used to read `tcp://:PORT (IPv4 and IPv6)`, which does not parse.
     #[tokio::test]

@@ -197,19 +197,15 @@ impl Side {
                 0 => Ok(Read::Eof),
                 n => Ok(Read::Data(n)),
             },
-            Side::Packets(p) => {
-                let info = p.recv(buf).await?;
-                if info.bytes_read() == 0 && net::seqpacket_peer_closed(p) {
-                    Ok(Read::Eof)
-                } else if info.truncated() {
-                    Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("a message larger than {MAX_PACKET} bytes cannot be relayed"),
-                    ))
-                } else {
-                    Ok(Read::Data(info.bytes_read()))
-                }
-            }
+            // An empty packet is a message to relay; only the end is the end.
+            Side::Packets(p) => match net::recv_packet(p, buf).await? {
+                net::Packet::End => Ok(Read::Eof),
+                net::Packet::Message { truncated: true, .. } => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a message larger than {MAX_PACKET} bytes cannot be relayed"),
+                )),
+                net::Packet::Message { len, .. } => Ok(Read::Data(len)),
+            },
             Side::Tls(t) => {
                 let n = std::future::poll_fn(|cx| {
                     let mut rb = tokio::io::ReadBuf::new(buf);

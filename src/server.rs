@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::acl::AccessList;
 use crate::framing::{DEFAULT_MAX_FRAME, FrameCodec, FrameError, Framing, find_text_line, text_lines};
-use crate::net::{Conn, DatagramSocket, Listener, MAX_DATAGRAM, PeerAddr, ServerSocket, Stream};
+use crate::net::{Conn, DatagramSocket, Listener, MAX_DATAGRAM, Packet, PeerAddr, ServerSocket, Stream};
 use crate::service::{Flow, Service};
 use crate::stop::{Stage, StopSignal, Watch};
 
@@ -1251,14 +1251,12 @@ async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared
             Err(end) => return end,
         }
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let n = match bounds.read(sock.recv(&mut buf)).await {
-            Ok(Ok(info)) if info.bytes_read() == 0 && crate::net::seqpacket_peer_closed(&sock) => {
-                return End::PeerClosed;
-            }
-            Ok(Ok(info)) if info.truncated() => {
+        let n = match bounds.read(crate::net::recv_packet(&sock, &mut buf)).await {
+            Ok(Ok(Packet::End)) => return End::PeerClosed,
+            Ok(Ok(Packet::Message { truncated: true, .. })) => {
                 return End::Protocol(format!("packet larger than the {MAX_DATAGRAM}-byte maximum"));
             }
-            Ok(Ok(info)) => info.bytes_read(),
+            Ok(Ok(Packet::Message { len, .. })) => len,
             Ok(Err(e)) => return End::Io(e.to_string()),
             Err(end) => return end,
         };

@@ -207,3 +207,111 @@ fn absurd_durations_are_usage_errors() {
         assert!(!ran.stderr.contains("panicked"), "{args:?}: {}", ran.stderr);
     }
 }
+
+/// `connect` sends an empty line as a zero-length packet; the server took such a packet for the
+/// client's close whenever the client had already shut down its side (`POLLRDHUP`), with the
+/// rest of the input still queued, and dropped it. The client made the same mistake with an
+/// empty answer after the server closed, so the loss could end in exit status 0.
+#[test]
+fn empty_lines_over_unix_seqpacket_do_not_lose_the_rest_of_the_input() {
+    let dir = temp_dir();
+    let ep = format!("unix-seqpacket:{}/sp.sock", dir.path().display());
+    let _server = Server::start(&[&ep, "echo"]);
+    let input: Vec<u8> = (0..5_000).flat_map(|i| format!("line{i}\n\n").into_bytes()).collect();
+    for _ in 0..2 {
+        let ran = run(sockit().args(["connect", &ep]), &input);
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        assert_eq!(ran.stdout.len(), input.len(), "{}", ran.stderr);
+        assert!(ran.stdout == input, "the echoed bytes differ");
+    }
+    // Trailing empty lines are the last packets before the half-close, and the last answers
+    // before the server's close.
+    let ran = run(sockit().args(["connect", &ep]), b"a\n\n\n\n");
+    assert_eq!((ran.code, ran.stdout_text().as_str()), (Some(0), "a\n\n\n\n"), "{}", ran.stderr);
+}
+
+/// Random binary input over `unix-seqpacket` was cut to half, at times with exit status 0: its
+/// runs of newlines are empty lines, so empty packets.
+#[test]
+fn binary_input_over_unix_seqpacket_comes_back_byte_exact() {
+    let dir = temp_dir();
+    let ep = format!("unix-seqpacket:{}/sp.sock", dir.path().display());
+    let _server = Server::start(&[&ep, "echo"]);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut input: Vec<u8> = (0..100_000)
+        .map(|_| {
+            // xorshift64*, with newlines made common so that runs of them are many.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let r = (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+            if r < 16 { b'\n' } else { r }
+        })
+        .collect();
+    // Each line is a message and comes back with a newline: the input ends with one, so the
+    // output is the input exactly.
+    input.push(b'\n');
+    for _ in 0..3 {
+        let ran = run(sockit().args(["connect", &ep]), &input);
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        assert_eq!(ran.stdout.len(), input.len(), "{}", ran.stderr);
+        assert!(ran.stdout == input, "the echoed bytes differ");
+    }
+}
+
+/// The server side alone: packets queued behind an empty one when the client shuts down are
+/// still answered, and the empty ones are messages (`qa` answers them with its default).
+#[test]
+fn a_unix_seqpacket_server_answers_every_packet_queued_before_the_close() {
+    let dir = temp_dir();
+    let path = dir.path().join("q.sock");
+    let _server = Server::start(&[&format!("unix-seqpacket:{}", path.display()), "qa"]);
+    let code = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.settimeout(10)
+s.connect(sys.argv[1])
+for q in [b"how are u", b"", b"", b"how are u", b""] * 20:
+    s.send(q)
+s.shutdown(socket.SHUT_WR)
+answers = []
+while True:
+    a = s.recv(1024)
+    if not a:
+        break
+    answers.append(a)
+print(len(answers), answers[:5])
+"#;
+    let ran = python(code, &[path.to_str().unwrap()], b"");
+    assert_eq!(ran.stdout_text().trim(), "100 [b'fine', b'no', b'no', b'fine', b'no']", "{}", ran.stderr);
+}
+
+/// Empty lines on datagram sockets are empty datagrams, a message each, never an end.
+#[test]
+fn empty_lines_over_datagram_sockets_are_messages() {
+    let dir = temp_dir();
+    let unix = Server::start(&[&format!("unix-dgram:{}/d.sock", dir.path().display()), "echo"]);
+    let udp = Server::start(&["udp://127.0.0.1:0", "echo"]);
+    for ep in [unix.endpoint.clone(), udp.endpoint.clone()] {
+        let ran = run(sockit().args(["connect", &ep, "--timeout", "1s"]), b"a\n\nb\n\n\n");
+        assert_eq!((ran.code, ran.stdout_text().as_str()), (Some(0), "a\n\nb\n\n\n"), "{ep}: {}", ran.stderr);
+    }
+}
+
+/// The relay read a zero-length packet the same way, as the end when the client had shut down,
+/// and dropped what was queued behind it.
+#[test]
+fn a_unix_seqpacket_relay_passes_empty_packets_and_what_follows_them() {
+    let dir = temp_dir();
+    let target = format!("unix-seqpacket:{}/t.sock", dir.path().display());
+    let front = format!("unix-seqpacket:{}/r.sock", dir.path().display());
+    let _server = Server::start(&[&target, "echo"]);
+    let _relay = Server::relay(&[&front, &target]);
+    let input: Vec<u8> = (0..5_000).flat_map(|i| format!("line{i}\n\n").into_bytes()).collect();
+    for _ in 0..2 {
+        let ran = run(sockit().args(["connect", &front]), &input);
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        assert_eq!(ran.stdout.len(), input.len(), "{}", ran.stderr);
+        assert!(ran.stdout == input, "the relayed bytes differ");
+    }
+}
