@@ -7,15 +7,21 @@
 //! connection, merged at the end). With a rate, the echo test runs open loop and measures each
 //! request from the moment it was scheduled, not from when it was sent, so a stalled server
 //! cannot hide its stall by slowing the generator down (coordinated omission).
+//!
+//! A server of the wrong kind is an error, not a figure: a bulk stream into a server that sends
+//! bytes back or stops reading, a reversed one that receives nothing, connections or datagrams
+//! that are never answered end the run with [`BenchError::WrongServer`], which says what the
+//! server did and which server the mode needs.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -221,6 +227,74 @@ pub enum BenchError {
     /// Every connection failed during the run.
     #[error("every connection failed; the last error: {0}")]
     AllFailed(String),
+    /// The server is not the kind the mode measures: what it did, and which server to use.
+    #[error("{mode}: {misfit} (hint: {hint})")]
+    WrongServer {
+        /// The mode that was running.
+        mode: Mode,
+        /// What the server did.
+        misfit: Misfit,
+        /// The server the mode needs, as a command to start one.
+        hint: String,
+    },
+}
+
+/// How a server showed that it is not the kind the mode measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misfit {
+    /// bulk: bytes came back on a stream into the server, the bytes that were sent (an `echo`
+    /// server).
+    Echoes,
+    /// bulk: bytes of the server's own came back (a `source` server, say).
+    Sends,
+    /// bulk: the stream took nothing for this long, neither a write nor a byte off the send
+    /// queue.
+    StoppedReading(Duration),
+    /// bulk, reversed: not one byte arrived in this long, since the start.
+    SentNothing(Duration),
+    /// bulk, reversed: bytes arrived, then none for this long.
+    StoppedSending(Duration),
+    /// connect: the server took the message and did not answer within this long.
+    NoAnswer(Duration),
+    /// connect, udp: every answer differed from what was sent.
+    WrongAnswers,
+    /// udp: not one of this many datagrams was answered.
+    Unanswered(u64),
+}
+
+impl std::fmt::Display for Misfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Misfit::Echoes => f.write_str("the server echoes what it gets"),
+            Misfit::Sends => f.write_str("the server sends data of its own"),
+            Misfit::StoppedReading(d) => write!(f, "the server stopped reading: no progress for {}", secs(*d)),
+            Misfit::SentNothing(d) => write!(f, "the server sent nothing in {}", secs(*d)),
+            Misfit::StoppedSending(d) => write!(f, "the server stopped sending: nothing arrived for {}", secs(*d)),
+            Misfit::NoAnswer(d) => write!(f, "no answer within {}", secs(*d)),
+            Misfit::WrongAnswers => f.write_str("every answer differs from the message sent"),
+            Misfit::Unanswered(n) => write!(f, "not one of {n} datagrams was answered"),
+        }
+    }
+}
+
+/// A duration as people write it: `2s`, `1.5s`.
+fn secs(d: Duration) -> String {
+    let tenths = (d.as_secs_f64() * 10.0).round() / 10.0;
+    if tenths.fract() == 0.0 { format!("{tenths:.0}s") } else { format!("{tenths:.1}s") }
+}
+
+/// The server `config` needs, for the hint after `misfit`.
+fn server_hint(config: &BenchConfig, misfit: Misfit) -> String {
+    let ep = &config.endpoint;
+    match (config.mode, config.reverse) {
+        (Mode::Bulk, true) => format!("--reverse needs a `source` server, e.g. `sockit serve {ep} source`"),
+        (Mode::Bulk, false) if misfit == Misfit::Sends => format!(
+            "bulk needs a `discard` server, e.g. `sockit serve {ep} discard`; --reverse reads from a `source` server"
+        ),
+        (Mode::Bulk, false) => format!("bulk needs a `discard` server, e.g. `sockit serve {ep} discard`"),
+        (Mode::Udp, _) => format!("udp needs a datagram `echo` server, e.g. `sockit serve {ep} echo`"),
+        (mode, _) => format!("{mode} needs an `echo` server, e.g. `sockit serve {ep} echo`"),
+    }
 }
 
 /// Counters shared by the workers and the interval sampler.
@@ -236,7 +310,23 @@ struct Counters {
 /// What a worker gives back: its latencies and its last error, if any.
 struct WorkerOutcome {
     hist: Histogram<u64>,
-    error: Option<String>,
+    error: Option<Failure>,
+}
+
+/// What went wrong in a worker.
+enum Failure {
+    /// A socket error, a timeout, a wrong answer: said as the message of `AllFailed`.
+    Other(String),
+    /// udp: the datagrams were refused (an ICMP port unreachable): nothing listens there.
+    Refused,
+    /// The server is the wrong kind.
+    Misfit(Misfit),
+}
+
+/// A stream of bytes unlike a `source` server's (which counts 0, 1, 2, … modulo 251), so that
+/// its stream is never taken for an echo of them.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ 0xa5).collect()
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -298,11 +388,16 @@ pub async fn run(
     let intervals = sample(&config, &counters, start, deadline, &stop, progress).await;
     stop.cancel();
     let mut hist = new_histogram();
-    let mut last_error = None;
+    let (mut last_error, mut misfit, mut refused) = (None, None, false);
     while let Some(done) = workers.join_next().await {
         if let Ok(outcome) = done {
             let _ = hist.add(&outcome.hist);
-            last_error = outcome.error.or(last_error);
+            match outcome.error {
+                Some(Failure::Other(e)) => last_error = Some(e),
+                Some(Failure::Refused) => refused = true,
+                Some(Failure::Misfit(m)) => misfit = Some(m),
+                None => {}
+            }
         }
     }
     let held = held.len();
@@ -311,6 +406,25 @@ pub async fn run(
     let requests = counters.requests.load(Ordering::Relaxed);
     let bytes = counters.bytes.load(Ordering::Relaxed);
     let errors = counters.errors.load(Ordering::Relaxed);
+    let sent = counters.sent.load(Ordering::Relaxed);
+    if config.mode == Mode::Udp && requests == 0 {
+        if refused {
+            return Err(NetError::Refused { endpoint: config.endpoint.to_string() }.into());
+        }
+        if last_error.is_none() && sent > 0 {
+            // Answers that all failed the check were counted as errors; none at all, not.
+            misfit = Some(if errors > 0 { Misfit::WrongAnswers } else { Misfit::Unanswered(sent) });
+        }
+    }
+    // A bulk stream that met the wrong server ends the run, whatever the other streams did; in
+    // the other modes a few unanswered requests are a loaded server, and only a run with no
+    // answer at all says the server is the wrong kind.
+    if let Some(misfit) = misfit
+        && (config.mode == Mode::Bulk || (requests == 0 && bytes == 0))
+    {
+        let hint = server_hint(&config, misfit);
+        return Err(BenchError::WrongServer { mode: config.mode, misfit, hint });
+    }
     if requests == 0
         && bytes == 0
         && let Some(e) = last_error
@@ -329,7 +443,6 @@ pub async fn run(
         }
     });
     let udp = (config.mode == Mode::Udp).then(|| {
-        let sent = counters.sent.load(Ordering::Relaxed);
         let received = requests.min(sent);
         UdpCounts { sent, received, loss: if sent == 0 { 0.0 } else { (sent - received) as f64 / sent as f64 } }
     });
@@ -545,7 +658,14 @@ impl Worker<'_> {
 
     fn failed(&self, hist: Histogram<u64>, e: impl std::fmt::Display) -> WorkerOutcome {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        WorkerOutcome { hist, error: Some(e.to_string()) }
+        WorkerOutcome { hist, error: Some(Failure::Other(e.to_string())) }
+    }
+
+    /// Ends the whole run: the server is the wrong kind, and more of it would measure nothing.
+    fn misfit(&self, hist: Histogram<u64>, misfit: Misfit) -> WorkerOutcome {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.stop.cancel();
+        WorkerOutcome { hist, error: Some(Failure::Misfit(misfit)) }
     }
 
     /// Closed loop (or, with a rate, open loop): send a message, read the whole answer, check
@@ -609,38 +729,97 @@ impl Worker<'_> {
         WorkerOutcome { hist, error: None }
     }
 
-    /// Writes (or, reversed, reads) as fast as the connection takes it.
+    /// Writes (or, reversed, reads) as fast as the connection takes it. Writing, it also watches
+    /// for bytes coming back, which a `discard` server never sends; either way it checks every
+    /// [`MOTION_CHECK`] that the stream still moves, and ends the run with a [`Misfit`] when
+    /// the server is the wrong kind.
     async fn bulk(&self, socket: ClientSocket) -> WorkerOutcome {
         let hist = new_histogram();
         let ClientSocket::Conn(Conn::Stream(mut s)) = socket else {
             return self.failed(hist, "bulk needs a stream endpoint");
         };
-        let mut buf: Vec<u8> = (0..self.config.size).map(|i| (i % 251) as u8).collect();
+        let reverse = self.config.reverse;
+        let mut buf = pattern(self.config.size);
+        let mut incoming = [0u8; 64];
+        // Until the server ends its sending side (which a sink may do at once), nothing should
+        // arrive on a stream that only writes.
+        let mut watch_incoming = !reverse;
+        let (mut steps, mut moved) = (0u64, 0u64);
+        let mut motion = Motion { steps: 0, queued: None, since: self.start };
+        // One timer for the deadline and the checks, reset four times a second, not per step.
+        let check = tokio::time::sleep_until(self.next_check(self.start).into());
+        tokio::pin!(check);
         while self.running() {
-            let step = async { if self.config.reverse { s.read(&mut buf).await } else { s.write(&buf).await } };
-            let n = tokio::select! {
+            let step = std::future::poll_fn(|cx| {
+                if reverse {
+                    let mut rb = ReadBuf::new(&mut buf);
+                    return Pin::new(&mut s).poll_read(cx, &mut rb).map_ok(|()| Step::Read(rb.filled().len()));
+                }
+                if watch_incoming {
+                    // Readiness is kept by tokio: while nothing arrives this costs no syscall.
+                    let mut rb = ReadBuf::new(&mut incoming);
+                    if let std::task::Poll::Ready(r) = Pin::new(&mut s).poll_read(cx, &mut rb) {
+                        return std::task::Poll::Ready(r.map(|()| Step::Incoming(rb.filled().len())));
+                    }
+                }
+                Pin::new(&mut s).poll_write(cx, &buf).map_ok(Step::Wrote)
+            });
+            let step = tokio::select! {
                 r = step => r,
-                _ = tokio::time::sleep_until(self.deadline.into()) => break,
+                _ = &mut check => {
+                    let now = Instant::now();
+                    if now >= self.deadline {
+                        break;
+                    }
+                    let still = motion.check(now, steps, (!reverse).then(|| unsent(&s)).flatten());
+                    if still >= STALL_LIMIT {
+                        return self.misfit(hist, stall(reverse, moved, still));
+                    }
+                    check.as_mut().reset(self.next_check(now).into());
+                    continue;
+                }
                 _ = self.stop.cancelled() => break,
             };
-            match n {
-                Ok(0) if self.config.reverse => return self.failed(hist, "the server closed the stream"),
-                Ok(n) => {
+            match step {
+                Ok(Step::Read(0)) => return self.failed(hist, "the server closed the stream"),
+                Ok(Step::Read(n) | Step::Wrote(n)) => {
+                    steps += 1;
+                    moved += n as u64;
                     self.counters.requests.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Ok(Step::Incoming(0)) => watch_incoming = false,
+                Ok(Step::Incoming(n)) => {
+                    // An echo server sends back the stream's first bytes, which are the buffer's.
+                    let echoed = incoming[..n].iter().zip(buf.iter().cycle()).all(|(a, b)| a == b);
+                    return self.misfit(hist, if echoed { Misfit::Echoes } else { Misfit::Sends });
                 }
                 Err(e) => return self.failed(hist, e),
             }
         }
-        let _ = s.shutdown().await;
+        // A stream stalled for the later half of the run measured the server's buffers, not
+        // its speed; a reversed one that got nothing measured nothing.
+        let now = Instant::now();
+        let still = motion.check(now, steps, (!reverse).then(|| unsent(&s)).flatten());
+        let ran = now.duration_since(self.start);
+        if (reverse && moved == 0) || (still >= STALL_AT_END && still * 2 >= ran) {
+            return self.misfit(hist, stall(reverse, moved, if moved == 0 { ran } else { still }));
+        }
+        // Bounded: a TLS stream flushes its last bytes here, into a server that may be slow.
+        let _ = tokio::time::timeout(STREAM_CLOSE_LIMIT, s.shutdown()).await;
         WorkerOutcome { hist, error: None }
+    }
+
+    /// When a bulk worker next looks at its stream's motion: a check from now, or the deadline.
+    fn next_check(&self, now: Instant) -> Instant {
+        (now + MOTION_CHECK).min(self.deadline)
     }
 
     /// Connect, exchange one message, close; over and over.
     async fn connect_loop(&self, worker: usize) -> WorkerOutcome {
         let mut hist = new_histogram();
         let size = self.config.size;
-        let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let msg = pattern(size);
         let mut answer = vec![0u8; size];
         let mut last_error = None;
         // Each worker connects from its own loopback address: from one address, the kernel's
@@ -650,6 +829,7 @@ impl Worker<'_> {
             .map(|target| (Ipv4Addr::new(127, 0, 0, 2 + (worker % CONNECT_SOURCES) as u8), target));
         while self.running() {
             let t0 = Instant::now();
+            let mut connected = false;
             let cycle = async {
                 let socket = if let Some((source, target)) = from_loopback {
                     let s = connect_from(source, target).await?;
@@ -660,6 +840,7 @@ impl Worker<'_> {
                         .await
                         .map_err(std::io::Error::other)?
                 };
+                connected = true;
                 match socket {
                     ClientSocket::Conn(Conn::Stream(mut s)) => {
                         s.write_all(&msg).await?;
@@ -680,18 +861,23 @@ impl Worker<'_> {
                     self.counters.requests.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
                 }
+                // A failed connection is a data point, not the end: count it and go on. If none
+                // succeeds, the last failure is the run's error.
                 Ok(Ok(())) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    last_error = Some("the answer differs from the message sent".to_owned());
+                    last_error = Some(Failure::Misfit(Misfit::WrongAnswers));
                 }
-                // A failed connection is a data point, not the end: count it and go on.
                 Ok(Err(e)) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    last_error = Some(e.to_string());
+                    last_error = Some(Failure::Other(e.to_string()));
+                }
+                Err(_) if connected => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    last_error = Some(Failure::Misfit(Misfit::NoAnswer(REQUEST_TIMEOUT)));
                 }
                 Err(_) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    last_error = Some("connect and exchange took over 5s".to_owned());
+                    last_error = Some(Failure::Other("connecting took over 5s".to_owned()));
                 }
             }
         }
@@ -725,7 +911,7 @@ impl Worker<'_> {
                         in_flight += 1;
                         self.counters.sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => return self.failed(hist, e),
+                    Err(e) => return self.udp_failed(hist, e),
                 }
                 if let Some(p) = period {
                     next_send += p;
@@ -740,7 +926,7 @@ impl Worker<'_> {
             tokio::select! {
                 r = sock.recv(&mut buf) => match r {
                     Ok(n) => self.udp_answer(&buf[..n], &msg, &mut hist, &mut in_flight),
-                    Err(e) => return self.failed(hist, e),
+                    Err(e) => return self.udp_failed(hist, e),
                 },
                 _ = tokio::time::sleep_until(wait_until.into()) => {
                     if period.is_none() {
@@ -759,6 +945,16 @@ impl Worker<'_> {
         WorkerOutcome { hist, error: None }
     }
 
+    /// A datagram socket's error; a refusal (an ICMP port unreachable for an earlier datagram)
+    /// says nothing listens there, and becomes the run's error if nothing was answered.
+    fn udp_failed(&self, hist: Histogram<u64>, e: std::io::Error) -> WorkerOutcome {
+        if e.kind() != std::io::ErrorKind::ConnectionRefused {
+            return self.failed(hist, e);
+        }
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        WorkerOutcome { hist, error: Some(Failure::Refused) }
+    }
+
     fn udp_answer(&self, answer: &[u8], msg: &[u8], hist: &mut Histogram<u64>, in_flight: &mut usize) {
         if answer.len() != msg.len() || answer[UDP_HEADER..] != msg[UDP_HEADER..] {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -772,6 +968,69 @@ impl Worker<'_> {
         self.counters.bytes.fetch_add(answer.len() as u64, Ordering::Relaxed);
     }
 }
+
+/// One step of a bulk stream.
+enum Step {
+    /// Reversed: this many bytes read (0: the end of the stream).
+    Read(usize),
+    /// This many bytes written.
+    Wrote(usize),
+    /// Writing: this many bytes arrived from the server (0: it ended its sending side).
+    Incoming(usize),
+}
+
+/// Whether a bulk stream still moves: it has taken a step (a write or a read) since the last
+/// check, or, writing, the server has taken bytes off the send queue (a slow reader can take
+/// them for seconds before a write completes again).
+struct Motion {
+    /// The steps at the last check.
+    steps: u64,
+    /// The bytes queued at the last check.
+    queued: Option<u32>,
+    /// When the stream last moved, as far as the checks tell.
+    since: Instant,
+}
+
+impl Motion {
+    /// Takes the stream's state at `now` and returns how long it has stood still.
+    fn check(&mut self, now: Instant, steps: u64, queued: Option<u32>) -> Duration {
+        let drained = matches!((queued, self.queued), (Some(q), Some(before)) if q < before);
+        if steps != self.steps || drained {
+            self.since = now;
+        }
+        (self.steps, self.queued) = (steps, queued);
+        now.duration_since(self.since)
+    }
+}
+
+/// The misfit of a bulk stream that stood still for `still`, having moved `moved` bytes.
+fn stall(reverse: bool, moved: u64, still: Duration) -> Misfit {
+    match (reverse, moved) {
+        (true, 0) => Misfit::SentNothing(still),
+        (true, _) => Misfit::StoppedSending(still),
+        (false, _) => Misfit::StoppedReading(still),
+    }
+}
+
+/// The bytes written to `stream` that the peer has not taken yet (`SIOCOUTQ`: for TCP, not yet
+/// acknowledged; for a Unix stream, not yet read); `None` if the kernel does not say.
+fn unsent(stream: &Stream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int to the pointer; the descriptor is open, the stream owns it.
+    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    (r == 0).then(|| queued.max(0) as u32)
+}
+
+/// How often a bulk stream's motion is checked.
+const MOTION_CHECK: Duration = Duration::from_millis(250);
+/// How long a bulk stream may stand still before the run ends with an error.
+const STALL_LIMIT: Duration = REQUEST_TIMEOUT;
+/// At the end of a run, a stream that stood still for the later half of it, and at least this
+/// long, is an error too (shorter runs are taken as they are).
+const STALL_AT_END: Duration = Duration::from_millis(500);
+/// How long a bulk stream may take to close at the end.
+const STREAM_CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
 /// The slowest open-loop rate: one request in about 17 minutes.
 const MIN_RATE: f64 = 0.001;

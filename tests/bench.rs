@@ -152,3 +152,102 @@ fn bench_against_nothing_is_a_runtime_error() {
     assert!(ran.stderr.contains("nothing is listening"), "{}", ran.stderr);
     assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
 }
+
+// A server of the wrong kind is a one-line error with a hint and exit status 1, never a table
+// of zeros: each case below once printed figures and exited 0.
+
+/// Runs `sockit bench ARGS…`, which must fail with one line on stderr that holds every string
+/// of `want`, and nothing on stdout (with `--json` too: a failed run has no figures).
+fn bench_fails(args: &[&str], want: &[&str]) {
+    for json in [false, true] {
+        let mut all = vec!["bench"];
+        all.extend_from_slice(args);
+        if json {
+            all.push("--json");
+        }
+        let ran = sockit_run(&all, b"");
+        assert_eq!(ran.code, Some(1), "{all:?}: {} / {}", ran.stdout_text(), ran.stderr);
+        for w in want {
+            assert!(ran.stderr.contains(w), "{all:?}: want '{w}' in {}", ran.stderr);
+        }
+        assert_eq!(ran.stderr.lines().count(), 1, "{all:?}: {}", ran.stderr);
+        assert!(ran.stdout.is_empty(), "{all:?}: {}", ran.stdout_text());
+    }
+}
+
+#[test]
+fn bulk_reverse_from_a_server_that_sends_nothing_is_an_error() {
+    for service in ["discard", "echo"] {
+        let server = Server::start(&["127.0.0.1:0", service]);
+        bench_fails(
+            &[&server.endpoint, "bulk", "--reverse", "-d", "1s"],
+            &["bulk: the server sent nothing in 1s", "hint: --reverse needs a `source` server", "source`"],
+        );
+    }
+}
+
+#[test]
+fn bulk_into_a_server_that_sends_back_is_an_error() {
+    let echo = Server::start(&["127.0.0.1:0", "echo"]);
+    let started = std::time::Instant::now();
+    bench_fails(
+        &[&echo.endpoint, "bulk", "-P", "2", "-d", "5s"],
+        &["bulk: the server echoes what it gets", "hint: bulk needs a `discard` server"],
+    );
+    // Found as the first bytes come back, not at the end of the run (twice: with --json too).
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+
+    let source = Server::start(&["127.0.0.1:0", "source"]);
+    bench_fails(
+        &[&source.endpoint, "bulk", "-d", "1s"],
+        &["bulk: the server sends data of its own", "bulk needs a `discard` server", "--reverse reads from a `source`"],
+    );
+}
+
+#[test]
+fn bulk_into_a_server_that_stops_reading_is_an_error() {
+    // Listening sockets that never accept: the kernel takes the connection and a receive
+    // buffer's worth of bytes, then the stream stands still.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = format!("127.0.0.1:{}", tcp.local_addr().unwrap().port());
+    bench_fails(&[&ep, "bulk", "-d", "2s"], &["bulk: the server stopped reading: no progress for", "discard"]);
+
+    let dir = temp_dir();
+    let path = dir.path().join("still.sock");
+    let _unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let ep = format!("unix:{}", path.display());
+    bench_fails(&[&ep, "bulk", "-d", "2s"], &["bulk: the server stopped reading: no progress for"]);
+}
+
+#[test]
+fn connect_against_a_server_that_does_not_echo_is_an_error() {
+    // A source server's stream once matched the benchmark's message byte for byte.
+    let source = Server::start(&["127.0.0.1:0", "source"]);
+    bench_fails(
+        &[&source.endpoint, "connect", "-c", "2", "-d", "1s"],
+        &["connect: every answer differs from the message sent", "hint: connect needs an `echo` server"],
+    );
+    let discard = Server::start(&["127.0.0.1:0", "discard"]);
+    let ran = sockit_run(&["bench", &discard.endpoint, "connect", "-c", "1", "-d", "1s"], b"");
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("connect: no answer within 5s (hint: connect needs an `echo` server"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn udp_against_a_server_that_does_not_answer_is_an_error() {
+    let discard = Server::start(&["udp://127.0.0.1:0", "discard"]);
+    bench_fails(
+        &[&discard.endpoint, "udp", "-c", "2", "-d", "1s"],
+        &["udp: not one of", "datagrams was answered", "hint: udp needs a datagram `echo` server"],
+    );
+    // A port with nothing on UDP (a TCP server's, say) refuses the datagrams.
+    let tcp_only = Server::start(&["127.0.0.1:0", "echo"]);
+    bench_fails(
+        &[&format!("udp://{}", tcp_only.addr()), "udp", "-c", "2", "-d", "1s"],
+        &["cannot connect to udp://", "nothing is listening there"],
+    );
+}
