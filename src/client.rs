@@ -132,6 +132,7 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let sent = std::cell::Cell::new(0u64);
     let received = std::cell::Cell::new(0u64);
+    let reset = std::cell::Cell::new(None);
     let upstream = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -142,7 +143,12 @@ where
             // The server may close while we are still sending; its answer, if any, is still
             // worth reading, so a failed send only ends the sending.
             // Flushed: on TLS the bytes may otherwise wait in its buffer for the next input.
-            if wr.write_all(&buf[..n]).await.is_err() || wr.flush().await.is_err() {
+            let wrote = match wr.write_all(&buf[..n]).await {
+                Ok(()) => wr.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = wrote {
+                reset.set(was_reset(e));
                 return Ok(());
             }
             sent.set(sent.get() + n as u64);
@@ -163,7 +169,25 @@ where
         }
     };
     both_directions(upstream, downstream, opts.answer_timeout, true).await?;
+    unanswered_reset(reset.take(), received.get())?;
     Ok(PipeReport { sent: sent.get(), received: received.get() })
+}
+
+/// `e` if it is the peer's reset.
+fn was_reset(e: io::Error) -> Option<io::Error> {
+    (e.kind() == io::ErrorKind::ConnectionReset).then_some(e)
+}
+
+/// A reset that a send ran into is an error when nothing at all came back. The kernel reports
+/// a reset once, to whichever call comes first; when the send takes it, the receive then just
+/// sees the end, and a client the server turned away at once would seem to have ended well.
+/// After an answer, a reset only says the server closed with some of our input unread, as a
+/// server that answers and leaves does: what it sent is what the user wanted.
+fn unanswered_reset(reset: Option<io::Error>, received: u64) -> Result<(), ClientError> {
+    match reset {
+        Some(e) if received == 0 => Err(ClientError::Io(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Runs a pipe's two directions together until the server is done: at once if it closes first
@@ -365,6 +389,7 @@ where
     };
     let sent = std::cell::Cell::new(0u64);
     let received = std::cell::Cell::new(0u64);
+    let reset = std::cell::Cell::new(None);
     let upstream = async {
         let mut lines = BufReader::new(input);
         let mut line = Vec::new();
@@ -379,6 +404,10 @@ where
                 // Nothing listens, or our own input is at fault: say so.
                 Err(e @ (ClientError::DatagramRefused | ClientError::MessageTooLarge(_))) => return Err(e),
                 // The server went away; what it sent before is still read below.
+                Err(ClientError::Io(e)) => {
+                    reset.set(was_reset(e));
+                    return Ok(());
+                }
                 Err(_) => return Ok(()),
             }
         }
@@ -397,6 +426,7 @@ where
     let wait =
         if peer_can_close { opts.answer_timeout } else { Some(opts.answer_timeout.unwrap_or(DEFAULT_DATAGRAM_WAIT)) };
     both_directions(upstream, downstream, wait, peer_can_close).await?;
+    unanswered_reset(reset.take(), received.get())?;
     Ok(PipeReport { sent: sent.get(), received: received.get() })
 }
 

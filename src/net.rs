@@ -90,6 +90,14 @@ pub enum NetError {
         /// What usually fixes it.
         hint: &'static str,
     },
+    /// The server took the connection and reset it at once, before it was ever used.
+    #[error(
+        "cannot connect to {endpoint}: the server reset the connection at once (hint: its access rules or limits may turn this client away, or a relay cannot reach its target; the server's log says why)"
+    )]
+    ResetAtOnce {
+        /// The endpoint, as written.
+        endpoint: String,
+    },
     /// Nothing accepts connections at the address.
     #[error(
         "cannot connect to {endpoint}: nothing is listening there (hint: start a server, e.g. `sockit serve {endpoint} echo`)"
@@ -221,6 +229,7 @@ impl NetError {
                 NetError::PermissionDenied { action, endpoint: endpoint_text, hint }
             }
             Some(libc::ECONNREFUSED) => NetError::Refused { endpoint: endpoint_text },
+            Some(libc::ECONNRESET) if action == "connect to" => NetError::ResetAtOnce { endpoint: endpoint_text },
             Some(libc::ENOENT) if !listening => NetError::NoSocketFile { endpoint: endpoint_text },
             _ => NetError::Io { action, endpoint: endpoint_text, error: e },
         }

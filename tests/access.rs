@@ -176,3 +176,24 @@ fn bad_rules_are_usage_errors() {
     }
     assert!(!dir.path().join("s.sock").exists(), "nothing was bound");
 }
+
+/// A client turned away is told, in one line, that the server reset it and where to look.
+#[test]
+fn a_refused_client_is_told_it_was_reset_with_a_hint() {
+    let srv = Server::start(&["127.0.0.1:0", "echo", "--deny", "127.0.0.1"]);
+    let ran = sockit_run(&["send", &srv.addr(), "hi"], b"");
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+    assert!(ran.stderr.contains("the server reset the connection"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("access rules or limits"), "{}", ran.stderr);
+    // `connect` too, however the reset meets it: at the connect, on the read, or on the send
+    // (which takes the kernel's one report of it, so that the read then sees a plain end).
+    for framing in ["raw", "line"] {
+        for _ in 0..20 {
+            let ran = sockit_run(&["connect", &srv.addr(), "--framing", framing], b"hi\n");
+            assert_eq!(ran.code, Some(1), "{framing}: {}", ran.stderr);
+            assert!(ran.stderr.contains("the server reset the connection"), "{framing}: {}", ran.stderr);
+        }
+    }
+    srv.stop();
+}
