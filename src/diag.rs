@@ -189,7 +189,8 @@ impl std::str::FromStr for TcpState {
     type Err = UnknownState;
 
     /// Parses an RFC 793 name in any case, with `-` or `_` (`time-wait`, `TIME_WAIT`), and the
-    /// spellings of `ss` and the kernel (`estab`, `syn-recv`, `fin-wait1`, `close`, `unconn`).
+    /// spellings of `ss` and the kernel (`estab`, `listening`, `syn-recv`, `fin-wait1`, `close`,
+    /// `unconn`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let norm = s.trim().to_ascii_uppercase().replace('_', "-");
         if let Some(state) = TcpState::ALL.into_iter().find(|st| st.name() == norm) {
@@ -197,6 +198,7 @@ impl std::str::FromStr for TcpState {
         }
         Ok(match norm.as_str() {
             "ESTAB" => TcpState::Established,
+            "LISTENING" => TcpState::Listen,
             "SYN-RECV" => TcpState::SynReceived,
             "FIN-WAIT1" => TcpState::FinWait1,
             "FIN-WAIT2" => TcpState::FinWait2,
@@ -887,6 +889,7 @@ mod tests {
         }
         for (alias, state) in [
             ("estab", TcpState::Established),
+            ("listening", TcpState::Listen),
             ("syn-recv", TcpState::SynReceived),
             ("SYN_RECV", TcpState::SynReceived),
             ("fin-wait1", TcpState::FinWait1),

@@ -213,7 +213,17 @@ fn parse(s: &str) -> Result<Endpoint, String> {
     if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
         return Ok(Endpoint::Unix { kind: UnixKind::Stream, addr: UnixAddr::Path(PathBuf::from(s)) });
     }
-    if s.contains(':') {
+    if let Some((word, rest)) = s.split_once(':') {
+        // A scheme with one slash or none (`tcp:/host:80`, `tcp:host:80`), or a scheme we do
+        // not have (`unix-stream:/tmp/s`): no host:port reading of these can work, so say what
+        // went wrong rather than what a host:port parse trips over.
+        let lower = word.to_ascii_lowercase();
+        if SCHEMES.contains(&lower.as_str()) && (rest.starts_with('/') || rest.contains(':')) {
+            return Err(format!("write {lower}://{}, with two slashes", rest.trim_start_matches('/')));
+        }
+        if rest.starts_with('/') && word.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return Err(unknown_scheme(word));
+        }
         return parse_ip(IpProto::Tcp, Family::Any, s);
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
@@ -252,8 +262,16 @@ fn parse_with_scheme(scheme: &str, rest: &str) -> Result<Endpoint, String> {
         "unix-dgram" => parse_unix(UnixKind::Dgram, rest),
         "unix-seqpacket" => parse_unix(UnixKind::Seqpacket, rest),
         "fd" => parse_fd(rest).map(Endpoint::Fd),
-        other => Err(format!("unknown scheme '{other}'")),
+        other => Err(unknown_scheme(other)),
     }
+}
+
+/// The schemes [`parse_with_scheme`] knows, as they are written before `://`.
+const SCHEMES: [&str; 13] =
+    ["tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "tls", "tls4", "tls6", "unix", "unix-dgram", "unix-seqpacket", "fd"];
+
+fn unknown_scheme(scheme: &str) -> String {
+    format!("unknown scheme '{scheme}'")
 }
 
 /// `fd://N` with N a decimal descriptor number, or `fd://NAME` with a name as systemd gives
@@ -513,6 +531,11 @@ mod tests {
             ("tcp6://127.0.0.1:80", "IPv4 address in an IPv6-only"),
             ("ftp://host:21", "unknown scheme 'ftp'"),
             ("tlsv1://host:443", "unknown scheme 'tlsv1'"),
+            ("tcp:/127.0.0.1:7300", "write tcp://127.0.0.1:7300, with two slashes"),
+            ("UDP:127.0.0.1:53", "write udp://127.0.0.1:53, with two slashes"),
+            ("tls:/[::1]:443", "write tls://[::1]:443"),
+            ("unix-stream:/tmp/x", "unknown scheme 'unix-stream'"),
+            ("fe80::1:80", "needs brackets"),
             ("tls4://[::1]:443", "IPv6 address in an IPv4-only"),
             ("tls://host", "no port"),
             ("tcp://bad host:80", "not a valid host name"),

@@ -616,7 +616,8 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
 
 /// What a client over `max_conns` is told.
 fn busy_text(max: usize) -> String {
-    format!("sockit: server busy ({max} clients connected), try again later")
+    let s = if max == 1 { "" } else { "s" };
+    format!("sockit: server busy ({max} client{s} connected), try again later")
 }
 
 /// `text` as one message in `framing` (under raw framing, a line).
@@ -1531,7 +1532,7 @@ mod tests {
         second.read_to_end(&mut refusal).await.unwrap();
         let len = u32::from_be_bytes(refusal[..4].try_into().unwrap()) as usize;
         assert_eq!(len, refusal.len() - 4);
-        assert!(String::from_utf8_lossy(&refusal[4..]).contains("server busy (1 clients connected)"));
+        assert!(String::from_utf8_lossy(&refusal[4..]).contains("server busy (1 client connected)"));
         token.cancel();
         let s = handle.await.unwrap();
         assert_eq!((s.connections, s.refused), (1, 1));

@@ -184,6 +184,67 @@ fn bad_durations_are_usage_errors() {
 }
 
 #[test]
+fn zero_timeouts_are_usage_errors() {
+    let cases: &[&[&str]] = &[
+        &["serve", "127.0.0.1:0", "--idle-timeout", "0s"],
+        &["relay", "127.0.0.1:0", "127.0.0.1:9", "--idle-timeout", "0"],
+        &["relay", "127.0.0.1:0", "127.0.0.1:9", "--connect-timeout", "0ms"],
+        &["send", "127.0.0.1:9", "hi", "--timeout", "0"],
+        &["connect", "127.0.0.1:9", "--connect-timeout", "0s"],
+    ];
+    for args in cases {
+        let ran = sockit_run(args, b"");
+        assert_parser_usage_error(&ran, &["a timeout must be longer than zero"]);
+    }
+}
+
+#[test]
+fn a_scheme_with_one_slash_or_an_unknown_one_is_named_as_such() {
+    let ran = sockit_run(&["send", "tcp:/127.0.0.1:9", "hi"], b"");
+    assert_one_line_error(&ran, 2, &["'tcp:/127.0.0.1:9'", "write tcp://127.0.0.1:9, with two slashes"]);
+    let ran = sockit_run(&["connect", "unix-stream:/tmp/x"], b"");
+    assert_one_line_error(&ran, 2, &["unknown scheme 'unix-stream'"]);
+}
+
+#[test]
+fn an_empty_raw_message_on_a_stream_is_a_usage_error() {
+    let port = free_tcp_port().to_string();
+    let ran = sockit_run(&["send", &format!("127.0.0.1:{port}"), ""], b"");
+    assert_one_line_error(&ran, 2, &["an empty MESSAGE is no bytes at all", "--framing line"]);
+}
+
+#[test]
+fn mode_on_a_socket_without_a_file_is_a_usage_error() {
+    for args in [
+        vec!["serve", "127.0.0.1:0", "--mode", "660"],
+        vec!["serve", "unix:@sockit-no-file", "--mode", "660"],
+        vec!["relay", "127.0.0.1:0", "127.0.0.1:9", "--mode", "660"],
+    ] {
+        let ran = sockit_run(&args, b"");
+        assert_one_line_error(&ran, 2, &["--mode sets a Unix socket file's permissions", "has no file"]);
+    }
+}
+
+/// A relay whose target is its own address would connect to itself until the descriptors ran
+/// out: refused before it serves, for a literal address, a name, every interface, and a path.
+#[test]
+fn a_relay_to_its_own_address_is_a_usage_error() {
+    let port = free_tcp_port();
+    let dir = temp_dir();
+    let path = format!("unix:{}", dir.path().join("r.sock").display());
+    for (from, to) in [
+        (format!("127.0.0.1:{port}"), format!("127.0.0.1:{port}")),
+        (format!("127.0.0.1:{port}"), format!("localhost:{port}")),
+        (format!("0.0.0.0:{port}"), format!("127.0.0.2:{port}")),
+        (path.clone(), path.clone()),
+    ] {
+        let ran = sockit_run(&["relay", &from, &to], b"");
+        assert_one_line_error(&ran, 2, &["is this relay's own address"]);
+    }
+    assert!(!dir.path().join("r.sock").exists(), "the socket file is removed");
+}
+
+#[test]
 fn bad_mode_is_a_usage_error() {
     for mode in ["999", "rw-r--r--", "77777"] {
         let ran = sockit_run(&["serve", "unix:/tmp/never-made.sock", "--mode", mode], b"");

@@ -539,7 +539,7 @@ fn a_busy_server_says_so_in_the_clients_language() {
     let mut first = srv.connect();
     let mut up = [0u8; 3];
     first.read_exact(&mut up).unwrap();
-    assert_eq!(srv.exchange(b""), b"sockit: server busy (1 clients connected), try again later\n");
+    assert_eq!(srv.exchange(b""), b"sockit: server busy (1 client connected), try again later\n");
     drop(first);
     // With one, an ERROR that sockit connect reads.
     let m = marker(97);

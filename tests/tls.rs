@@ -604,12 +604,7 @@ fn message_services_chat_source_and_busy_over_tls() {
     first.0.stdin.as_mut().unwrap().write_all(b"first\n").unwrap();
     assert_eq!(read_line_within(first.0.stdout.take().unwrap(), PROMPT), "first\n");
     let ran = home.run(&["connect", busy.ep(), "--pin", &busy.fp], b"");
-    assert!(
-        ran.stdout_text().contains("server busy (1 clients connected)"),
-        "{:?} {:?}",
-        ran.stdout_text(),
-        ran.stderr
-    );
+    assert!(ran.stdout_text().contains("server busy (1 client connected)"), "{:?} {:?}", ran.stdout_text(), ran.stderr);
     drop(first);
 
     // chat: what one member says, the other reads.

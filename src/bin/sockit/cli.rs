@@ -24,7 +24,8 @@ Endpoints:
 #[derive(Debug, Parser)]
 #[command(name = "sockit", version, about, after_help = ENDPOINTS, propagate_version = true)]
 pub struct Cli {
-    /// Print no per-connection lines, banners or summaries.
+    /// Print no per-connection lines, banners or summaries (ping: only its first line and the
+    /// summary).
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
@@ -399,7 +400,7 @@ pub struct BenchArgs {
     pub json: bool,
 
     /// Give up connecting after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
 
     #[command(flatten)]
@@ -426,11 +427,11 @@ pub struct RelayArgs {
     pub max_conns: Option<u32>,
 
     /// Close a connection (end a datagram session) when nothing has moved for this long.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub idle_timeout: Option<Duration>,
 
     /// Give up connecting to TO after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
 
     /// The listen backlog.
@@ -442,9 +443,9 @@ pub struct RelayArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
-    /// Permissions of a new Unix socket file, in octal.
-    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
-    pub mode: u32,
+    /// Permissions of a new Unix socket file, in octal [default: 600].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub mode: Option<u32>,
 
     /// On shutdown, how long connections get to finish before they are cut.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
@@ -560,7 +561,7 @@ pub struct ServeArgs {
     pub threads: Option<u32>,
 
     /// Close a connection silent for this long (e.g. 30s, 500ms, 2m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub idle_timeout: Option<Duration>,
 
     /// Serve one client (or one datagram), then exit.
@@ -577,9 +578,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
 
-    /// Permissions of a new Unix socket file, in octal.
-    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
-    pub mode: u32,
+    /// Permissions of a new Unix socket file, in octal [default: 600].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub mode: Option<u32>,
 
     /// qa: a dictionary file, one 'question = answer' per line.
     #[arg(long, value_name = "FILE")]
@@ -604,7 +605,7 @@ pub struct ServeArgs {
 
     /// exec: the longest a command may run (a client may ask for less); spawn: the longest each
     /// client's program may run.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
     /// files: the directory to serve.
@@ -693,7 +694,7 @@ pub struct ClientAuthArgs {
     pub token_file: Option<PathBuf>,
 
     /// Give up connecting after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
 
     #[command(flatten)]
@@ -721,7 +722,7 @@ pub struct ExecArgs {
     pub no_stdin: bool,
 
     /// Kill the command after this long (exit status 124).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 }
 
@@ -794,7 +795,7 @@ pub struct ShellArgs {
     pub shell: bool,
 
     /// Kill each command after this long.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 }
 
@@ -804,7 +805,7 @@ pub struct ClientArgs {
     pub framing: FramingArgs,
 
     /// Give up connecting after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
 
     #[command(flatten)]
@@ -821,7 +822,7 @@ pub struct ConnectArgs {
 
     /// After stdin ends, wait at most this long for the server to finish (default: as long as
     /// it takes; 1s on datagram sockets).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
     /// Send TEXT, print the answer and exit, like `sockit send`.
@@ -850,7 +851,7 @@ pub struct SendArgs {
     pub client: ClientArgs,
 
     /// Wait at most this long for the answer.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Do not wait for an answer (for servers that answer nothing, like `print`).
@@ -870,6 +871,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}' is longer than the limit of one year"));
     }
     Ok(d)
+}
+
+/// [`parse_duration`] for a timeout, which must be longer than zero: a zero one would give up
+/// before anything could happen.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err(format!("'{}' is no time at all: a timeout must be longer than zero", s.trim())),
+        d => Ok(d),
+    }
 }
 
 /// Parses a size in bytes with an optional binary suffix: `65536`, `64K`, `16M`, `1G`.
@@ -971,6 +981,16 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("1e19").unwrap_err().contains("one year"));
         assert!(parse_duration("400days").is_err());
+    }
+
+    #[test]
+    fn timeouts_are_longer_than_zero() {
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        for zero in ["0", "0s", " 0ms ", "0.0"] {
+            let err = parse_timeout(zero).unwrap_err();
+            assert!(err.contains("a timeout must be longer than zero"), "{zero}: {err}");
+        }
+        assert!(parse_timeout("soon").unwrap_err().contains("is not a duration"));
     }
 
     #[test]

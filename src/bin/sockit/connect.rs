@@ -125,6 +125,12 @@ async fn send_text(
     no_wait: bool,
 ) -> anyhow::Result<ExitCode> {
     let opts = options(endpoint, args, Some(timeout))?;
+    if text.is_empty() && opts.framing == Framing::Raw && endpoint.style() == SocketStyle::Stream {
+        return Err(Usage(format!(
+            "an empty MESSAGE is no bytes at all on {endpoint} under raw framing (--framing line sends an empty line)"
+        ))
+        .into());
+    }
     let socket = open(endpoint, args, token).await?;
     let mut answer =
         client::send(socket, text.as_bytes(), &opts, !no_wait).await.map_err(|e| client_error(e, endpoint))?;

@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sockit::endpoint::{Endpoint, SocketStyle};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sockit::endpoint::{Endpoint, Host, SocketStyle};
 use sockit::fault::Faults;
 use sockit::net::{self, BindOptions};
 use sockit::relay::{RelayConfig, TrafficLog};
@@ -54,11 +56,18 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
     crate::raise_fd_limit();
     let bind_opts = BindOptions {
         backlog: args.backlog,
-        unix_mode: args.mode,
+        unix_mode: crate::serve::unix_mode(args.mode, &from)?,
         tls: tls_server.as_ref().map(|(t, _)| t.clone()),
         listeners: crate::serve::server_threads(args.threads),
     };
     let socket = net::bind(&from, &bind_opts).await?;
+    if targets_itself(socket.local_endpoint(), socket.is_dual_stack(), &to).await {
+        return Err(Usage(format!(
+            "{to} is this relay's own address ({}): each connection would come back and make another",
+            socket.local_endpoint()
+        ))
+        .into());
+    }
     if !quiet {
         let both = if socket.is_dual_stack() { " (IPv4 and IPv6)" } else { "" };
         let how = if !faults.is_empty() {
@@ -97,6 +106,39 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
         ..ServerConfig::new(Service::Relay(Arc::new(relay)))
     };
     crate::serve::run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || false).await
+}
+
+/// Whether `to` is the relay's own listening address (`local`, as the bound socket names it):
+/// then every connection relayed would arrive again and make another, until the descriptors
+/// ran out. A name is resolved for the check; one that does not resolve is left to fail later.
+async fn targets_itself(local: &str, dual_stack: bool, to: &Endpoint) -> bool {
+    let Some(Ok(local)) = local.split_whitespace().next().map(Endpoint::parse) else { return false };
+    match (&local, to) {
+        (Endpoint::Unix { addr: ours, .. }, Endpoint::Unix { addr, .. }) => ours == addr,
+        (Endpoint::Ip { host: ours, port: our_port, .. }, Endpoint::Ip { host, port, .. }) if our_port == port => {
+            let targets: Vec<IpAddr> = match host {
+                Host::Ip(ip) => vec![*ip],
+                // Connecting with no host goes to the local host.
+                Host::Unspecified => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+                Host::Name(name) => match tokio::net::lookup_host((name.as_str(), *port)).await {
+                    Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+                    Err(_) => return false,
+                },
+            };
+            targets.iter().any(|ip| match ours {
+                Host::Ip(ours) if !ours.is_unspecified() => ours == ip,
+                // Every local address of its family (both, on a dual-stack socket).
+                Host::Ip(any) if !dual_stack && any.is_ipv4() != ip.is_ipv4() => false,
+                _ => is_local(*ip),
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Whether `ip` is one of this host's addresses: an address can be bound only where it is.
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// Connections relay to connections, datagrams to datagrams: says which, or why not.

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use sockit::acl::AccessList;
 use sockit::auth::Policy;
-use sockit::endpoint::{Endpoint, FdRef, SocketStyle};
+use sockit::endpoint::{Endpoint, FdRef, SocketStyle, UnixAddr};
 use sockit::exec::ExecConfig;
 use sockit::files::FilesConfig;
 use sockit::framing::Framing;
@@ -27,6 +27,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AccessArgs, ServeArgs, ServerAuthArgs};
 use crate::{OutputClosed, Usage};
+
+/// The permissions of the Unix socket file to make: `--mode`, which only such a file has, or
+/// 600.
+pub fn unix_mode(mode: Option<u32>, endpoint: &Endpoint) -> Result<u32, Usage> {
+    match (mode, endpoint) {
+        (None, _) => Ok(0o600),
+        (Some(mode), Endpoint::Unix { addr: UnixAddr::Path(_), .. }) => Ok(mode),
+        (Some(_), _) => Err(Usage(format!("--mode sets a Unix socket file's permissions; {endpoint} has no file"))),
+    }
+}
 
 pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Result<ExitCode> {
     // Under inetd, stdout and stderr are the client's socket: nothing of ours may go there.
@@ -62,7 +72,7 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     crate::raise_fd_limit();
     let bind_opts = BindOptions {
         backlog: args.backlog,
-        unix_mode: args.mode,
+        unix_mode: unix_mode(args.mode, &endpoint)?,
         tls: tls.as_ref().map(|(t, _)| t.clone()),
         listeners: if args.once { 1 } else { server_threads(args.threads) },
     };
