@@ -341,6 +341,11 @@ impl Packets {
     async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self {
             Packets::Seq(s) => match crate::net::recv_packet(s, buf).await? {
+                // Said, not printed cut short.
+                Packet::Message { truncated: true, .. } => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the server sent a packet longer than {} bytes", buf.len()),
+                )),
                 Packet::Message { len, .. } => Ok(Some(len)),
                 Packet::End => Ok(None),
             },
@@ -546,6 +551,21 @@ mod tests {
         let report = pipe(socket, &b""[..], &mut output, &ClientOptions::default()).await.unwrap();
         assert_eq!(output, b"x\n\ny\n\n\n");
         assert_eq!(report.received, 2);
+    }
+
+    /// An answer packet longer than the client takes is an error, not a line cut short.
+    #[tokio::test]
+    async fn seqpacket_answer_longer_than_the_buffer_is_an_error() {
+        let (ours, server) = UnixSeqpacket::pair().unwrap();
+        crate::net::mark_messages(&ours).unwrap();
+        server.send(&vec![b'a'; MAX_DATAGRAM + 1]).await.unwrap();
+        drop(server);
+        let mut output = Vec::new();
+        let socket = ClientSocket::Conn(Conn::Seqpacket(ours));
+        let err = pipe(socket, &b""[..], &mut output, &ClientOptions::default()).await.unwrap_err();
+        let ClientError::Io(e) = &err else { panic!("{err:?}") };
+        assert!(e.to_string().contains("longer than 65536 bytes"), "{e}");
+        assert!(output.is_empty());
     }
 
     #[tokio::test]
