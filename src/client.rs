@@ -69,6 +69,37 @@ pub enum ClientError {
     /// Writing our own output failed.
     #[error("cannot write output: {0}")]
     Output(io::Error),
+    /// A plain client met a TLS server, which answered its bytes with an alert.
+    #[error("the server speaks TLS: it answered with a TLS alert (hint: connect to tls://HOST:PORT)")]
+    SpeaksTls,
+    /// A plain client met one of sockit's own services, which begin with a handshake.
+    #[error("the server runs sockit's {0} service, which begins with a handshake (hint: {hint})", hint = handshake_hint(.0))]
+    SpeaksSockit(&'static str),
+}
+
+fn handshake_hint(service: &str) -> &'static str {
+    match service {
+        "exec" => "use `sockit exec` or `sockit shell`",
+        "files" => "use `sockit put`, `get` or `ls`",
+        _ => "pass the token with --token-file FILE",
+    }
+}
+
+/// What the first bytes from a server show when it speaks something other than plain bytes, as
+/// a plain client would otherwise print them as an answer and exit 0. Both signatures are
+/// exact, so that a server of plain bytes is never taken for one of these:
+/// - a TLS alert record and nothing else (type 21, version 3.x, length 2), which is how a TLS
+///   server answers bytes that are not a handshake, before it closes;
+/// - the `HELLO` frame of `exec`, `files` or `spawn` (PROTOCOL.md section 5): length 36, type
+///   1, version 1, service 1 to 3, auth 0 or 1, and its 32-byte nonce.
+fn foreign_protocol(first: &[u8]) -> Option<ClientError> {
+    match first {
+        [0x15, 0x03, 0..=0x04, 0x00, 0x02, _, _] => Some(ClientError::SpeaksTls),
+        [0, 0, 0, 36, 0x01, 0x01, service @ 1..=3, 0 | 1, ..] if first.len() >= 40 => {
+            Some(ClientError::SpeaksSockit(["exec", "files", "spawn"][*service as usize - 1]))
+        }
+        _ => None,
+    }
 }
 
 impl From<FrameError> for ClientError {
@@ -162,6 +193,11 @@ where
             let n = rd.read(&mut buf).await.map_err(ClientError::Io)?;
             if n == 0 {
                 return Ok(());
+            }
+            if received.get() == 0
+                && let Some(e) = foreign_protocol(&buf[..n])
+            {
+                return Err(e);
             }
             output.write_all(&buf[..n]).await.map_err(ClientError::Output)?;
             output.flush().await.map_err(ClientError::Output)?;
@@ -484,6 +520,9 @@ pub async fn send(
         Ok::<(), ClientError>(())
     };
     let outcome = tokio::time::timeout(limit, read_answer).await;
+    if raw_stream && let Some(e) = foreign_protocol(&answer) {
+        return Err(e);
+    }
     match outcome {
         Ok(Ok(())) if !answered => Err(ClientError::ClosedWithoutAnswer),
         Ok(r) => r.map(|()| answer),

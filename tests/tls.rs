@@ -269,6 +269,39 @@ fn untrusted_certificates_fail_in_one_line_with_exit_1() {
     assert_ok(&home.run(&["connect", &ep, "--pin", &srv.fp], b"still\n"), b"still\n");
 }
 
+/// A plain client at a TLS server gets its alert back: said as such, not printed as an answer
+/// with exit 0. And a plain client at a server of sockit's own protocol (`exec`, `spawn` with a
+/// token) is told so, not shown the handshake's bytes.
+#[test]
+fn a_plain_client_at_a_tls_or_handshake_server_is_told_what_it_met() {
+    let home = Home::new();
+    let srv = TlsServer::start(&home, &["tls://127.0.0.1:0", "echo"]);
+    let plain = format!("127.0.0.1:{}", srv.port());
+    let ran = home.run(&["send", &plain, "hello"], b"");
+    assert_fails(&ran, 1, &["the server speaks TLS", "tls://"]);
+    assert!(ran.stdout.is_empty());
+    let ran = home.run(&["connect", &plain], b"hello\n");
+    assert_fails(&ran, 1, &["the server speaks TLS"]);
+    assert!(ran.stdout.is_empty());
+
+    let tok = token_file(home.path());
+    for (args, needle) in [
+        (vec!["127.0.0.1:0", "exec", "--token-file", s(&tok)], "sockit's exec service"),
+        (vec!["127.0.0.1:0", "spawn", "--token-file", s(&tok), "--", "cat"], "--token-file FILE"),
+    ] {
+        let server = Server::start_cmd({
+            let mut c = home.cmd(&["serve"]);
+            c.args(&args);
+            c
+        });
+        for cmd in [vec!["send", &server.addr(), "pwd"], vec!["connect", &server.addr()]] {
+            let ran = home.run(&cmd, b"pwd\n");
+            assert_fails(&ran, 1, &["which begins with a handshake", needle]);
+            assert!(ran.stdout.is_empty(), "{cmd:?}: {:?}", ran.stdout_text());
+        }
+    }
+}
+
 #[test]
 fn tls_insecure_connects_to_anything_and_says_so() {
     let home = Home::new();
