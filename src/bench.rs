@@ -267,7 +267,9 @@ impl std::fmt::Display for Misfit {
         match self {
             Misfit::Echoes => f.write_str("the server echoes what it gets"),
             Misfit::Sends => f.write_str("the server sends data of its own"),
-            Misfit::StoppedReading(d) => write!(f, "the server stopped reading: no progress for {}", secs(*d)),
+            Misfit::StoppedReading(d) => {
+                write!(f, "the stream took no bytes for {} (the server does not read, or reads very slowly)", secs(*d))
+            }
             Misfit::SentNothing(d) => write!(f, "the server sent nothing in {}", secs(*d)),
             Misfit::StoppedSending(d) => write!(f, "the server stopped sending: nothing arrived for {}", secs(*d)),
             Misfit::NoAnswer(d) => write!(f, "no answer within {}", secs(*d)),
@@ -704,7 +706,18 @@ impl Worker<'_> {
                     Conn::Stream(s) => {
                         s.write_all(&msg).await?;
                         s.flush().await?;
-                        s.read_exact(&mut answer).await?;
+                        // As read_exact, but what came before an early end stays readable.
+                        let mut filled = 0;
+                        while filled < answer.len() {
+                            match s.read(&mut answer[filled..]).await? {
+                                0 => {
+                                    let why = busy_notice(&answer[..filled])
+                                        .unwrap_or_else(|| "the server closed before it answered in full".into());
+                                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why));
+                                }
+                                n => filled += n,
+                            }
+                        }
                     }
                     Conn::Seqpacket(s) => {
                         s.send(&msg).await?;
@@ -790,6 +803,11 @@ impl Worker<'_> {
                 }
                 Ok(Step::Incoming(0)) => watch_incoming = false,
                 Ok(Step::Incoming(n)) => {
+                    // A server at its --max-conns turns the stream away with a line: a busy
+                    // server, not one of the wrong kind.
+                    if let Some(busy) = busy_notice(&incoming[..n]) {
+                        return self.failed(hist, busy);
+                    }
                     // An echo server sends back the stream's first bytes, which are the buffer's.
                     let echoed = incoming[..n].iter().zip(buf.iter().cycle()).all(|(a, b)| a == b);
                     return self.misfit(hist, if echoed { Misfit::Echoes } else { Misfit::Sends });
@@ -845,7 +863,18 @@ impl Worker<'_> {
                     ClientSocket::Conn(Conn::Stream(mut s)) => {
                         s.write_all(&msg).await?;
                         s.flush().await?;
-                        s.read_exact(&mut answer).await?;
+                        // As read_exact, but what came before an early end stays readable.
+                        let mut filled = 0;
+                        while filled < answer.len() {
+                            match s.read(&mut answer[filled..]).await? {
+                                0 => {
+                                    let why = busy_notice(&answer[..filled])
+                                        .unwrap_or_else(|| "the server closed before it answered in full".into());
+                                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why));
+                                }
+                                n => filled += n,
+                            }
+                        }
                     }
                     ClientSocket::Conn(Conn::Seqpacket(s)) => {
                         s.send(&msg).await?;
@@ -865,7 +894,10 @@ impl Worker<'_> {
                 // succeeds, the last failure is the run's error.
                 Ok(Ok(())) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    last_error = Some(Failure::Misfit(Misfit::WrongAnswers));
+                    last_error = Some(match busy_notice(&answer) {
+                        Some(busy) => Failure::Other(busy),
+                        None => Failure::Misfit(Misfit::WrongAnswers),
+                    });
                 }
                 Ok(Err(e)) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -1022,13 +1054,25 @@ fn unsent(stream: &Stream) -> Option<u32> {
     (r == 0).then(|| queued.max(0) as u32)
 }
 
+/// The notice a sockit server at its `--max-conns` sends before it closes, when `bytes` begin
+/// with it: a reason for this connection's failure, not a sign of the wrong kind of server.
+fn busy_notice(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    text.starts_with("sockit: server busy").then(|| {
+        let line = text.lines().next().unwrap_or_default();
+        format!("turned away: {}", line.strip_prefix("sockit: ").unwrap_or(line))
+    })
+}
+
 /// How often a bulk stream's motion is checked.
 const MOTION_CHECK: Duration = Duration::from_millis(250);
 /// How long a bulk stream may stand still before the run ends with an error.
 const STALL_LIMIT: Duration = REQUEST_TIMEOUT;
 /// At the end of a run, a stream that stood still for the later half of it, and at least this
-/// long, is an error too (shorter runs are taken as they are).
-const STALL_AT_END: Duration = Duration::from_millis(500);
+/// long, is an error too (shorter runs are taken as they are). Long enough that a reader that
+/// is slow but reads, whose window reopens only in steps of tens of KiB, is not taken for one
+/// that stopped.
+const STALL_AT_END: Duration = Duration::from_millis(1500);
 /// How long a bulk stream may take to close at the end.
 const STREAM_CLOSE_LIMIT: Duration = Duration::from_secs(1);
 

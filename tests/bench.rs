@@ -3,6 +3,8 @@
 //! speed: performance is measured by bench/compare and written down in BENCHMARKS.md.
 
 mod support;
+use std::io::{Read, Write};
+
 use serde_json::Value;
 use support::*;
 
@@ -210,13 +212,33 @@ fn bulk_into_a_server_that_stops_reading_is_an_error() {
     // buffer's worth of bytes, then the stream stands still.
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ep = format!("127.0.0.1:{}", tcp.local_addr().unwrap().port());
-    bench_fails(&[&ep, "bulk", "-d", "2s"], &["bulk: the server stopped reading: no progress for", "discard"]);
+    bench_fails(&[&ep, "bulk", "-d", "3s"], &["bulk: the stream took no bytes for", "reads very slowly", "discard"]);
 
     let dir = temp_dir();
     let path = dir.path().join("still.sock");
     let _unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let ep = format!("unix:{}", path.display());
-    bench_fails(&[&ep, "bulk", "-d", "2s"], &["bulk: the server stopped reading: no progress for"]);
+    bench_fails(&[&ep, "bulk", "-d", "3s"], &["bulk: the stream took no bytes for"]);
+}
+
+/// A server at its --max-conns turns the extra streams away with a line: that is a busy server,
+/// not one of the wrong kind, and the streams it took are measured.
+#[test]
+fn a_busy_notice_is_not_taken_for_the_wrong_kind_of_server() {
+    let discard = Server::start(&["127.0.0.1:0", "discard", "--max-conns", "1"]);
+    let ran = sockit_run(&["bench", &discard.endpoint, "bulk", "-P", "3", "-d", "1s"], b"");
+    assert!(!ran.stderr.contains("sends data of its own"), "{}", ran.stderr);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    // Every connection turned away: the run fails with the server's own reason.
+    let echo = Server::start(&["127.0.0.1:0", "echo", "--max-conns", "1"]);
+    // Held, and answered once: the server has taken it.
+    let mut held = std::net::TcpStream::connect(echo.addr()).unwrap();
+    held.write_all(b"x").unwrap();
+    held.read_exact(&mut [0u8; 1]).unwrap();
+    let ran = sockit_run(&["bench", &echo.endpoint, "connect", "-c", "1", "-d", "1s"], b"");
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("server busy"), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("every answer differs"), "{}", ran.stderr);
 }
 
 #[test]
