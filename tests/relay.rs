@@ -361,3 +361,23 @@ fn ctrl_c_stops_with_a_summary_and_removes_the_socket_file() {
     assert!(done.summary().starts_with("sockit: stopped after"), "{:?}", done.stderr);
     assert!(!path.exists(), "the relay's socket file is removed");
 }
+
+/// The check for a relay to its own address refuses only that: another loopback address on the
+/// same port, a multicast group, or the other family's loopback are targets like any other.
+#[test]
+fn a_relay_to_the_same_port_elsewhere_starts() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for (from, to) in [
+        (format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}")),
+        (format!("udp://0.0.0.0:{port}"), format!("udp://239.1.2.3:{port}")),
+        (format!("tcp6://[::1]:{port}"), format!("127.0.0.1:{port}")),
+    ] {
+        if from.contains("[::1]") && std::net::TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("skipped {from}: no IPv6 loopback here");
+            continue;
+        }
+        let relay = Server::relay(&[&from, &to]);
+        let done = relay.stop();
+        assert!(!done.stderr.iter().any(|l| l.contains("own address")), "{from} -> {to}: {:?}", done.stderr);
+    }
+}

@@ -63,7 +63,7 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
     let socket = net::bind(&from, &bind_opts).await?;
     if targets_itself(socket.local_endpoint(), socket.is_dual_stack(), &to).await {
         return Err(Usage(format!(
-            "{to} is this relay's own address ({}): each connection would come back and make another",
+            "{to} is this relay's own address ({}): all it relays would come back to it, again and again",
             socket.local_endpoint()
         ))
         .into());
@@ -120,10 +120,13 @@ async fn targets_itself(local: &str, dual_stack: bool, to: &Endpoint) -> bool {
                 Host::Ip(ip) => vec![*ip],
                 // Connecting with no host goes to the local host.
                 Host::Unspecified => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
-                Host::Name(name) => match tokio::net::lookup_host((name.as_str(), *port)).await {
-                    Ok(addrs) => addrs.map(|a| a.ip()).collect(),
-                    Err(_) => return false,
-                },
+                // Bounded: a slow resolver is left to the first connection to meet.
+                Host::Name(name) => {
+                    match tokio::time::timeout(RESOLVE_LIMIT, tokio::net::lookup_host((name.as_str(), *port))).await {
+                        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                        _ => return false,
+                    }
+                }
             };
             targets.iter().any(|ip| match ours {
                 Host::Ip(ours) if !ours.is_unspecified() => ours == ip,
@@ -136,9 +139,50 @@ async fn targets_itself(local: &str, dual_stack: bool, to: &Endpoint) -> bool {
     }
 }
 
-/// Whether `ip` is one of this host's addresses: an address can be bound only where it is.
+/// How long the check waits for a name to resolve.
+const RESOLVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `ip` is one of this host's addresses: loopback, the wildcard, or an interface's.
 fn is_local(ip: IpAddr) -> bool {
-    ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+    ip.is_loopback() || ip.is_unspecified() || interface_addresses().contains(&ip)
+}
+
+/// The addresses of this host's interfaces (`getifaddrs`). Not a trial `bind`, which succeeds
+/// for multicast and broadcast addresses, and for any address at all under
+/// `net.ipv4.ip_nonlocal_bind`. Empty if the list cannot be read: then only loopback and
+/// wildcard targets are caught.
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs frees, once, below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    let mut at = list;
+    while !at.is_null() {
+        // SAFETY: a node of the list getifaddrs made; each address, when present, is a sockaddr
+        // of the family it names, so the casts read what is there.
+        unsafe {
+            let addr = (*at).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let a = &*(addr as *const libc::sockaddr_in);
+                        found.push(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let a = &*(addr as *const libc::sockaddr_in6);
+                        found.push(IpAddr::from(a.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            at = (*at).ifa_next;
+        }
+    }
+    // SAFETY: the list getifaddrs returned, not used after this.
+    unsafe { libc::freeifaddrs(list) };
+    found
 }
 
 /// Connections relay to connections, datagrams to datagrams: says which, or why not.
