@@ -93,10 +93,17 @@ fn handshake_hint(service: &str) -> &'static str {
 /// - the `HELLO` frame of `exec`, `files` or `spawn` (PROTOCOL.md section 5): length 36, type
 ///   1, version 1, service 1 to 3, auth 0 or 1, and its 32-byte nonce.
 fn foreign_protocol(first: &[u8]) -> Option<ClientError> {
+    /// A `HELLO`'s payload: its type, version, service and auth bytes, and the nonce.
+    const HELLO_LEN: usize = 4 + 32;
     match first {
         [0x15, 0x03, 0..=0x04, 0x00, 0x02, _, _] => Some(ClientError::SpeaksTls),
-        [0, 0, 0, 36, 0x01, 0x01, service @ 1..=3, 0 | 1, ..] if first.len() >= 40 => {
-            Some(ClientError::SpeaksSockit(["exec", "files", "spawn"][*service as usize - 1]))
+        [0, 0, 0, len, frame @ ..] if usize::from(*len) == HELLO_LEN && frame.len() >= HELLO_LEN => {
+            match crate::proto::Msg::decode(&frame[..HELLO_LEN]) {
+                Ok(crate::proto::Msg::Hello { version: crate::proto::VERSION, service, .. }) => {
+                    Some(ClientError::SpeaksSockit(service.name()))
+                }
+                _ => None,
+            }
         }
         _ => None,
     }

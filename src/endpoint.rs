@@ -513,6 +513,16 @@ mod tests {
         }
     }
 
+    /// The list the one-slash message goes by is the list the parser knows.
+    #[test]
+    fn every_listed_scheme_is_one_the_parser_knows() {
+        for scheme in SCHEMES {
+            if let Err(e) = Endpoint::parse(&format!("{scheme}://x")) {
+                assert!(!e.problem.contains("unknown scheme"), "{scheme}: {}", e.problem);
+            }
+        }
+    }
+
     #[test]
     fn invalid_endpoints() {
         let cases: &[(&str, &str)] = &[

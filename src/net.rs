@@ -92,7 +92,7 @@ pub enum NetError {
     },
     /// The server took the connection and reset it at once, before it was ever used.
     #[error(
-        "cannot connect to {endpoint}: the server reset the connection at once (hint: its access rules or limits may turn this client away, or a relay cannot reach its target; the server's log says why)"
+        "cannot connect to {endpoint}: the server reset the connection (hint: access rules, a connection limit or a relay's unreachable target do this at once; the server's log says why)"
     )]
     ResetAtOnce {
         /// The endpoint, as written.

@@ -185,7 +185,7 @@ fn a_refused_client_is_told_it_was_reset_with_a_hint() {
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
     assert!(ran.stderr.contains("the server reset the connection"), "{}", ran.stderr);
-    assert!(ran.stderr.contains("access rules or limits"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("access rules, a connection limit"), "{}", ran.stderr);
     // `connect` too, however the reset meets it: at the connect, on the read, or on the send
     // (which takes the kernel's one report of it, so that the read then sees a plain end).
     for framing in ["raw", "line"] {

@@ -285,8 +285,11 @@ fn a_plain_client_at_a_tls_or_handshake_server_is_told_what_it_met() {
     assert!(ran.stdout.is_empty());
 
     let tok = token_file(home.path());
+    let root = home.path().join("root");
+    std::fs::create_dir(&root).unwrap();
     for (args, needle) in [
         (vec!["127.0.0.1:0", "exec", "--token-file", s(&tok)], "sockit's exec service"),
+        (vec!["127.0.0.1:0", "files", "--root", s(&root), "--token-file", s(&tok)], "use `sockit put`, `get` or `ls`"),
         (vec!["127.0.0.1:0", "spawn", "--token-file", s(&tok), "--", "cat"], "--token-file FILE"),
     ] {
         let server = Server::start_cmd({

@@ -119,7 +119,8 @@ Examples:
 
 Inherited sockets: a listening socket is served like any other (its socket file is not removed
 on exit); a connected one (inetd, systemd Accept=yes) is one client, and sockit exits when it
-leaves. fd://NAME needs LISTEN_PID to be sockit's pid; --backlog and --mode do not apply.
+leaves. fd://NAME needs LISTEN_PID to be sockit's pid; --backlog does not apply, and --mode is
+refused.
 With --inetd, stdout and stderr may be the client's socket: no banner, log or summary unless -v,
 and not even an error when stderr is that socket (the exit code tells).
 
@@ -821,8 +822,8 @@ pub struct ConnectArgs {
     pub client: ClientArgs,
 
     /// After stdin ends, wait at most this long for the server to finish (default: as long as
-    /// it takes; 1s on datagram sockets).
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    /// it takes; 1s on datagram sockets, where 0 sends and exits without waiting).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
     /// Send TEXT, print the answer and exit, like `sockit send`.

@@ -36,7 +36,7 @@ fn client_error(e: ClientError, endpoint: &Endpoint) -> anyhow::Error {
         ClientError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe => OutputClosed.into(),
         ClientError::DatagramRefused => net::NetError::Refused { endpoint: endpoint.to_string() }.into(),
         ClientError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => anyhow::anyhow!(
-            "{endpoint}: the server reset the connection (hint: a server with another --framing, or one whose access rules or limits turn this client away, does that; its log says why)"
+            "{endpoint}: the server reset the connection (hint: access rules, a connection limit or a relay's unreachable target do this at once; the server's log says why)"
         ),
         other => anyhow::Error::new(other).context(format!("{endpoint}")),
     }
