@@ -1,10 +1,9 @@
 //! `sockit relay FROM TO`: checks that the two ends and the faults fit together, binds FROM,
 //! and runs the library's relay service on it with the same log and summary as `serve`.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::sync::Arc;
-
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sockit::endpoint::{Endpoint, Host, SocketStyle};
 use sockit::fault::Faults;
@@ -168,7 +167,8 @@ fn interface_addresses() -> Vec<IpAddr> {
                 match i32::from((*addr).sa_family) {
                     libc::AF_INET => {
                         let a = &*(addr as *const libc::sockaddr_in);
-                        found.push(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()));
+                        // In network order: its bytes in memory are the address's.
+                        found.push(IpAddr::from(a.sin_addr.s_addr.to_ne_bytes()));
                     }
                     libc::AF_INET6 => {
                         let a = &*(addr as *const libc::sockaddr_in6);
