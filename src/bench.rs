@@ -704,20 +704,7 @@ impl Worker<'_> {
             let exchange = async {
                 match &mut conn {
                     Conn::Stream(s) => {
-                        s.write_all(&msg).await?;
-                        s.flush().await?;
-                        // As read_exact, but what came before an early end stays readable.
-                        let mut filled = 0;
-                        while filled < answer.len() {
-                            match s.read(&mut answer[filled..]).await? {
-                                0 => {
-                                    let why = busy_notice(&answer[..filled])
-                                        .unwrap_or_else(|| "the server closed before it answered in full".into());
-                                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why));
-                                }
-                                n => filled += n,
-                            }
-                        }
+                        stream_exchange(s, &msg, &mut answer).await?;
                     }
                     Conn::Seqpacket(s) => {
                         s.send(&msg).await?;
@@ -861,20 +848,7 @@ impl Worker<'_> {
                 connected = true;
                 match socket {
                     ClientSocket::Conn(Conn::Stream(mut s)) => {
-                        s.write_all(&msg).await?;
-                        s.flush().await?;
-                        // As read_exact, but what came before an early end stays readable.
-                        let mut filled = 0;
-                        while filled < answer.len() {
-                            match s.read(&mut answer[filled..]).await? {
-                                0 => {
-                                    let why = busy_notice(&answer[..filled])
-                                        .unwrap_or_else(|| "the server closed before it answered in full".into());
-                                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why));
-                                }
-                                n => filled += n,
-                            }
-                        }
+                        stream_exchange(&mut s, &msg, &mut answer).await?;
                     }
                     ClientSocket::Conn(Conn::Seqpacket(s)) => {
                         s.send(&msg).await?;
@@ -1054,11 +1028,30 @@ fn unsent(stream: &Stream) -> Option<u32> {
     (r == 0).then(|| queued.max(0) as u32)
 }
 
+/// Writes `msg` and reads exactly `answer.len()` bytes back: read_exact, but an early end says
+/// why when the server said it (its busy notice), from the bytes that came before it.
+async fn stream_exchange(s: &mut Stream, msg: &[u8], answer: &mut [u8]) -> std::io::Result<()> {
+    s.write_all(msg).await?;
+    s.flush().await?;
+    let mut filled = 0;
+    while filled < answer.len() {
+        match s.read(&mut answer[filled..]).await? {
+            0 => {
+                let why = busy_notice(&answer[..filled])
+                    .unwrap_or_else(|| "the server closed before it answered in full".into());
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why));
+            }
+            n => filled += n,
+        }
+    }
+    Ok(())
+}
+
 /// The notice a sockit server at its `--max-conns` sends before it closes, when `bytes` begin
 /// with it: a reason for this connection's failure, not a sign of the wrong kind of server.
 fn busy_notice(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
-    text.starts_with("sockit: server busy").then(|| {
+    text.starts_with(crate::server::BUSY_NOTICE).then(|| {
         let line = text.lines().next().unwrap_or_default();
         format!("turned away: {}", line.strip_prefix("sockit: ").unwrap_or(line))
     })

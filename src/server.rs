@@ -614,10 +614,13 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
     let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
 }
 
+/// How the notice to a client over `max_conns` begins, by which a sockit client knows it.
+pub(crate) const BUSY_NOTICE: &str = "sockit: server busy";
+
 /// What a client over `max_conns` is told.
 fn busy_text(max: usize) -> String {
     let s = if max == 1 { "" } else { "s" };
-    format!("sockit: server busy ({max} client{s} connected), try again later")
+    format!("{BUSY_NOTICE} ({max} client{s} connected), try again later")
 }
 
 /// `text` as one message in `framing` (under raw framing, a line).
