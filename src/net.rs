@@ -313,6 +313,16 @@ fn std_unix_addr(addr: &UnixAddr) -> io::Result<std::os::unix::net::SocketAddr> 
     }
 }
 
+/// The addresses a client of `endpoint` would try, in order: as [`connect`] resolves them (the
+/// local host for no host, and only the endpoint's family). Empty for an endpoint that is not
+/// an IP one.
+pub async fn connect_addresses(endpoint: &Endpoint) -> Result<Vec<SocketAddr>, NetError> {
+    match endpoint {
+        Endpoint::Ip { family, host, port, .. } => resolve(endpoint, *family, host, *port, false).await,
+        _ => Ok(Vec::new()),
+    }
+}
+
 async fn resolve(
     endpoint: &Endpoint,
     family: Family,

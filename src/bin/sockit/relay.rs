@@ -1,7 +1,7 @@
 //! `sockit relay FROM TO`: checks that the two ends and the faults fit together, binds FROM,
 //! and runs the library's relay service on it with the same log and summary as `serve`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -114,24 +114,22 @@ async fn targets_itself(local: &str, dual_stack: bool, to: &Endpoint) -> bool {
     let Some(Ok(local)) = local.split_whitespace().next().map(Endpoint::parse) else { return false };
     match (&local, to) {
         (Endpoint::Unix { addr: ours, .. }, Endpoint::Unix { addr, .. }) => ours == addr,
-        (Endpoint::Ip { host: ours, port: our_port, .. }, Endpoint::Ip { host, port, .. }) if our_port == port => {
-            let targets: Vec<IpAddr> = match host {
-                Host::Ip(ip) => vec![*ip],
-                // Connecting with no host goes to the local host.
-                Host::Unspecified => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
-                // Bounded: a slow resolver is left to the first connection to meet.
-                Host::Name(name) => {
-                    match tokio::time::timeout(RESOLVE_LIMIT, tokio::net::lookup_host((name.as_str(), *port))).await {
-                        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
-                        _ => return false,
-                    }
-                }
+        (Endpoint::Ip { host: ours, port: our_port, .. }, Endpoint::Ip { port, .. }) if our_port == port => {
+            // Where the relay's connections would go. Bounded: a slow resolver is left to the
+            // first connection to meet.
+            let Ok(Ok(targets)) = tokio::time::timeout(RESOLVE_LIMIT, net::connect_addresses(to)).await else {
+                return false;
             };
-            targets.iter().any(|ip| match ours {
-                Host::Ip(ours) if !ours.is_unspecified() => ours == ip,
+            // Read once, and only if a wildcard listener needs it.
+            let interfaces = std::cell::OnceCell::new();
+            targets.iter().map(|a| a.ip()).any(|ip| match ours {
+                Host::Ip(ours) if !ours.is_unspecified() => *ours == ip,
                 // Every local address of its family (both, on a dual-stack socket).
                 Host::Ip(any) if !dual_stack && any.is_ipv4() != ip.is_ipv4() => false,
-                _ => is_local(*ip),
+                // This host's: loopback, the wildcard, or an interface's.
+                _ => {
+                    ip.is_loopback() || ip.is_unspecified() || interfaces.get_or_init(interface_addresses).contains(&ip)
+                }
             })
         }
         _ => false,
@@ -140,11 +138,6 @@ async fn targets_itself(local: &str, dual_stack: bool, to: &Endpoint) -> bool {
 
 /// How long the check waits for a name to resolve.
 const RESOLVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Whether `ip` is one of this host's addresses: loopback, the wildcard, or an interface's.
-fn is_local(ip: IpAddr) -> bool {
-    ip.is_loopback() || ip.is_unspecified() || interface_addresses().contains(&ip)
-}
 
 /// The addresses of this host's interfaces (`getifaddrs`). Not a trial `bind`, which succeeds
 /// for multicast and broadcast addresses, and for any address at all under
