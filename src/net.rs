@@ -106,6 +106,18 @@ pub enum NetError {
         /// The endpoint, as written.
         endpoint: String,
     },
+    /// The Unix socket there is of another type than the endpoint's scheme says.
+    #[error("cannot connect to {endpoint}: the socket there is {found}, not {tried} (hint: connect to {instead})")]
+    WrongUnixKind {
+        /// The endpoint, as written.
+        endpoint: String,
+        /// The type the endpoint asked for, in words.
+        tried: String,
+        /// The type (or the two possible types) of the socket that is there, in words.
+        found: String,
+        /// The endpoint (or the two) that would fit.
+        instead: String,
+    },
     /// The Unix socket path does not exist.
     #[error("cannot connect to {endpoint}: no such socket file (hint: is the server running, and is the path right?)")]
     NoSocketFile {
@@ -231,8 +243,44 @@ impl NetError {
             Some(libc::ECONNREFUSED) => NetError::Refused { endpoint: endpoint_text },
             Some(libc::ECONNRESET) if action == "connect to" => NetError::ResetAtOnce { endpoint: endpoint_text },
             Some(libc::ENOENT) if !listening => NetError::NoSocketFile { endpoint: endpoint_text },
+            Some(libc::EPROTOTYPE) if !listening && let Endpoint::Unix { kind, addr } = endpoint => {
+                wrong_unix_kind(endpoint_text, *kind, addr)
+            }
             _ => NetError::Io { action, endpoint: endpoint_text, error: e },
         }
+    }
+}
+
+/// What to say when connecting as `tried` met a Unix socket of another type (`EPROTOTYPE`).
+/// Which of the other two it is, a datagram connect tells without the server noticing (no
+/// packet is sent); a stream or seqpacket connect would be accepted and logged, so between
+/// those two the message names both.
+fn wrong_unix_kind(endpoint: String, tried: UnixKind, addr: &UnixAddr) -> NetError {
+    use UnixKind::{Dgram, Seqpacket, Stream};
+    let is_dgram = || {
+        let probe = Socket::new(Domain::UNIX, Type::DGRAM.cloexec(), None).ok()?;
+        let sockaddr = unix_sockaddr(&Endpoint::Unix { kind: Dgram, addr: addr.clone() }, addr).ok()?;
+        Some(probe.connect(&sockaddr).is_ok())
+    };
+    let found: &[UnixKind] = match (tried, is_dgram()) {
+        (Dgram, _) => &[Stream, Seqpacket],
+        (_, Some(true)) => &[Dgram],
+        (Stream, Some(false)) => &[Seqpacket],
+        (Seqpacket, Some(false)) => &[Stream],
+        (Stream, None) => &[Seqpacket, Dgram],
+        (Seqpacket, None) => &[Stream, Dgram],
+    };
+    let word = |k: &UnixKind| match k {
+        Stream => "stream",
+        Dgram => "datagram",
+        Seqpacket => "seqpacket",
+    };
+    let join = |f: &dyn Fn(&UnixKind) -> String| found.iter().map(f).collect::<Vec<_>>().join(" or ");
+    NetError::WrongUnixKind {
+        endpoint,
+        tried: format!("a {} socket", word(&tried)),
+        found: format!("a {} socket", join(&|k| word(k).to_owned())),
+        instead: join(&|k| Endpoint::Unix { kind: *k, addr: addr.clone() }.to_string()),
     }
 }
 

@@ -704,3 +704,29 @@ fn ping_unknown_host_is_exit_2_with_a_hint() {
     assert_one_line_error(&ran, 2, &["unknown host 'nosuchhost.invalid'", "hint:"]);
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 }
+
+/// A Unix socket of another type than the scheme says is named, with the endpoint that fits:
+/// the kernel's "Protocol wrong type for socket" tells a user nothing.
+#[test]
+fn a_unix_socket_of_another_type_is_named_with_the_scheme_that_fits() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let dir = temp_dir();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let _stream = std::os::unix::net::UnixListener::bind(at("st.sock")).unwrap();
+    let _dgram = std::os::unix::net::UnixDatagram::bind(at("dg.sock")).unwrap();
+    let seq = Socket::new(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+    seq.bind(&SockAddr::unix(at("sq.sock")).unwrap()).unwrap();
+    seq.listen(8).unwrap();
+    let cases = [
+        ("unix", "sq.sock", "is a seqpacket socket, not a stream socket", "unix-seqpacket://"),
+        ("unix", "dg.sock", "is a datagram socket, not a stream socket", "unix-dgram://"),
+        ("unix-seqpacket", "st.sock", "is a stream socket, not a seqpacket socket", "connect to unix://"),
+        ("unix-seqpacket", "dg.sock", "is a datagram socket, not a seqpacket socket", "unix-dgram://"),
+        ("unix-dgram", "st.sock", "is a stream or seqpacket socket, not a datagram socket", "unix-seqpacket://"),
+    ];
+    for (scheme, file, found, hint) in cases {
+        let ep = format!("{scheme}://{}", at(file));
+        let ran = sockit_run(&["send", &ep, "hi"], b"");
+        assert_one_line_error(&ran, 1, &[found, hint]);
+    }
+}
