@@ -711,7 +711,24 @@ pub enum Packet {
 /// finds the end returns before any (`__unix_dgram_recvmsg` in `net/unix/af_unix.c`). With
 /// `SO_TIMESTAMP` on, every packet carries one, so zero bytes without control data is the end.
 /// On a socket without it, an empty message while the peer has shut down is taken for the end.
+///
+/// A peer that closed with packets of ours unread resets the connection, and unlike a stream a
+/// seqpacket socket reports that before the packets the peer sent first, which are still queued
+/// (the receive takes the socket's error before looking at the queue). They are taken, as on a
+/// stream, and the reset is reported only when none was left: after them the connection ends as
+/// a close does.
 pub async fn recv_packet(sock: &UnixSeqpacket, buf: &mut [u8]) -> io::Result<Packet> {
+    match recv_packet_once(sock, buf).await {
+        // The reset is reported once, so the next receive finds the queue, or the end at once.
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => match recv_packet_once(sock, buf).await? {
+            Packet::End => Err(e),
+            packet => Ok(packet),
+        },
+        other => other,
+    }
+}
+
+async fn recv_packet_once(sock: &UnixSeqpacket, buf: &mut [u8]) -> io::Result<Packet> {
     /// Room for the timestamp and little more, aligned for `cmsghdr`. Anything else a peer
     /// attaches (descriptors) does not fit, or is closed when the reader is dropped.
     #[repr(C, align(8))]
@@ -1614,6 +1631,31 @@ mod tests {
         mark_messages(&b).unwrap();
         a.send(&[7; 40]).await.unwrap();
         assert_eq!(recv_packet(&b, &mut buf).await.unwrap(), Packet::Message { len: 16, truncated: true });
+    }
+
+    /// A peer that closes with our packets unread resets the connection, and the kernel says so
+    /// before the packets it sent first: those still come, and the reset only when none did.
+    #[tokio::test]
+    async fn recv_packet_takes_the_packets_queued_before_a_reset() {
+        let mut buf = [0u8; 16];
+        let (a, b) = UnixSeqpacket::pair().unwrap();
+        mark_messages(&b).unwrap();
+        b.send(b"unread").await.unwrap();
+        a.send(b"one").await.unwrap();
+        a.send(b"").await.unwrap();
+        drop(a);
+        let msg = |len| Packet::Message { len, truncated: false };
+        assert_eq!(recv_packet(&b, &mut buf).await.unwrap(), msg(3));
+        assert_eq!(&buf[..3], b"one");
+        assert_eq!(recv_packet(&b, &mut buf).await.unwrap(), msg(0));
+        assert_eq!(recv_packet(&b, &mut buf).await.unwrap(), Packet::End);
+        // Nothing queued: the reset.
+        let (a, b) = UnixSeqpacket::pair().unwrap();
+        mark_messages(&b).unwrap();
+        b.send(b"unread").await.unwrap();
+        drop(a);
+        let e = recv_packet(&b, &mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
     }
 
     /// On a socket nobody prepared, an empty message while the peer is still there is a message
