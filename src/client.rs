@@ -72,6 +72,9 @@ pub enum ClientError {
     /// A plain client met a TLS server, which answered its bytes with an alert.
     #[error("the server speaks TLS: it answered with a TLS alert (hint: connect to tls://HOST:PORT)")]
     SpeaksTls,
+    /// A sockit server at its `--max-conns` turned us away with its notice.
+    #[error("{0}")]
+    Busy(String),
     /// A plain client met one of sockit's own services, which begin with a handshake.
     #[error("the server runs sockit's {0} service, which begins with a handshake (hint: {hint})", hint = handshake_hint(.0))]
     SpeaksSockit(&'static str),
@@ -85,16 +88,23 @@ fn handshake_hint(service: &str) -> &'static str {
     }
 }
 
-/// What the first bytes from a server show when it speaks something other than plain bytes, as
-/// a plain client would otherwise print them as an answer and exit 0. Both signatures are
-/// exact, so that a server of plain bytes is never taken for one of these:
+/// What the first bytes from a stream server show when it speaks something other than plain
+/// bytes, or turns us away, as a plain client would otherwise print them as an answer and exit
+/// 0. The signatures are exact, so that a server of plain bytes is never taken for one of these:
 /// - a TLS alert record and nothing else (type 21, version 3.x, length 2), which is how a TLS
 ///   server answers bytes that are not a handshake, before it closes;
 /// - the `HELLO` frame of `exec`, `files` or `spawn` (PROTOCOL.md section 5): length 36, type
-///   1, version 1, service 1 to 3, auth 0 or 1, and its 32-byte nonce.
+///   1, version 1, service 1 to 3, auth 0 or 1, and its 32-byte nonce;
+/// - a sockit server's busy notice and nothing else, as a line or as a length-prefixed frame.
 fn foreign_protocol(first: &[u8]) -> Option<ClientError> {
     /// A `HELLO`'s payload: its type, version, service and auth bytes, and the nonce.
     const HELLO_LEN: usize = 4 + 32;
+    let framed = first.split_first_chunk::<4>().filter(|(len, text)| u32::from_be_bytes(**len) as usize == text.len());
+    if let Some(text) = first.strip_suffix(b"\n").or(framed.map(|(_, text)| text))
+        && let Some(notice) = crate::server::busy_notice(text)
+    {
+        return Some(ClientError::Busy(notice.to_owned()));
+    }
     match first {
         [0x15, 0x03, 0..=0x04, 0x00, 0x02, _, _] => Some(ClientError::SpeaksTls),
         [0, 0, 0, len, frame @ ..] if usize::from(*len) == HELLO_LEN && frame.len() >= HELLO_LEN => {
@@ -274,6 +284,9 @@ pub struct MessageReader {
     codec: FrameCodec,
     buf: BytesMut,
     eof: bool,
+    /// Whether the first bytes are still to be read: a stream's are checked with
+    /// `foreign_protocol` before any framing reads them, a seqpacket's for a busy notice.
+    first: bool,
 }
 
 enum ReaderInner {
@@ -300,7 +313,7 @@ pub fn split(socket: ClientSocket, opts: &ClientOptions) -> (MessageWriter, Mess
     };
     (
         MessageWriter { inner: w, codec: codec.clone(), frame: BytesMut::new() },
-        MessageReader { inner: r, codec, buf: BytesMut::new(), eof: false },
+        MessageReader { inner: r, codec, buf: BytesMut::new(), eof: false, first: true },
     )
 }
 
@@ -339,12 +352,21 @@ impl MessageWriter {
 
 impl MessageReader {
     /// Receives the next message, `None` once the server closed. Under `raw` framing a message
-    /// is whatever one read returned. Cancel-safe: a message is never half-consumed.
+    /// is whatever one read returned. Cancel-safe: a message is never half-consumed. A stream
+    /// whose first bytes are a TLS alert or a sockit handshake is an error under any framing:
+    /// a line would print them, and a length prefix would read them as a huge length.
     pub async fn recv(&mut self) -> Result<Option<BytesMut>, ClientError> {
         match &mut self.inner {
             ReaderInner::Packets(p) => {
                 self.buf.resize(MAX_DATAGRAM, 0);
                 match p.recv(&mut self.buf).await.map_err(recv_error)? {
+                    // A seqpacket server's busy notice is a packet of its own.
+                    Some(n) if std::mem::take(&mut self.first) && !p.is_datagram() => {
+                        match crate::server::busy_notice(&self.buf[..n]) {
+                            Some(notice) => Err(ClientError::Busy(notice.to_owned())),
+                            None => Ok(Some(BytesMut::from(&self.buf[..n]))),
+                        }
+                    }
                     Some(n) => Ok(Some(BytesMut::from(&self.buf[..n]))),
                     None => Ok(None),
                 }
@@ -360,6 +382,10 @@ impl MessageReader {
                 }
                 if r.read_buf(&mut self.buf).await? == 0 {
                     self.eof = true;
+                } else if std::mem::take(&mut self.first)
+                    && let Some(e) = foreign_protocol(&self.buf)
+                {
+                    return Err(e);
                 }
             },
         }
@@ -508,7 +534,18 @@ pub async fn send(
     let limit = opts.answer_timeout.unwrap_or(Duration::from_secs(5));
     let raw_stream = matches!(socket, ClientSocket::Conn(Conn::Stream(_))) && opts.framing == Framing::Raw;
     let (mut writer, mut reader) = split(socket, opts);
-    writer.send(msg).await?;
+    match writer.send(msg).await {
+        Ok(()) => {}
+        // A server that closed at once may have said why (a busy notice, a TLS alert), which
+        // tells the user more than the failed send.
+        Err(e @ ClientError::Io(_)) => {
+            return Err(match tokio::time::timeout(limit, reader.recv()).await {
+                Ok(Err(said @ (ClientError::Busy(_) | ClientError::SpeaksTls | ClientError::SpeaksSockit(_)))) => said,
+                _ => e,
+            });
+        }
+        Err(e) => return Err(e),
+    }
     // Half-close: the server reads end-of-stream after our message, answers, and closes.
     writer.close().await?;
     if !wait_for_answer {
@@ -526,11 +563,7 @@ pub async fn send(
         }
         Ok::<(), ClientError>(())
     };
-    let outcome = tokio::time::timeout(limit, read_answer).await;
-    if raw_stream && let Some(e) = foreign_protocol(&answer) {
-        return Err(e);
-    }
-    match outcome {
+    match tokio::time::timeout(limit, read_answer).await {
         Ok(Ok(())) if !answered => Err(ClientError::ClosedWithoutAnswer),
         Ok(r) => r.map(|()| answer),
         Err(_) if raw_stream && !answer.is_empty() => Ok(answer),
@@ -635,5 +668,26 @@ mod tests {
         let sock = connect(&ep, Duration::from_secs(5)).await.unwrap();
         assert!(matches!(send(sock, b"hi", &opts, true).await, Err(ClientError::NoAnswer(_))));
         stop.cancel();
+    }
+
+    /// The busy notice is recognised exactly, as a line or a frame, and only as a whole: a
+    /// server whose answer merely resembles it is printed as usual.
+    #[test]
+    fn a_busy_notice_is_recognised_exactly() {
+        let notice = b"sockit: server busy (3 clients connected), try again later";
+        let busy =
+            |b: &[u8]| matches!(foreign_protocol(b), Some(ClientError::Busy(n)) if n.starts_with("server busy (3"));
+        assert!(busy(&[&notice[..], b"\n"].concat()));
+        assert!(busy(&[&(notice.len() as u32).to_be_bytes()[..], notice].concat()));
+        for near in [
+            &b"sockit: server busy (3 client connected), try again later\n"[..],
+            b"sockit: server busy (3 clients connected), try again later\nmore\n",
+            b"sockit: server busy (x clients connected), try again later\n",
+            b"sockit: server busy\n",
+            &[&((notice.len() + 1) as u32).to_be_bytes()[..], notice].concat(),
+            notice,
+        ] {
+            assert!(foreign_protocol(near).is_none(), "{:?}", String::from_utf8_lossy(near));
+        }
     }
 }

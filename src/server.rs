@@ -623,6 +623,16 @@ fn busy_text(max: usize) -> String {
     format!("{BUSY_NOTICE} ({max} client{s} connected), try again later")
 }
 
+/// The notice without its `sockit: ` opening, when `text` is exactly one that `busy_text`
+/// makes: a sockit client says it as an error instead of printing it as an answer.
+pub(crate) fn busy_notice(text: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(text).ok()?;
+    let count = text.strip_prefix(BUSY_NOTICE)?.strip_prefix(" (")?;
+    let digits = count.find(|c: char| !c.is_ascii_digit())?;
+    let max = count[..digits].parse().ok()?;
+    (text == busy_text(max)).then(|| text.strip_prefix("sockit: ").unwrap_or(text))
+}
+
 /// `text` as one message in `framing` (under raw framing, a line).
 fn busy_message(text: &str, framing: Framing) -> BytesMut {
     let mut buf = BytesMut::new();

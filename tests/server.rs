@@ -265,6 +265,44 @@ fn max_conns_refuses_the_extra_client_at_once_and_serves_again_after_one_leaves(
     assert!(summary.contains("3 connections") && summary.contains("1 refused"), "{summary}");
 }
 
+/// `sockit connect` and `send` turned away by a server at its --max-conns say so on stderr and
+/// exit 1, under every framing and on seqpacket, instead of printing the notice as an answer.
+#[test]
+fn a_sockit_client_over_max_conns_says_the_server_is_busy_and_fails() {
+    let dir = temp_dir();
+    let path = dir.path().join("s.sock");
+    let seq = format!("unix-seqpacket:{}", path.display());
+    for (endpoint, framing) in [("127.0.0.1:0", "raw"), ("127.0.0.1:0", "line"), ("127.0.0.1:0", "len"), (&seq, "raw")]
+    {
+        let server = Server::start(&[endpoint, "echo", "--max-conns", "1", "--framing", framing]);
+        // One client holds the only place, and is served before the others try.
+        let held = if endpoint == seq {
+            let s = Socket::new(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+            s.connect(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+            s.set_read_timeout(Some(PROMPT)).unwrap();
+            s.send(b"in").unwrap();
+            let mut buf = [std::mem::MaybeUninit::new(0u8); 8];
+            assert_eq!(s.recv(&mut buf).unwrap(), 2);
+            s
+        } else {
+            let mut c = connect(&server);
+            let (msg, want): (&[u8], &[u8]) = match framing {
+                "len" => (b"\0\0\0\x02in", b"\0\0\0\x02in"),
+                _ => (b"in\n", b"in\n"),
+            };
+            round_trip(&mut c, msg, want);
+            c.into()
+        };
+        let ep = if endpoint == seq { seq.clone() } else { server.addr() };
+        for args in [vec!["connect", &ep, "--framing", framing], vec!["send", &ep, "hi", "--framing", framing]] {
+            let ran = sockit_run(&args, b"hi\n");
+            assert_fails(&ran, 1, &["server busy (1 client connected), try again later"]);
+            assert!(ran.stdout.is_empty(), "{args:?}: {:?}", ran.stdout_text());
+        }
+        drop(held);
+    }
+}
+
 #[test]
 fn once_serves_one_tcp_client_then_exits_by_itself() {
     let mut server = Server::start(&["127.0.0.1:0", "upper", "--once"]);

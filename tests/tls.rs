@@ -283,6 +283,14 @@ fn a_plain_client_at_a_tls_or_handshake_server_is_told_what_it_met() {
     let ran = home.run(&["connect", &plain], b"hello\n");
     assert_fails(&ran, 1, &["the server speaks TLS"]);
     assert!(ran.stdout.is_empty());
+    // Under a framing too: a line would print the alert, a length prefix read it as a length.
+    for framing in ["line", "len"] {
+        for cmd in [vec!["send", &plain, "hello"], vec!["connect", &plain]] {
+            let ran = home.run(&[&cmd[..], &["--framing", framing]].concat(), b"hello\n");
+            assert_fails(&ran, 1, &["the server speaks TLS"]);
+            assert!(ran.stdout.is_empty(), "{cmd:?} {framing}: {:?}", ran.stdout_text());
+        }
+    }
 
     let tok = token_file(home.path());
     let root = home.path().join("root");
@@ -297,7 +305,13 @@ fn a_plain_client_at_a_tls_or_handshake_server_is_told_what_it_met() {
             c.args(&args);
             c
         });
-        for cmd in [vec!["send", &server.addr(), "pwd"], vec!["connect", &server.addr()]] {
+        let addr = server.addr();
+        for cmd in [
+            vec!["send", &addr, "pwd"],
+            vec!["connect", &addr],
+            vec!["connect", &addr, "--framing", "line"],
+            vec!["send", &addr, "pwd", "--framing", "len"],
+        ] {
             let ran = home.run(&cmd, b"pwd\n");
             assert_fails(&ran, 1, &["which begins with a handshake", needle]);
             assert!(ran.stdout.is_empty(), "{cmd:?}: {:?}", ran.stdout_text());
@@ -627,7 +641,7 @@ fn message_services_chat_source_and_busy_over_tls() {
     assert_eq!(ran.code, Some(0), "{:?}", ran.stderr);
     assert_eq!(ran.stdout_text().lines().count(), 2, "{:?}", ran.stdout_text());
 
-    // At the limit, a second client reads the busy line, inside TLS.
+    // At the limit, a second client reads the busy line, inside TLS, and says it as an error.
     let busy = TlsServer::start(&home, &["tls://127.0.0.1:0", "echo", "--max-conns", "1"]);
     let mut first = Running(
         home.cmd(&["connect", busy.ep(), "--pin", &busy.fp])
@@ -640,7 +654,8 @@ fn message_services_chat_source_and_busy_over_tls() {
     first.0.stdin.as_mut().unwrap().write_all(b"first\n").unwrap();
     assert_eq!(read_line_within(first.0.stdout.take().unwrap(), PROMPT), "first\n");
     let ran = home.run(&["connect", busy.ep(), "--pin", &busy.fp], b"");
-    assert!(ran.stdout_text().contains("server busy (1 client connected)"), "{:?} {:?}", ran.stdout_text(), ran.stderr);
+    assert_fails(&ran, 1, &["server busy (1 client connected)"]);
+    assert!(ran.stdout.is_empty(), "{:?}", ran.stdout_text());
     drop(first);
 
     // chat: what one member says, the other reads.
