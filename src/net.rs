@@ -1232,6 +1232,11 @@ async fn connect_inner(endpoint: &Endpoint, tls: Option<&ClientTls>) -> Result<C
                         Err(HandshakeFailure::Untrusted { why, hint }) => {
                             Err(NetError::TlsUntrusted { endpoint: endpoint.to_string(), why, hint })
                         }
+                        // Turned away at once, as a plain connection can be: only sooner or
+                        // later than the handshake's first read.
+                        Err(HandshakeFailure::Other(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                            Err(NetError::ResetAtOnce { endpoint: endpoint.to_string() })
+                        }
                         Err(other) => {
                             Err(NetError::TlsHandshake { endpoint: endpoint.to_string(), why: other.to_string() })
                         }

@@ -319,6 +319,34 @@ fn a_plain_client_at_a_tls_or_handshake_server_is_told_what_it_met() {
     }
 }
 
+/// A server that resets the connection in the middle of the handshake (here, on reading the
+/// ClientHello) turned the client away as surely as one that resets at once, and is said so.
+#[test]
+fn a_reset_during_the_handshake_is_told_as_a_reset() {
+    let home = Home::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(PROMPT)).unwrap();
+            let mut hello = [0u8; 5];
+            s.read_exact(&mut hello).unwrap();
+            assert_eq!(hello[0], 0x16, "a TLS handshake record");
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        }
+    });
+    let ep = format!("tls://127.0.0.1:{port}");
+    // Never checked: the handshake ends before the certificate comes.
+    let pin = format!("sha256:{}", vec!["00"; 32].join(":"));
+    for cmd in [vec!["send", &ep, "hi", "--pin", &pin], vec!["connect", &ep, "--pin", &pin]] {
+        let ran = home.run(&cmd, b"hi\n");
+        assert_fails(&ran, 1, &["the server reset the connection", "hint:"]);
+        assert!(!ran.stderr.contains("TLS handshake failed"), "{}", ran.stderr);
+    }
+    server.join().unwrap();
+}
+
 #[test]
 fn tls_insecure_connects_to_anything_and_says_so() {
     let home = Home::new();
