@@ -522,15 +522,18 @@ async fn read_line_limited<R: tokio::io::AsyncBufRead + Unpin>(
     Ok(n)
 }
 
-/// Sends one message and returns the answer: on a stream under `raw` framing, everything the
-/// server sends until it closes (or, if it keeps the connection open, what arrived before the
-/// timeout); otherwise the first message. With `wait_for_answer` false, returns once sent.
-pub async fn send(
+/// Sends one message and writes the answer to `output`: on a stream under `raw` framing,
+/// everything the server sends until it closes (or, if it keeps the connection open, what
+/// arrived before the timeout), as it arrives, so an endless answer costs no memory; otherwise
+/// the first message. With `wait_for_answer` false, returns once sent. Returns the answer's
+/// length in bytes.
+pub async fn send<W: AsyncWrite + Unpin>(
     socket: ClientSocket,
     msg: &[u8],
     opts: &ClientOptions,
     wait_for_answer: bool,
-) -> Result<Vec<u8>, ClientError> {
+    output: &mut W,
+) -> Result<u64, ClientError> {
     let limit = opts.answer_timeout.unwrap_or(Duration::from_secs(5));
     let raw_stream = matches!(socket, ClientSocket::Conn(Conn::Stream(_))) && opts.framing == Framing::Raw;
     let (mut writer, mut reader) = split(socket, opts);
@@ -549,24 +552,27 @@ pub async fn send(
     // Half-close: the server reads end-of-stream after our message, answers, and closes.
     writer.close().await?;
     if !wait_for_answer {
-        return Ok(Vec::new());
+        return Ok(0);
     }
-    let mut answer = Vec::new();
+    let mut received = 0u64;
     let mut answered = false;
     let read_answer = async {
         while let Some(m) = reader.recv().await? {
             answered = true;
-            answer.extend_from_slice(&m);
+            received += m.len() as u64;
+            output.write_all(&m).await.map_err(ClientError::Output)?;
             if !raw_stream {
                 break;
             }
         }
         Ok::<(), ClientError>(())
     };
-    match tokio::time::timeout(limit, read_answer).await {
+    let outcome = tokio::time::timeout(limit, read_answer).await;
+    output.flush().await.map_err(ClientError::Output)?;
+    match outcome {
         Ok(Ok(())) if !answered => Err(ClientError::ClosedWithoutAnswer),
-        Ok(r) => r.map(|()| answer),
-        Err(_) if raw_stream && !answer.is_empty() => Ok(answer),
+        Ok(r) => r.map(|()| received),
+        Err(_) if raw_stream && answered => Ok(received),
         Err(_) => Err(ClientError::NoAnswer(limit)),
     }
 }
@@ -653,7 +659,9 @@ mod tests {
         let (ep, stop) = serve(&name, Service::Upper, Framing::Raw).await;
         let opts = ClientOptions { answer_timeout: Some(Duration::from_secs(2)), ..ClientOptions::default() };
         let sock = connect(&ep, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(send(sock, b"hello", &opts, true).await.unwrap(), b"HELLO");
+        let mut answer = Vec::new();
+        assert_eq!(send(sock, b"hello", &opts, true, &mut answer).await.unwrap(), 5);
+        assert_eq!(answer, b"HELLO");
         stop.cancel();
     }
 
@@ -666,7 +674,7 @@ mod tests {
         let (ep, stop) = serve("udp://127.0.0.1:0", Service::Print(Arc::new(Quiet)), Framing::Raw).await;
         let opts = ClientOptions { answer_timeout: Some(Duration::from_millis(100)), ..ClientOptions::default() };
         let sock = connect(&ep, Duration::from_secs(5)).await.unwrap();
-        assert!(matches!(send(sock, b"hi", &opts, true).await, Err(ClientError::NoAnswer(_))));
+        assert!(matches!(send(sock, b"hi", &opts, true, &mut Vec::new()).await, Err(ClientError::NoAnswer(_))));
         stop.cancel();
     }
 

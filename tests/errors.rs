@@ -210,7 +210,20 @@ fn a_scheme_with_one_slash_or_an_unknown_one_is_named_as_such() {
 fn an_empty_raw_message_on_a_stream_is_a_usage_error() {
     let port = free_tcp_port().to_string();
     let ran = sockit_run(&["send", &format!("127.0.0.1:{port}"), ""], b"");
-    assert_one_line_error(&ran, 2, &["an empty MESSAGE is no bytes at all", "--framing line"]);
+    assert_one_line_error(&ran, 2, &["an empty TEXT is no bytes at all", "--framing line"]);
+}
+
+/// Under line framing a newline in `send`'s TEXT makes two messages, and `send` reads one
+/// answer: the others were lost without a word.
+#[test]
+fn a_newline_in_a_line_framed_send_is_a_usage_error() {
+    let port = free_tcp_port();
+    let addr = format!("127.0.0.1:{port}");
+    let ran = sockit_run(&["send", &addr, "a\nb", "--framing", "line"], b"");
+    assert_one_line_error(&ran, 2, &["TEXT has a newline", "--framing line"]);
+    // Where a newline is only a byte, it is sent as one (nothing listens: the connect fails).
+    let ran = sockit_run(&["send", &addr, "a\nb", "--framing", "len"], b"");
+    assert_one_line_error(&ran, 1, &["nothing is listening"]);
 }
 
 #[test]

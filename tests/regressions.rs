@@ -315,3 +315,27 @@ fn a_unix_seqpacket_relay_passes_empty_packets_and_what_follows_them() {
         assert!(ran.stdout == input, "the relayed bytes differ");
     }
 }
+
+/// `send` to a server that never stops (`source`) kept the whole answer in memory until the
+/// timeout (4.4 GB in one run) and printed nothing before it. The answer now streams out as
+/// it comes: the first bytes are there long before the timeout, and the timeout still ends it.
+#[test]
+fn send_streams_an_endless_answer_instead_of_keeping_it() {
+    let server = Server::start(&["127.0.0.1:0", "source"]);
+    let started = Instant::now();
+    let mut child = sockit()
+        .args(["send", &server.addr(), "hi", "--timeout", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 4096];
+    out.read_exact(&mut first).expect("the answer's first bytes");
+    assert!(started.elapsed() < Duration::from_secs(10), "first bytes after {:?}", started.elapsed());
+    assert_eq!(first[..4], [0, 1, 2, 3], "source's pattern");
+    // Closing our end of the pipe ends it, quietly.
+    drop(out);
+    let status = wait_bounded(&mut child, Duration::from_secs(10)).expect("send ends when its reader goes");
+    assert!(status.success(), "{status:?}");
+}

@@ -36,7 +36,7 @@ fn client_error(e: ClientError, endpoint: &Endpoint) -> anyhow::Error {
         ClientError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe => OutputClosed.into(),
         ClientError::DatagramRefused => net::NetError::Refused { endpoint: endpoint.to_string() }.into(),
         ClientError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => anyhow::anyhow!(
-            "{endpoint}: the server reset the connection (hint: access rules, a connection limit or a relay's unreachable target do this at once; the server's log says why)"
+            "{endpoint}: the server reset the connection (hint: access rules, a connection limit or a relay's unreachable target do this at once, and a message the server cannot take, in another --framing or over its --max-frame, after it; the server's log says why)"
         ),
         other => anyhow::Error::new(other).context(format!("{endpoint}")),
     }
@@ -127,23 +127,60 @@ async fn send_text(
     let opts = options(endpoint, args, Some(timeout))?;
     if text.is_empty() && opts.framing == Framing::Raw && endpoint.style() == SocketStyle::Stream {
         return Err(Usage(format!(
-            "an empty MESSAGE is no bytes at all on {endpoint} under raw framing (--framing line sends an empty line)"
+            "an empty TEXT is no bytes at all on {endpoint} under raw framing (--framing line sends an empty line)"
         ))
         .into());
     }
-    let socket = open(endpoint, args, token).await?;
-    let mut answer =
-        client::send(socket, text.as_bytes(), &opts, !no_wait).await.map_err(|e| client_error(e, endpoint))?;
-    if no_wait {
-        return Ok(ExitCode::SUCCESS);
+    // Under line framing each line is a message with an answer of its own, and `send` reads
+    // one: the answers to the others would be lost.
+    if text.contains('\n') && opts.framing == Framing::Line && endpoint.style() == SocketStyle::Stream {
+        return Err(Usage(
+            "TEXT has a newline, which ends a message under --framing line, and send waits for one answer (hint: `printf 'a\\nb\\n' | sockit connect ENDPOINT --framing line` sends each line and prints every answer)".into(),
+        )
+        .into());
     }
+    let socket = open(endpoint, args, token).await?;
+    let mut out = LastByte { inner: tokio::io::stdout(), last: None };
+    client::send(socket, text.as_bytes(), &opts, !no_wait, &mut out).await.map_err(|e| client_error(e, endpoint))?;
     // A framed answer is a message, printed as a line; a raw one is printed as it came, with a
     // newline added only for a person at a terminal.
     let as_line =
         opts.framing != Framing::Raw || endpoint.style() != SocketStyle::Stream || std::io::stdout().is_terminal();
-    if as_line && !answer.ends_with(b"\n") {
-        answer.push(b'\n');
+    if !no_wait && as_line && out.last != Some(b'\n') {
+        crate::write_stdout(b"\n")?;
     }
-    crate::write_stdout(&answer)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A writer that remembers the last byte written through it.
+struct LastByte<W> {
+    inner: W,
+    last: Option<u8>,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for LastByte<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let wrote = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n @ 1..)) = wrote {
+            this.last = Some(buf[n - 1]);
+        }
+        wrote
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
