@@ -1050,11 +1050,7 @@ async fn stream_exchange(s: &mut Stream, msg: &[u8], answer: &mut [u8]) -> std::
 /// The notice a sockit server at its `--max-conns` sends before it closes, when `bytes` begin
 /// with it: a reason for this connection's failure, not a sign of the wrong kind of server.
 fn busy_notice(bytes: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(bytes);
-    text.starts_with(crate::server::BUSY_NOTICE).then(|| {
-        let line = text.lines().next().unwrap_or_default();
-        format!("turned away: {}", line.strip_prefix("sockit: ").unwrap_or(line))
-    })
+    crate::server::busy_notice_in(bytes).map(|(notice, _)| format!("turned away: {notice}"))
 }
 
 /// How often a bulk stream's motion is checked.

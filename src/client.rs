@@ -95,21 +95,32 @@ fn handshake_hint(service: &str) -> &'static str {
 ///   server answers bytes that are not a handshake, before it closes;
 /// - the `HELLO` frame of `exec`, `files` or `spawn` (PROTOCOL.md section 5): length 36, type
 ///   1, version 1, service 1 to 3, auth 0 or 1, and its 32-byte nonce;
-/// - a sockit server's busy notice and nothing else, as a line or as a length-prefixed frame.
+/// - a sockit server's busy notice and nothing else: as a line, as a length-prefixed frame, or
+///   in the ERROR an `exec`, `files` or tokened `spawn` server sends in place of its `HELLO`.
+///
+/// Only the first read is looked at (each of these comes in one write, so in one read), and an
+/// echo server that sends back exactly one of them is taken for what it echoes.
 fn foreign_protocol(first: &[u8]) -> Option<ClientError> {
+    use crate::proto::Msg;
     /// A `HELLO`'s payload: its type, version, service and auth bytes, and the nonce.
     const HELLO_LEN: usize = 4 + 32;
-    let framed = first.split_first_chunk::<4>().filter(|(len, text)| u32::from_be_bytes(**len) as usize == text.len());
-    if let Some(text) = first.strip_suffix(b"\n").or(framed.map(|(_, text)| text))
-        && let Some(notice) = crate::server::busy_notice(text)
+    if let Some((notice, took)) = crate::server::busy_notice_in(first)
+        && took == first.len()
+    {
+        return Some(ClientError::Busy(notice.to_owned()));
+    }
+    if let Some((len, frame)) = first.split_first_chunk::<4>()
+        && u32::from_be_bytes(*len) as usize == frame.len()
+        && let Ok(Msg::Error { message, .. }) = Msg::decode(frame)
+        && let Some(notice) = crate::server::busy_text_exact(message.as_bytes())
     {
         return Some(ClientError::Busy(notice.to_owned()));
     }
     match first {
         [0x15, 0x03, 0..=0x04, 0x00, 0x02, _, _] => Some(ClientError::SpeaksTls),
         [0, 0, 0, len, frame @ ..] if usize::from(*len) == HELLO_LEN && frame.len() >= HELLO_LEN => {
-            match crate::proto::Msg::decode(&frame[..HELLO_LEN]) {
-                Ok(crate::proto::Msg::Hello { version: crate::proto::VERSION, service, .. }) => {
+            match Msg::decode(&frame[..HELLO_LEN]) {
+                Ok(Msg::Hello { version: crate::proto::VERSION, service, .. }) => {
                     Some(ClientError::SpeaksSockit(service.name()))
                 }
                 _ => None,
@@ -224,6 +235,11 @@ where
     both_directions(upstream, downstream, opts.answer_timeout, true).await?;
     unanswered_reset(reset.take(), received.get())?;
     Ok(PipeReport { sent: sent.get(), received: received.get() })
+}
+
+/// Whether a failed send says that the peer closed.
+fn closed_by_peer(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected)
 }
 
 /// `e` if it is the peer's reset.
@@ -353,8 +369,9 @@ impl MessageWriter {
 impl MessageReader {
     /// Receives the next message, `None` once the server closed. Under `raw` framing a message
     /// is whatever one read returned. Cancel-safe: a message is never half-consumed. A stream
-    /// whose first bytes are a TLS alert or a sockit handshake is an error under any framing:
-    /// a line would print them, and a length prefix would read them as a huge length.
+    /// whose first bytes are a TLS alert, a sockit handshake or a busy notice is an error under
+    /// any framing (`foreign_protocol`): a line would print them, and a length prefix would read
+    /// them as a huge length. So is a seqpacket whose first packet is a busy notice.
     pub async fn recv(&mut self) -> Result<Option<BytesMut>, ClientError> {
         match &mut self.inner {
             ReaderInner::Packets(p) => {
@@ -362,7 +379,7 @@ impl MessageReader {
                 match p.recv(&mut self.buf).await.map_err(recv_error)? {
                     // A seqpacket server's busy notice is a packet of its own.
                     Some(n) if std::mem::take(&mut self.first) && !p.is_datagram() => {
-                        match crate::server::busy_notice(&self.buf[..n]) {
+                        match crate::server::busy_text_exact(&self.buf[..n]) {
                             Some(notice) => Err(ClientError::Busy(notice.to_owned())),
                             None => Ok(Some(BytesMut::from(&self.buf[..n]))),
                         }
@@ -537,12 +554,14 @@ pub async fn send<W: AsyncWrite + Unpin>(
     let limit = opts.answer_timeout.unwrap_or(Duration::from_secs(5));
     let raw_stream = matches!(socket, ClientSocket::Conn(Conn::Stream(_))) && opts.framing == Framing::Raw;
     let (mut writer, mut reader) = split(socket, opts);
+    let peer_can_close = writer.peer_can_close();
     match writer.send(msg).await {
         Ok(()) => {}
         // A server that closed at once may have said why (a busy notice, a TLS alert), which
-        // tells the user more than the failed send.
-        Err(e @ ClientError::Io(_)) => {
-            return Err(match tokio::time::timeout(limit, reader.recv()).await {
+        // tells the user more than the failed send. It has closed: what it said is there now.
+        Err(ClientError::Io(e)) if peer_can_close && closed_by_peer(&e) => {
+            let e = ClientError::Io(e);
+            return Err(match tokio::time::timeout(limit.min(Duration::from_secs(1)), reader.recv()).await {
                 Ok(Err(said @ (ClientError::Busy(_) | ClientError::SpeaksTls | ClientError::SpeaksSockit(_)))) => said,
                 _ => e,
             });
@@ -687,6 +706,10 @@ mod tests {
             |b: &[u8]| matches!(foreign_protocol(b), Some(ClientError::Busy(n)) if n.starts_with("server busy (3"));
         assert!(busy(&[&notice[..], b"\n"].concat()));
         assert!(busy(&[&(notice.len() as u32).to_be_bytes()[..], notice].concat()));
+        // In the ERROR an exec, files or tokened spawn server sends in place of its HELLO.
+        let mut error = bytes::BytesMut::new();
+        crate::proto::Msg::error(crate::proto::code::FAILED, String::from_utf8_lossy(notice)).encode(&mut error);
+        assert!(busy(&error), "{error:?}");
         for near in [
             &b"sockit: server busy (3 client connected), try again later\n"[..],
             b"sockit: server busy (3 clients connected), try again later\nmore\n",
@@ -697,5 +720,47 @@ mod tests {
         ] {
             assert!(foreign_protocol(near).is_none(), "{:?}", String::from_utf8_lossy(near));
         }
+    }
+
+    /// A seqpacket server at its limit sends its notice and closes. Whichever way that meets
+    /// the client, the notice is what it says: before its send (which then fails with a broken
+    /// pipe), or after it (the peer closed with our packet unread: a reset, reported before
+    /// the packet it sent).
+    #[tokio::test]
+    async fn a_seqpacket_busy_notice_is_said_however_the_close_meets_the_send() {
+        let notice = b"sockit: server busy (1 client connected), try again later";
+        let opts = ClientOptions::default();
+        let pair = || {
+            let (ours, theirs) = tokio_seqpacket::UnixSeqpacket::pair().unwrap();
+            crate::net::mark_messages(&ours).unwrap();
+            (ClientSocket::Conn(Conn::Seqpacket(ours)), theirs)
+        };
+        // Closed before we send.
+        let (ours, theirs) = pair();
+        theirs.send(notice).await.unwrap();
+        drop(theirs);
+        let got = send(ours, b"hi", &opts, true, &mut Vec::new()).await;
+        assert!(matches!(&got, Err(ClientError::Busy(n)) if n.starts_with("server busy")), "{got:?}");
+        // Closed after we sent, with our packet unread.
+        let (ours, theirs) = pair();
+        let (mut writer, mut reader) = split(ours, &opts);
+        writer.send(b"hi").await.unwrap();
+        theirs.send(notice).await.unwrap();
+        drop(theirs);
+        let got = reader.recv().await;
+        assert!(matches!(&got, Err(ClientError::Busy(_))), "{got:?}");
+    }
+
+    /// A send that fails for a reason of its own is said at once: there is no answer to wait for.
+    #[tokio::test]
+    async fn a_datagram_too_long_to_send_fails_at_once() {
+        let quiet = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ep: Endpoint = format!("udp://{}", quiet.local_addr().unwrap()).parse().unwrap();
+        let opts = ClientOptions { answer_timeout: Some(Duration::from_secs(30)), ..ClientOptions::default() };
+        let sock = connect(&ep, Duration::from_secs(5)).await.unwrap();
+        let started = std::time::Instant::now();
+        let got = send(sock, &[b'a'; 70_000], &opts, true, &mut Vec::new()).await;
+        assert!(matches!(&got, Err(ClientError::Io(e)) if e.raw_os_error() == Some(libc::EMSGSIZE)), "{got:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     }
 }

@@ -190,7 +190,7 @@ pub enum NetError {
     TlsHandshake {
         /// The endpoint, as written.
         endpoint: String,
-        /// What went wrong, starting with "TLS handshake failed".
+        /// What went wrong, in words that say it was the TLS handshake.
         why: String,
     },
     /// A TLS setting could not be used (the system's roots, a certificate).
@@ -260,7 +260,14 @@ fn wrong_unix_kind(endpoint: String, tried: UnixKind, addr: &UnixAddr) -> NetErr
     let is_dgram = || {
         let probe = Socket::new(Domain::UNIX, Type::DGRAM.cloexec(), None).ok()?;
         let sockaddr = unix_sockaddr(&Endpoint::Unix { kind: Dgram, addr: addr.clone() }, addr).ok()?;
-        Some(probe.connect(&sockaddr).is_ok())
+        // A datagram socket connected to a peer of its own refuses others with EPERM, which
+        // only comes once the type matched.
+        match probe.connect(&sockaddr) {
+            Ok(()) => Some(true),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Some(true),
+            Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => Some(false),
+            Err(_) => None,
+        }
     };
     let found: &[UnixKind] = match (tried, is_dgram()) {
         (Dgram, _) => &[Stream, Seqpacket],
@@ -1232,10 +1239,12 @@ async fn connect_inner(endpoint: &Endpoint, tls: Option<&ClientTls>) -> Result<C
                         Err(HandshakeFailure::Untrusted { why, hint }) => {
                             Err(NetError::TlsUntrusted { endpoint: endpoint.to_string(), why, hint })
                         }
-                        // Turned away at once, as a plain connection can be: only sooner or
-                        // later than the handshake's first read.
+                        // Not the bare "Connection reset by peer": who does this, and why.
                         Err(HandshakeFailure::Other(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
-                            Err(NetError::ResetAtOnce { endpoint: endpoint.to_string() })
+                            Err(NetError::TlsHandshake {
+                                endpoint: endpoint.to_string(),
+                                why: "the server reset the connection during the TLS handshake (hint: a server that does not speak TLS, access rules or a connection limit do this; the server's log says why)".into(),
+                            })
                         }
                         Err(other) => {
                             Err(NetError::TlsHandshake { endpoint: endpoint.to_string(), why: other.to_string() })

@@ -614,8 +614,8 @@ async fn refuse(conn: Conn, max: usize, shared: &Shared) {
     let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
 }
 
-/// How the notice to a client over `max_conns` begins, by which a sockit client knows it.
-pub(crate) const BUSY_NOTICE: &str = "sockit: server busy";
+/// How the notice to a client over `max_conns` begins.
+const BUSY_NOTICE: &str = "sockit: server busy";
 
 /// What a client over `max_conns` is told.
 fn busy_text(max: usize) -> String {
@@ -623,9 +623,22 @@ fn busy_text(max: usize) -> String {
     format!("{BUSY_NOTICE} ({max} client{s} connected), try again later")
 }
 
-/// The notice without its `sockit: ` opening, when `text` is exactly one that `busy_text`
-/// makes: a sockit client says it as an error instead of printing it as an answer.
-pub(crate) fn busy_notice(text: &[u8]) -> Option<&str> {
+/// The notice at the start of `bytes`, as `refuse` sends it on a stream (a line, or a frame of
+/// `len` framing): its text without the `sockit: ` opening, and the bytes it took. Exact, so
+/// that sockit's clients can say it as an error instead of printing it as an answer.
+pub(crate) fn busy_notice_in(bytes: &[u8]) -> Option<(&str, usize)> {
+    let framed = bytes
+        .split_first_chunk::<4>()
+        .and_then(|(len, rest)| rest.get(..u32::from_be_bytes(*len) as usize))
+        .map(|text| (text, 4 + text.len()));
+    let line = bytes.iter().position(|&b| b == b'\n').map(|end| (&bytes[..end], end + 1));
+    let (text, took) = framed.filter(|(t, _)| busy_text_exact(t).is_some()).or(line)?;
+    Some((busy_text_exact(text)?, took))
+}
+
+/// `text` without its `sockit: ` opening, when it is exactly a notice `busy_text` makes (a
+/// seqpacket client gets it as a packet of its own, an exec/files/spawn client in an ERROR).
+pub(crate) fn busy_text_exact(text: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(text).ok()?;
     let count = text.strip_prefix(BUSY_NOTICE)?.strip_prefix(" (")?;
     let digits = count.find(|c: char| !c.is_ascii_digit())?;

@@ -730,7 +730,12 @@ fn a_unix_socket_of_another_type_is_named_with_the_scheme_that_fits() {
     let seq = Socket::new(Domain::UNIX, Type::SEQPACKET, None).unwrap();
     seq.bind(&SockAddr::unix(at("sq.sock")).unwrap()).unwrap();
     seq.listen(8).unwrap();
+    // A datagram socket connected to a peer of its own refuses others, but is still one.
+    let _peer = std::os::unix::net::UnixDatagram::bind(at("peer.sock")).unwrap();
+    let taken = std::os::unix::net::UnixDatagram::bind(at("taken.sock")).unwrap();
+    taken.connect(at("peer.sock")).unwrap();
     let cases = [
+        ("unix", "taken.sock", "is a datagram socket, not a stream socket", "unix-dgram://"),
         ("unix", "sq.sock", "is a seqpacket socket, not a stream socket", "unix-seqpacket://"),
         ("unix", "dg.sock", "is a datagram socket, not a stream socket", "unix-dgram://"),
         ("unix-seqpacket", "st.sock", "is a stream socket, not a seqpacket socket", "connect to unix://"),
