@@ -90,11 +90,41 @@ fn the_prompt_sends_lines_shows_answers_and_quits_on_ctrl_d() {
         &[("", READY), ("hello world\r", "HELLO WORLD"), ("\r", ""), ("again\r", "AGAIN"), ("", READY), ("\x04", "")],
     );
     assert!(screen.contains("connected to tcp://"), "{screen}");
-    assert!(screen.contains("an empty line sends nothing"), "{screen}");
+    assert!(screen.contains("each line is sent with its newline"), "{screen}");
     assert!(screen.ends_with("EXIT 0\n"), "{screen}");
-    // The empty line sent nothing: the server saw exactly the two typed lines, without newlines.
+    // As from netcat, each line went with its newline, the empty one too: "hello world\n",
+    // "\n" and "again\n".
     let done = server.stop();
-    assert!(done.stderr.iter().any(|l| l.contains("16 B in, 16 B out")), "{:?}", done.stderr);
+    assert!(done.stderr.iter().any(|l| l.contains("19 B in, 19 B out")), "{:?}", done.stderr);
+}
+
+/// Under raw framing the server sees lines, newline and all (a line-based server such as chat
+/// saw nothing before), and its answer shows as one line however the reads cut it, even inside
+/// a character.
+#[test]
+fn raw_lines_go_with_their_newline_and_answers_cut_by_reads_show_whole() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut lines = BufReader::new(s.try_clone().unwrap());
+        let mut typed = String::new();
+        lines.read_line(&mut typed).unwrap();
+        for piece in [&b"caf\xc3"[..], b"\xa9 \xe6\x96", b"\x87\xe5\xad\x97\n"] {
+            s.write_all(piece).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        // Until the client is done (Ctrl-D half-closes).
+        let mut rest = String::new();
+        let _ = lines.read_line(&mut rest);
+        typed
+    });
+    let screen = drive(&[&addr], &[("", READY), ("hi\r", "caf\u{e9} \u{6587}\u{5b57}"), ("", READY), ("\x04", "")]);
+    assert_eq!(server.join().unwrap(), "hi\n");
+    assert!(!screen.contains('\u{fffd}'), "{screen}");
+    assert!(screen.ends_with("EXIT 0\n"), "{screen}");
 }
 
 #[test]
@@ -156,4 +186,13 @@ fn the_prompt_works_after_a_spawn_handshake() {
     );
     assert!(screen.contains("connected to tcp://"), "{screen}");
     assert!(screen.ends_with("EXIT 0\n"), "{screen}");
+}
+
+/// Ctrl-C at the prompt leaves at once with status 130, as netcat does on SIGINT; Ctrl-D is the
+/// orderly end (status 0, the last answers waited for).
+#[test]
+fn ctrl_c_at_the_prompt_exits_130() {
+    let server = Server::start(&["127.0.0.1:0", "upper"]);
+    let screen = drive(&[&server.addr()], &[("", READY), ("one\r", "ONE"), ("", READY), ("\x03", "")]);
+    assert!(screen.ends_with("EXIT 130\n"), "{screen}");
 }

@@ -21,6 +21,9 @@ const FINAL_WAIT: Duration = Duration::from_secs(2);
 /// way are worth waiting for.
 const FINAL_DATAGRAM_WAIT: Duration = Duration::from_millis(300);
 
+/// How long a raw stream's partial line waits for the rest before it is shown as it is.
+const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(250);
+
 /// How long the prompt thread gets to show the last answers when the server closes.
 const PRINTER_FLUSH: Duration = Duration::from_millis(150);
 
@@ -42,8 +45,13 @@ pub async fn interactive(
     // rustyline restores the terminal when readline returns, but the server may close while
     // the prompt waits; the guard restores it on every way out of this function.
     let _terminal = TerminalGuard::save();
+    // Under raw framing a stream has no messages, only bytes: Enter sends the line with its
+    // newline, as netcat does, and answers are shown as lines, however the reads cut them.
+    let raw_stream = opts.framing == Framing::Raw && endpoint.style() == SocketStyle::Stream;
     if !quiet {
-        let empty = if opts.framing.carries_empty_messages() {
+        let empty = if raw_stream {
+            "each line is sent with its newline"
+        } else if opts.framing.carries_empty_messages() {
             "an empty line sends an empty message"
         } else {
             "an empty line sends nothing"
@@ -61,15 +69,28 @@ pub async fn interactive(
     // handed after that would never be shown (rustyline prints them only while it reads).
     let prompt_closed = Arc::new(AtomicBool::new(false));
     let closed_by_thread = prompt_closed.clone();
+    // Set when the prompt ended with Ctrl-C: the user wants out now, as from netcat (status
+    // 130), not the last answers that Ctrl-D waits for.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let interrupted_by_thread = interrupted.clone();
     std::thread::spawn(move || {
         // Ctrl-D, Ctrl-C, or a terminal that went away end the loop; dropping `tx` tells the
         // other side.
-        while let Ok(line) = editor.readline(">> ") {
-            if !line.trim().is_empty() {
-                let _ = editor.add_history_entry(line.as_str());
-            }
-            if tx.blocking_send(line).is_err() {
-                break;
+        loop {
+            match editor.readline(">> ") {
+                Ok(line) => {
+                    if !line.trim().is_empty() {
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    if tx.blocking_send(line).is_err() {
+                        break;
+                    }
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => {
+                    interrupted_by_thread.store(true, Ordering::SeqCst);
+                    break;
+                }
+                Err(_) => break,
             }
         }
         closed_by_thread.store(true, Ordering::SeqCst);
@@ -82,8 +103,10 @@ pub async fn interactive(
     // Sending and receiving run at the same time: a send that waits for room must never stop
     // answers from being shown (and read), or both sides could wait for each other.
     let sending = async {
-        while let Some(line) = lines.recv().await {
-            if line.is_empty() && !opts.framing.carries_empty_messages() {
+        while let Some(mut line) = lines.recv().await {
+            if raw_stream {
+                line.push('\n');
+            } else if line.is_empty() && !opts.framing.carries_empty_messages() {
                 continue;
             }
             writer.send(line.as_bytes()).await?;
@@ -92,14 +115,58 @@ pub async fn interactive(
         writer.close().await
     };
     let receiving = async {
-        while let Some(msg) = reader.recv().await? {
-            // While the prompt reads, its printer shows answers above the line being typed;
-            // once it is gone (or refuses), answers are printed plainly. The newline matters:
-            // between two prompts rustyline writes the text as it is, and without one the next
-            // prompt's redraw would erase it.
-            let line = render(&msg) + "\n";
+        // While the prompt reads, its printer shows answers above the line being typed; once
+        // it is gone (or refuses), answers are printed plainly. The newline matters: between
+        // two prompts rustyline writes the text as it is, and without one the next prompt's
+        // redraw would erase it.
+        let mut show = |text: String| {
+            let line = text + "\n";
             if prompt_closed.load(Ordering::SeqCst) || printer.print(line.clone()).is_err() {
                 print!("{line}");
+            }
+        };
+        // A raw stream's bytes wait here until their line is complete, or until no more come
+        // for a moment (a prompt such as "login: " has no newline); a character cut by a read
+        // waits for its other bytes either way.
+        let mut pending = Vec::new();
+        // Set when all that is pending is a character cut short, shown at the next bytes.
+        let mut cut = false;
+        loop {
+            let next = if pending.is_empty() || cut {
+                Some(reader.recv().await?)
+            } else {
+                tokio::time::timeout(PARTIAL_LINE_WAIT, reader.recv()).await.ok().transpose()?
+            };
+            cut = false;
+            match next {
+                Some(Some(msg)) if raw_stream => {
+                    pending.extend_from_slice(&msg);
+                    if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
+                        let rest = pending.split_off(end + 1);
+                        show(render(&pending));
+                        pending = rest;
+                    }
+                }
+                Some(Some(msg)) => show(render(&msg)),
+                Some(None) => {
+                    if !pending.is_empty() {
+                        show(render(&pending));
+                    }
+                    break;
+                }
+                // A pause: show what came, but keep a character cut short for its other bytes.
+                None => {
+                    let whole = match std::str::from_utf8(&pending) {
+                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                        _ => pending.len(),
+                    };
+                    let rest = pending.split_off(whole);
+                    if !pending.is_empty() {
+                        show(render(&pending));
+                    }
+                    cut = !rest.is_empty();
+                    pending = rest;
+                }
             }
         }
         Ok::<(), ClientError>(())
@@ -120,6 +187,9 @@ pub async fn interactive(
             return Ok(ExitCode::SUCCESS);
         }
         s = &mut sending => s?,
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        return Ok(ExitCode::from(130));
     }
     let wait = opts.answer_timeout.unwrap_or(if peer_can_close { FINAL_WAIT } else { FINAL_DATAGRAM_WAIT });
     let _ = tokio::time::timeout(wait, receiving).await;
