@@ -557,11 +557,13 @@ pub fn parse_unix(p: &[u8]) -> Result<Option<UnixSocket>, DiagError> {
 }
 
 /// A Unix socket name as people write it: a path, or `@name` for an abstract name (whose first
-/// byte is NUL); bytes that are not UTF-8 are replaced.
+/// byte is NUL); bytes that are not UTF-8 are replaced. A path ends at its first NUL: the
+/// kernel gives the address as it was bound, and most programs (sockit, tmux) bind with the
+/// terminating NUL counted in.
 fn unix_name(raw: &[u8]) -> String {
     match raw.split_first() {
         Some((0, abstract_name)) => format!("@{}", String::from_utf8_lossy(abstract_name)),
-        _ => String::from_utf8_lossy(raw).into_owned(),
+        _ => String::from_utf8_lossy(raw.split(|&b| b == 0).next().unwrap_or_default()).into_owned(),
     }
 }
 
@@ -985,7 +987,7 @@ mod tests {
     fn unix_messages_parse() {
         let mut rq = 3u32.to_ne_bytes().to_vec();
         rq.extend_from_slice(&16u32.to_ne_bytes());
-        let listener = unix_msg(1, 10, 100, &[attr(UNIX_DIAG_NAME, b"/tmp/s.sock"), attr(UNIX_DIAG_RQLEN, &rq)]);
+        let listener = unix_msg(1, 10, 100, &[attr(UNIX_DIAG_NAME, b"/tmp/s.sock\0"), attr(UNIX_DIAG_RQLEN, &rq)]);
         let s = parse_unix(&listener).unwrap().unwrap();
         assert_eq!(s.kind, UnixType::Stream);
         assert_eq!(s.state, TcpState::Listen);

@@ -194,6 +194,16 @@ fn a_message_too_large_to_send_says_so() {
     assert!(!ran.stderr.contains("connection failed"), "{}", ran.stderr);
 }
 
+/// A UDP message longer than a datagram was "connection failed: Message too long".
+#[test]
+fn a_message_too_long_for_a_datagram_says_so() {
+    let quiet = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ep = format!("udp://{}", quiet.local_addr().unwrap());
+    let ran = sockit_run(&["send", &ep, &"a".repeat(70_000)], b"");
+    assert_fails(&ran, 1, &["longer than one datagram can carry", "65,507"]);
+    assert!(!ran.stderr.contains("connection failed"), "{}", ran.stderr);
+}
+
 /// Durations too large to add to a clock panicked every connection (`--idle-timeout 1e19`).
 #[test]
 fn absurd_durations_are_usage_errors() {

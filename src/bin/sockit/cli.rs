@@ -111,7 +111,7 @@ Examples:
   sockit serve 127.0.0.1:7000 reply Hi --once
   sockit serve 127.0.0.1:7022 exec --token-file ~/.sockit-token
   sockit serve unix:/tmp/files.sock files --root ~/shared
-  sockit serve unix:/tmp/upper.sock spawn -- tr a-z A-Z      then: echo hi | nc -U /tmp/upper.sock
+  sockit serve unix:/tmp/upper.sock spawn -- tr a-z A-Z      then: echo hi | nc -U -N /tmp/upper.sock
   sockit serve 127.0.0.1:7024 spawn --token-file ~/.sockit-token --timeout 1h -- sh -c 'exec sh -i 2>&1'
   sockit serve fd://3 upper                  on the socket systemd (or any parent) passed as fd 3
   sockit serve fd://web echo                 on the one passed with FileDescriptorName=web

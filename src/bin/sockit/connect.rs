@@ -35,6 +35,9 @@ fn client_error(e: ClientError, endpoint: &Endpoint) -> anyhow::Error {
     match e {
         ClientError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe => OutputClosed.into(),
         ClientError::DatagramRefused => net::NetError::Refused { endpoint: endpoint.to_string() }.into(),
+        ClientError::Io(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => anyhow::anyhow!(
+            "{endpoint}: cannot send: the message is longer than one datagram can carry (UDP: 65,507 bytes over IPv4, 65,527 over IPv6; a Unix datagram socket: its send buffer) (hint: a stream endpoint carries any length)"
+        ),
         ClientError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => anyhow::anyhow!(
             "{endpoint}: the server reset the connection (hint: access rules, a connection limit or a relay's unreachable target do this at once, and a message the server cannot take, in another --framing or over its --max-frame, after it; the server's log says why)"
         ),
