@@ -10,13 +10,14 @@
 //! Every file is hashed with BLAKE3 end to end: the sender hashes what it reads, the receiver
 //! what it writes, and the receiver publishes only when the two agree. Publishing is atomic on
 //! both sides: the data goes to a hidden partial file in the target's directory, which is
-//! fsynced and renamed over the target ([`crate::fsroot::Upload`]). An interrupted transfer leaves
+//! fsynced and renamed over the target ([`crate::fsroot::Upload`]; on the client,
+//! [`crate::fsroot::LocalUpload`], which replaces only a writable regular file). An interrupted transfer leaves
 //! its partial file, which `--resume` continues after checking that its prefix hashes the same
 //! on both sides. All paths on the server are confined to its root ([`crate::fsroot::Root`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{self, HandshakeError, Policy, Token};
-use crate::fsroot::{Entry, FsError, Root, Upload};
+use crate::fsroot::{Entry, FsError, LocalError, LocalUpload, Problem, Root};
 use crate::net::{BlockingStream, Stream};
 use crate::proto::{Hash, Msg, ProtoError, ServiceKind, code, read_msg_sync, write_msg_sync};
 use crate::server::{End, SessionLimits, Traffic};
@@ -73,15 +74,25 @@ pub enum FilesError {
     /// The connection failed or the peer broke the protocol.
     #[error(transparent)]
     Proto(#[from] ProtoError),
-    /// A file-system error, here or on the server.
+    /// A local file could not be read (put) or written (get).
     #[error(transparent)]
-    Fs(#[from] FsError),
+    Local(#[from] LocalError),
+    /// The server refused the request with a file-system error (its message names the path).
+    #[error("server: {0}")]
+    Server(FsError),
+    /// The file asked for does not exist on the server.
+    #[error("the server has no file {0:?}")]
+    NoRemoteFile(String),
     /// The server refused the request for another reason.
-    #[error("{0}")]
+    #[error("server: {0}")]
     Refused(String),
     /// What arrived does not hash to what was sent; nothing was published.
     #[error("{0}: the content arrived damaged (BLAKE3 mismatch); nothing was published")]
     Corrupt(String),
+    /// What was streamed out ([`FilesClient::get_to`]) does not hash to what the server sent:
+    /// the bytes are already written and must not be trusted.
+    #[error("{0}: the content arrived damaged (BLAKE3 mismatch); what was written out is not the file")]
+    CorruptOutput(String),
     /// The connection ended in the middle of the file's bytes.
     #[error("the connection ended after {done} of {size} bytes; try again with --resume to continue")]
     Interrupted {
@@ -90,6 +101,19 @@ pub enum FilesError {
         /// The file's size.
         size: u64,
     },
+    /// The connection ended in the middle of a file that was streamed out
+    /// ([`FilesClient::get_to`]): what was written is incomplete.
+    #[error("the connection ended after {done} of {size} bytes; what was written out is incomplete")]
+    InterruptedOutput {
+        /// Bytes of the file that had arrived.
+        done: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// Writing a streamed-out file failed ([`FilesClient::get_to`]); a closed pipe is
+    /// `BrokenPipe`.
+    #[error("cannot write the output: {0}")]
+    Output(io::Error),
     /// The local file changed while it was being sent.
     #[error("{0} changed size while it was being sent")]
     Changed(String),
@@ -100,7 +124,7 @@ pub enum FilesError {
 
 fn refused(code: u8, message: String) -> FilesError {
     if code >= FS_CODES {
-        FilesError::Fs(FsError::from_code(code - FS_CODES, message))
+        FilesError::Server(FsError::from_code(code - FS_CODES, message))
     } else {
         FilesError::Refused(message)
     }
@@ -237,7 +261,7 @@ enum Received {
     WriteFailed(io::Error),
 }
 
-/// Reads bytes `start..size` of a file from the socket into `file` (at its current position),
+/// Reads bytes `start..size` of a file from the socket into `out` (a file at its current position),
 /// hashing them. When writing fails, `on_write_error` says whether to go on reading (and drop)
 /// the rest, which keeps the connection usable, or to stop at once. `Err` means the connection
 /// ended or failed first, with the position reached.
@@ -246,7 +270,7 @@ enum Received {
 /// hashes and writes each full buffer, so that receiving overlaps hashing and writing.
 fn receive_range(
     sock: &mut BlockingStream,
-    file: &mut File,
+    out: &mut (dyn Write + Send),
     (start, size): (u64, u64),
     hasher: &mut blake3::Hasher,
     progress: &mut dyn FnMut(u64),
@@ -265,7 +289,7 @@ fn receive_range(
         let writer = scope.spawn(move || {
             for (buf, n) in full_rx {
                 hasher.update(&buf[..n]);
-                if let Err(e) = file.write_all(&buf[..n]) {
+                if let Err(e) = out.write_all(&buf[..n]) {
                     failed.store(true, SeqCst);
                     return Some(e);
                 }
@@ -691,14 +715,24 @@ impl FilesClient {
     ) -> Result<Report, FilesError> {
         let began = Instant::now();
         let shown = local.display().to_string();
-        let file = File::open(local).map_err(|e| FsError::from_io(&shown, e))?;
-        let meta = file.metadata().map_err(|e| FsError::from_io(&shown, e))?;
+        let unreadable = |e| LocalError::read(&shown, Problem::Fs(FsError::from_io(&shown, e)));
+        // O_NONBLOCK, so that a FIFO does not wait for a writer before it is refused.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(local)
+            .map_err(unreadable)?;
+        let meta = file.metadata().map_err(unreadable)?;
         if meta.is_dir() {
-            return Err(FsError::IsADirectory { path: shown }.into());
+            return Err(LocalError::read(&shown, Problem::Fs(FsError::IsADirectory { path: shown.clone() })).into());
         }
         if !meta.is_file() {
-            return Err(FsError::NotAFile { path: shown }.into());
+            let kind = crate::fsroot::kind_name(rustix::fs::FileType::from_raw_mode(meta.mode()));
+            return Err(LocalError::read(&shown, Problem::NotAFile(kind)).into());
         }
+        // Cleared once the file is known to be regular, as the server's `open_read` does.
+        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::RDONLY)
+            .map_err(|e| LocalError::read(&shown, Problem::Fs(FsError::from_io(&shown, e.into()))))?;
         let size = meta.len();
         self.send(&Msg::Put { path: remote.to_string(), size, resume })?;
         let (have, theirs) = match self.recv()? {
@@ -708,7 +742,7 @@ impl FilesClient {
         let mut start = 0;
         let mut hasher = blake3::Hasher::new();
         if have > 0 && have <= size {
-            let h = hash_prefix(&file, have).map_err(|e| FsError::from_io(&shown, e))?;
+            let h = hash_prefix(&file, have).map_err(unreadable)?;
             if h.finalize().as_bytes() == &theirs {
                 start = have;
                 hasher = h;
@@ -720,7 +754,7 @@ impl FilesClient {
         match send_range(&mut self.sock, &file, (start, size), &mut hasher, true, &mut report) {
             Ok(()) => {}
             Err(SendStop::Shrank) => return Err(FilesError::Changed(shown)),
-            Err(SendStop::Read(e)) => return Err(FsError::from_io(&shown, e).into()),
+            Err(SendStop::Read(e)) => return Err(unreadable(e).into()),
             Err(SendStop::Answer(Msg::Error { code, message })) => return Err(refused(code, message)),
             Err(SendStop::Answer(other)) => return Err(FilesError::Unexpected(other.name())),
             Err(SendStop::Socket(e)) => {
@@ -738,8 +772,25 @@ impl FilesClient {
         }
     }
 
+    /// Sends `GET` and reads the answer: the file's size and where its bytes start. A file the
+    /// server does not have is [`FilesError::NoRemoteFile`].
+    fn request_file(&mut self, remote: &str, offset: u64, prefix: Hash) -> Result<(u64, u64), FilesError> {
+        self.send(&Msg::Get { path: remote.to_string(), offset, prefix })?;
+        let not_found = FsError::NotFound { path: String::new() }.code();
+        match self.recv() {
+            Ok(Msg::File { size, start }) if start <= size && (start == 0 || start == offset) => Ok((size, start)),
+            Ok(Msg::File { .. }) => {
+                Err(FilesError::Proto(ProtoError::Malformed("a FILE that starts at a byte we do not have".into())))
+            }
+            Ok(other) => Err(FilesError::Unexpected(other.name())),
+            Err(FilesError::Server(e)) if e.code() == not_found => Err(FilesError::NoRemoteFile(remote.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Fetches `remote` into the local file `local`, published atomically once verified. With
-    /// `resume`, continues an earlier partial download when its beginning matches.
+    /// `resume`, continues an earlier partial download when its beginning matches. An existing
+    /// `local` must be a writable regular file, or a symbolic link to one (see [`LocalUpload`]).
     pub fn get(
         &mut self,
         remote: &str,
@@ -749,18 +800,11 @@ impl FilesClient {
     ) -> Result<Report, FilesError> {
         let began = Instant::now();
         let shown = local.display().to_string();
-        let mut upload = Upload::local(local, resume)?;
+        let unwritable = |e| LocalError::write(&shown, Problem::Fs(FsError::from_io(&shown, e)));
+        let mut upload = LocalUpload::begin(local, resume)?;
         let offset = upload.existing_len();
-        let mut hasher = hash_prefix(upload.file(), offset).map_err(|e| FsError::from_io(&shown, e))?;
-        self.send(&Msg::Get { path: remote.to_string(), offset, prefix: *hasher.finalize().as_bytes() })?;
-        let answer = self.recv().and_then(|msg| match msg {
-            Msg::File { size, start } if start <= size && (start == 0 || start == offset) => Ok((size, start)),
-            Msg::File { .. } => {
-                Err(FilesError::Proto(ProtoError::Malformed("a FILE that starts at a byte we do not have".into())))
-            }
-            other => Err(FilesError::Unexpected(other.name())),
-        });
-        let (size, start) = match answer {
+        let mut hasher = hash_prefix(upload.file(), offset).map_err(unwritable)?;
+        let (size, start) = match self.request_file(remote, offset, *hasher.finalize().as_bytes()) {
             Ok(x) => x,
             Err(e) => {
                 // Refused before any data: a partial file this request created is of no use.
@@ -780,7 +824,7 @@ impl FilesClient {
             Ok(Received::Whole) => {}
             Ok(Received::WriteFailed(e)) => {
                 upload.discard();
-                return Err(FsError::from_io(&shown, e).into());
+                return Err(unwritable(e).into());
             }
             // The partial file stays for --resume.
             Err((done, _)) => return Err(FilesError::Interrupted { done, size }),
@@ -795,5 +839,39 @@ impl FilesClient {
         }
         upload.publish()?;
         Ok(Report { size, resumed: start, elapsed: began.elapsed() })
+    }
+
+    /// Fetches `remote` and writes its bytes to `out` as they arrive (standard output, say).
+    ///
+    /// Unlike [`FilesClient::get`], nothing can be held back until the hash is checked: the
+    /// whole file has been written out by the time it is known. A mismatch is then
+    /// [`FilesError::CorruptOutput`], a connection that ends early
+    /// [`FilesError::InterruptedOutput`]; either way the caller must tell its user not to trust
+    /// what was written. A failed write is [`FilesError::Output`], and ends the connection's use.
+    pub fn get_to(
+        &mut self,
+        remote: &str,
+        out: &mut (dyn Write + Send),
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Report, FilesError> {
+        let began = Instant::now();
+        let (size, _) = self.request_file(remote, 0, [0; 32])?;
+        progress(Progress { done: 0, size, start: 0 });
+        let mut report = |done| progress(Progress { done, size, start: 0 });
+        let mut hasher = blake3::Hasher::new();
+        match receive_range(&mut self.sock, out, (0, size), &mut hasher, &mut report, &mut |_, _| false) {
+            Ok(Received::Whole) => {}
+            Ok(Received::WriteFailed(e)) => return Err(FilesError::Output(e)),
+            Err((done, _)) => return Err(FilesError::InterruptedOutput { done, size }),
+        }
+        out.flush().map_err(FilesError::Output)?;
+        let theirs = match self.recv()? {
+            Msg::Done { hash } => hash,
+            other => return Err(FilesError::Unexpected(other.name())),
+        };
+        if hasher.finalize().as_bytes() != &theirs {
+            return Err(FilesError::CorruptOutput(remote.to_string()));
+        }
+        Ok(Report { size, resumed: 0, elapsed: began.elapsed() })
     }
 }

@@ -1,7 +1,8 @@
 //! The confined file system of the `files` service: a client path is checked lexically, then
 //! resolved by the kernel with `openat2(RESOLVE_BENEATH)` from the root's descriptor, so neither
 //! `..` nor a symbolic link reaches outside the served directory; uploads go to a hidden partial
-//! file that one `rename` publishes (the client's `Upload::local` shares that last part).
+//! file that one `rename` publishes (the client's [`LocalUpload`] shares that last part, and never
+//! replaces anything but a writable regular file).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -193,6 +194,144 @@ impl FsError {
             _ => FsError::from_errno(path, errno),
         }
     }
+
+    /// The path the error is about; `None` for a peer's error, whose path is in its message.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            FsError::BadPath { path, .. }
+            | FsError::Outside { path }
+            | FsError::NotFound { path }
+            | FsError::NotADirectory { path }
+            | FsError::IsADirectory { path }
+            | FsError::NotAFile { path }
+            | FsError::PermissionDenied { path }
+            | FsError::DiskFull { path }
+            | FsError::Busy { path }
+            | FsError::Unsupported { path }
+            | FsError::Io { path, .. } => Some(path),
+            FsError::Remote { .. } => None,
+        }
+    }
+
+    /// The message without the path, for a caller that names the path itself.
+    pub fn reason(&self) -> String {
+        match self {
+            FsError::BadPath { reason, .. } => format!("bad path: {reason}"),
+            FsError::Outside { .. } => "it leads outside the served directory or loops".to_owned(),
+            FsError::NotFound { .. } => "no such file or directory".to_owned(),
+            FsError::NotADirectory { .. } => "not a directory".to_owned(),
+            FsError::IsADirectory { .. } => "it is a directory".to_owned(),
+            FsError::NotAFile { .. } => "it is not a regular file".to_owned(),
+            FsError::PermissionDenied { .. } => "permission denied".to_owned(),
+            FsError::DiskFull { .. } => "no space left (disk full or quota exceeded)".to_owned(),
+            FsError::Busy { .. } => "it is being written by another transfer".to_owned(),
+            FsError::Unsupported { .. } => "the kernel lacks openat2 (Linux 5.6 or later is needed)".to_owned(),
+            FsError::Io { error, .. } => error.to_string(),
+            FsError::Remote { message, .. } => message.clone(),
+        }
+    }
+}
+
+/// Whether a local file was to be read (the source of a put) or written (the target of a get).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The file was to be read.
+    Read,
+    /// The file was to be written.
+    Write,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        })
+    }
+}
+
+/// A local file the client cannot use: the one `put` reads or `get` writes. The message starts
+/// with "cannot read PATH" or "cannot write PATH", so that it is never taken for the server's.
+#[derive(Debug)]
+pub struct LocalError {
+    /// What was to be done with the file.
+    pub access: Access,
+    /// The path as the user gave it.
+    pub path: String,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+impl LocalError {
+    /// A failure to write `path`.
+    pub fn write(path: &str, problem: Problem) -> LocalError {
+        LocalError { access: Access::Write, path: path.to_owned(), problem }
+    }
+
+    /// A failure to read `path`.
+    pub fn read(path: &str, problem: Problem) -> LocalError {
+        LocalError { access: Access::Read, path: path.to_owned(), problem }
+    }
+}
+
+impl std::fmt::Display for LocalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot {} {}: ", self.access, self.path)?;
+        match &self.problem {
+            // The path is already named; an error about another one (a partial file) names it.
+            Problem::Fs(e) if e.path() == Some(self.path.as_str()) => f.write_str(&e.reason()),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl std::error::Error for LocalError {}
+
+/// What is wrong with a local file (see [`LocalError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The directory the file would be written in does not exist (or a component of its path
+    /// is not a directory).
+    #[error("no such directory")]
+    NoDirectory,
+    /// The name is a FIFO, socket or device: reading or writing it would not move a file, and
+    /// replacing it would destroy it.
+    #[error("it is {0}, not a regular file")]
+    NotAFile(&'static str),
+    /// The name is a symbolic link to nothing.
+    #[error("it is a symbolic link to {0}, which does not exist")]
+    Dangling(String),
+    /// The name is a symbolic link that loops.
+    #[error("it is a symbolic link that loops")]
+    Loop,
+    /// The name is a symbolic link to a FIFO, socket or device.
+    #[error("it is a symbolic link to {target}, which is {kind}, not a regular file")]
+    LinkToSpecial {
+        /// Where the link leads.
+        target: String,
+        /// What is there ("a FIFO").
+        kind: &'static str,
+    },
+    /// The file exists and its mode has no write bit: someone meant it not to change.
+    #[error("it is read-only; remove it or choose another name")]
+    ReadOnly,
+    /// Any other file-system error.
+    #[error("{0}")]
+    Fs(FsError),
+}
+
+/// "a FIFO", "a socket"…: what a file of that type is called in a message.
+pub fn kind_name(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "a special file",
+    }
 }
 
 /// The root directory of a `files` service; every path it is given resolves beneath it.
@@ -335,22 +474,7 @@ pub struct Upload {
 }
 
 impl Upload {
-    /// Starts writing the local file `path`, for the client's side of a get: the same partial
-    /// file, lock and publication, without confinement. The partial goes in `path`'s parent
-    /// directory (the current directory when `path` has no parent).
-    pub fn local(path: &Path, resume: bool) -> Result<Upload, FsError> {
-        let shown = path.display().to_string();
-        let Some(name) = path.file_name() else {
-            return Err(FsError::BadPath { path: shown, reason: "names no file" });
-        };
-        let parent = local_parent(path);
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let dir = rustix::fs::open(parent, flags, Mode::empty())
-            .map_err(|e| FsError::from_local_errno(&parent.display().to_string(), e))?;
-        Upload::begin(dir, name, shown, resume)
-    }
-
-    /// The part shared by [`Root::begin_put`] and [`Upload::local`]: `dir` is the target's
+    /// The part shared by [`Root::begin_put`] and [`LocalUpload::begin`]: `dir` is the target's
     /// directory, already resolved.
     fn begin(dir: OwnedFd, name: &OsStr, shown: String, resume: bool) -> Result<Upload, FsError> {
         if name.len() + PARTIAL_PREFIX.len() + PARTIAL_SUFFIX.len() > MAX_NAME_LEN {
@@ -441,6 +565,140 @@ impl Upload {
     pub fn name(&self) -> &str {
         &self.name_text
     }
+}
+
+/// The client's side of a get: an [`Upload`] of a local file, without confinement, that never
+/// destroys what it would replace.
+///
+/// A name that exists must be a regular file with a write bit in its mode; a symbolic link is
+/// followed, and the file it leads to is replaced in its own directory (the link stays). A FIFO,
+/// socket, device, dangling link or read-only file is refused before any data moves, and checked
+/// again just before the rename. The new file gets the permission bits of the file it replaces
+/// (the partial file has them too, plus the owner's write bit, while it is written), and, when
+/// running as root, its owner and group.
+#[derive(Debug)]
+pub struct LocalUpload {
+    upload: Upload,
+}
+
+impl LocalUpload {
+    /// Starts writing the local file `path`. The partial goes in the directory of the file that
+    /// is replaced (`path`'s parent, the current directory for a bare name, or the directory of
+    /// the file a symbolic link leads to).
+    pub fn begin(path: &Path, resume: bool) -> Result<LocalUpload, LocalError> {
+        let shown = path.display().to_string();
+        let fail = |problem| LocalError::write(&shown, problem);
+        let target = follow_link(path, &shown).map_err(fail)?;
+        let Some(name) = target.file_name() else {
+            return Err(fail(Problem::Fs(FsError::BadPath { path: shown.clone(), reason: "names no file" })));
+        };
+        let parent = local_parent(&target);
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = rustix::fs::open(parent, flags, Mode::empty()).map_err(|e| match e {
+            Errno::NOENT | Errno::NOTDIR => fail(Problem::NoDirectory),
+            e => fail(Problem::Fs(FsError::from_local_errno(&parent.display().to_string(), e))),
+        })?;
+        let existing = replaceable(dir.as_fd(), name, &shown).map_err(fail)?;
+        let upload = Upload::begin(dir, name, shown.clone(), resume).map_err(|e| fail(Problem::Fs(e)))?;
+        if let Some(stat) = existing {
+            // No one who could not read the old file may read the new one while it is written.
+            let mode = Mode::from_raw_mode((stat.st_mode & 0o777) | 0o200);
+            rustix::fs::fchmod(&upload.file, mode).map_err(|e| fail(Problem::Fs(FsError::from_errno(&shown, e))))?;
+        }
+        Ok(LocalUpload { upload })
+    }
+
+    fn fail(&self, e: FsError) -> LocalError {
+        LocalError::write(&self.upload.shown, Problem::Fs(e))
+    }
+
+    /// The partial file, positioned at the end of the existing data.
+    pub fn file(&mut self) -> &mut File {
+        self.upload.file()
+    }
+
+    /// See [`Upload::existing_len`].
+    pub fn existing_len(&self) -> u64 {
+        self.upload.existing_len()
+    }
+
+    /// See [`Upload::restart_at`].
+    pub fn restart_at(&mut self, len: u64) -> Result<(), LocalError> {
+        self.upload.restart_at(len).map_err(|e| self.fail(e))
+    }
+
+    /// Checks the target again (it may have been replaced by a FIFO or made read-only while the
+    /// data arrived), gives the partial file its modes, then publishes as [`Upload::publish`].
+    /// A refusal here keeps the partial file for a later resume.
+    pub fn publish(self) -> Result<(), LocalError> {
+        let up = &self.upload;
+        let fail = |problem| LocalError::write(&up.shown, problem);
+        if let Some(stat) = replaceable(up.dir.as_fd(), &up.name, &up.shown).map_err(fail)? {
+            adopt(&up.file, &stat).map_err(|e| fail(Problem::Fs(FsError::from_errno(&up.shown, e))))?;
+        }
+        let shown = up.shown.clone();
+        self.upload.publish().map_err(|e| LocalError::write(&shown, Problem::Fs(e)))
+    }
+
+    /// See [`Upload::discard`].
+    pub fn discard(self) {
+        self.upload.discard();
+    }
+
+    /// See [`Upload::keep`].
+    pub fn keep(self) {}
+}
+
+/// Where writing `path` should go: `path` itself, or the file its symbolic link leads to. A link
+/// to nothing, a loop, or a link to a FIFO, socket or device is refused.
+fn follow_link(path: &Path, shown: &str) -> Result<PathBuf, Problem> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {}
+        // Not a link, or nothing there: what it is gets checked from its directory.
+        _ => return Ok(path.to_owned()),
+    }
+    let real = match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Problem::Loop),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let to = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".to_owned());
+            return Err(Problem::Dangling(to));
+        }
+        Err(e) => return Err(Problem::Fs(FsError::from_io(shown, e))),
+    };
+    let stat = rustix::fs::stat(&real).map_err(|e| Problem::Fs(FsError::from_local_errno(shown, e)))?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        // A directory is refused by Upload::begin, as any directory under the target's name.
+        FileType::RegularFile | FileType::Directory => Ok(real),
+        kind => Err(Problem::LinkToSpecial { target: real.display().to_string(), kind: kind_name(kind) }),
+    }
+}
+
+/// What is under `name` in `dir` now: nothing (`None`), or a regular file that may be replaced
+/// (its status). Anything else is refused.
+fn replaceable(dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<Option<Stat>, Problem> {
+    let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(Problem::Fs(FsError::from_local_errno(shown, e))),
+    };
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile if stat.st_mode & 0o222 == 0 => Err(Problem::ReadOnly),
+        FileType::RegularFile => Ok(Some(stat)),
+        FileType::Directory => Err(Problem::Fs(FsError::IsADirectory { path: shown.to_owned() })),
+        kind => Err(Problem::NotAFile(kind_name(kind))),
+    }
+}
+
+/// Gives `file` the permission bits of the file it replaces (`old`), and, when running as root,
+/// its owner and group. Set-user-ID, set-group-ID and sticky bits are not copied.
+fn adopt(file: &File, old: &Stat) -> Result<(), Errno> {
+    if rustix::process::geteuid().is_root() {
+        // The ids come from a stat of an existing file, so neither is -1.
+        let (uid, gid) = (rustix::fs::Uid::from_raw(old.st_uid), rustix::fs::Gid::from_raw(old.st_gid));
+        rustix::fs::fchown(file, Some(uid), Some(gid))?;
+    }
+    rustix::fs::fchmod(file, Mode::from_raw_mode(old.st_mode & 0o777))
 }
 
 /// Opens `.NAME.sockit-part` in `dir` for writing, creating it, and takes its lock.
@@ -946,7 +1204,7 @@ mod tests {
     fn local_upload_publishes_and_refuses_directories() {
         let tmp = tempfile::tempdir().unwrap();
         let target = tmp.path().join("got");
-        let mut up = Upload::local(&target, false).unwrap();
+        let mut up = LocalUpload::begin(&target, false).unwrap();
         up.file().write_all(b"downloaded").unwrap();
         assert!(tmp.path().join(".got.sockit-part").exists());
         assert!(!target.exists());
@@ -955,14 +1213,97 @@ mod tests {
         assert!(!tmp.path().join(".got.sockit-part").exists());
 
         std::fs::create_dir(tmp.path().join("dir")).unwrap();
-        let result = Upload::local(&tmp.path().join("dir"), false);
-        assert!(matches!(result, Err(FsError::IsADirectory { .. })), "{result:?}");
-        let result = Upload::local(&tmp.path().join("missing/x"), false);
-        assert!(matches!(result, Err(FsError::NotFound { .. })), "{result:?}");
+        let result = LocalUpload::begin(&tmp.path().join("dir"), false);
+        assert!(
+            matches!(result, Err(LocalError { problem: Problem::Fs(FsError::IsADirectory { .. }), .. })),
+            "{result:?}"
+        );
+        let result = LocalUpload::begin(&tmp.path().join("missing/x"), false);
+        assert!(matches!(result, Err(LocalError { problem: Problem::NoDirectory, .. })), "{result:?}");
+        let missing = tmp.path().join("missing/x");
+        assert_eq!(result.unwrap_err().to_string(), format!("cannot write {}: no such directory", missing.display()));
 
         assert_eq!(local_parent(Path::new("file")), Path::new("."));
         assert_eq!(local_parent(Path::new("a/file")), Path::new("a"));
         assert_eq!(local_parent(Path::new("/file")), Path::new("/"));
+    }
+
+    /// Each name a get must not replace, what it is refused as, and that it is left as it was.
+    #[test]
+    fn local_upload_refuses_what_it_would_destroy() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |name: &str| tmp.path().join(name);
+        mkfifo(&p("fifo"));
+        let _socket = std::os::unix::net::UnixListener::bind(p("sock")).unwrap();
+        std::fs::write(p("ro"), b"keep").unwrap();
+        std::fs::set_permissions(p("ro"), std::fs::Permissions::from_mode(0o444)).unwrap();
+        symlink("nowhere", p("dangling")).unwrap();
+        symlink("fifo", p("to-fifo")).unwrap();
+        symlink("loop-b", p("loop-a")).unwrap();
+        symlink("loop-a", p("loop-b")).unwrap();
+        let before = names_and_kinds(tmp.path());
+        let cases: &[(&str, &str)] = &[
+            ("fifo", "it is a FIFO, not a regular file"),
+            ("sock", "it is a socket, not a regular file"),
+            ("ro", "it is read-only; remove it or choose another name"),
+            ("dangling", "it is a symbolic link to nowhere, which does not exist"),
+            ("to-fifo", "which is a FIFO, not a regular file"),
+            ("loop-a", "it is a symbolic link that loops"),
+        ];
+        for (name, message) in cases {
+            let error = LocalUpload::begin(&p(name), false).expect_err(name);
+            let text = error.to_string();
+            assert!(text.starts_with(&format!("cannot write {}: ", p(name).display())), "{text}");
+            assert!(text.contains(message), "{name}: {text}");
+        }
+        assert_eq!(names_and_kinds(tmp.path()), before, "a refused target was touched or a partial left");
+        assert_eq!(std::fs::read(p("ro")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn local_upload_writes_through_a_symlink_and_keeps_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("real")).unwrap();
+        let target = tmp.path().join("real/secret");
+        std::fs::write(&target, b"old").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = tmp.path().join("link");
+        symlink("real/secret", &link).unwrap();
+
+        let mut up = LocalUpload::begin(&link, false).unwrap();
+        // The partial sits next to the real file, and is no more readable than it.
+        let partial = tmp.path().join("real/.secret.sockit-part");
+        assert_eq!(std::fs::metadata(&partial).unwrap().permissions().mode() & 0o077, 0);
+        up.file().write_all(b"new").unwrap();
+        up.publish().unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert!(!partial.exists());
+
+        // Made read-only while the data arrived: not published, the partial kept for a resume.
+        let mut up = LocalUpload::begin(&target, false).unwrap();
+        up.file().write_all(b"newer").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let result = up.publish();
+        assert!(matches!(result, Err(LocalError { problem: Problem::ReadOnly, .. })), "{result:?}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert!(partial.exists());
+    }
+
+    /// The names in `dir` with what each is (symbolic links not followed).
+    fn names_and_kinds(dir: &Path) -> Vec<(String, String)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().to_string_lossy().into_owned(), format!("{:?}", e.file_type().unwrap()))
+            })
+            .collect();
+        v.sort();
+        v
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt, symlink};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -1000,8 +1000,18 @@ fn content_that_does_not_match_its_hash_is_never_published() {
 
     // From a server that sends damaged content: `sockit get` refuses it and keeps nothing.
     let fake = p.path("fake.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&fake).unwrap();
-    let fake_server = std::thread::spawn(move || {
+    let fake_server = damaging_server(&fake, b"hello", b"HELLO");
+    let d = run_in(&p.client(), &["get", &format!("unix:{}", s(&fake)), "x.txt"]);
+    fake_server.join().unwrap();
+    assert_fails(&d, &["damaged"]);
+    assert_eq!(names(&p.client()), ["after-tampering.txt"], "a damaged download was kept");
+}
+
+/// A fake `files` server on `socket` for one client: it answers a GET with `sent`, then a DONE
+/// that carries the hash of `hashed`.
+fn damaging_server(socket: &Path, sent: &'static [u8], hashed: &'static [u8]) -> JoinHandle<()> {
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(LIMIT)).unwrap();
         let frame = |kind: u8, body: &[u8]| [&((body.len() + 1) as u32).to_be_bytes()[..], &[kind], body].concat();
@@ -1011,15 +1021,12 @@ fn content_that_does_not_match_its_hash_is_never_published() {
         let mut get = vec![0u8; u32::from_be_bytes(len) as usize];
         s.read_exact(&mut get).unwrap();
         assert_eq!(get[0], GET);
-        s.write_all(&frame(FILE, &[5u64.to_be_bytes(), 0u64.to_be_bytes()].concat())).unwrap();
-        s.write_all(b"hello").unwrap();
-        s.write_all(&frame(DONE, blake3::hash(b"HELLO").as_bytes())).unwrap();
+        let size = sent.len() as u64;
+        s.write_all(&frame(FILE, &[size.to_be_bytes(), 0u64.to_be_bytes()].concat())).unwrap();
+        s.write_all(sent).unwrap();
+        s.write_all(&frame(DONE, blake3::hash(hashed).as_bytes())).unwrap();
         let _ = s.read_to_end(&mut Vec::new());
-    });
-    let d = run_in(&p.client(), &["get", &format!("unix:{}", s(&fake)), "x.txt"]);
-    fake_server.join().unwrap();
-    assert_fails(&d, &["damaged"]);
-    assert_eq!(names(&p.client()), ["after-tampering.txt"], "a damaged download was kept");
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1038,18 +1045,23 @@ fn missing_files_directories_and_bad_targets_are_one_line_errors_that_leave_noth
     fs::create_dir(c.join("localdir")).unwrap();
     let before = snapshot(&root);
 
+    // Each message says whose file it is: the server's ("server: …", "the server has no file")
+    // or a local one ("cannot read …", "cannot write …"). An earlier version said
+    // `"missing": no such file or directory` for both.
     let cases: &[(&[&str], &str)] = &[
-        (&["get", ep, "missing"], "no such file"),
-        (&["get", ep, "dir/missing", "x"], "no such file"),
-        (&["get", ep, "dir"], "is a directory"),
-        (&["put", ep, "local.txt", "dir"], "is a directory"),
-        (&["put", ep, "local.txt", "nodir/x"], "no such file"),
-        (&["put", ep, "local.txt", "nodir/"], "no such file"),
-        (&["put", ep, "local.txt", "file.txt/x"], "not a directory"),
-        (&["ls", ep, "missing"], "no such file"),
-        (&["ls", ep, "file.txt"], "not a directory"),
-        (&["put", ep, "no-such-local-file"], "no such file"),
-        (&["put", ep, "localdir", "x"], "is a directory"),
+        (&["get", ep, "missing"], "sockit: the server has no file \"missing\""),
+        (&["get", ep, "dir/missing", "x"], "sockit: the server has no file \"dir/missing\""),
+        (&["get", ep, "dir"], "sockit: server: \"dir\" is a directory"),
+        (&["get", ep, "file.txt", "nodir/x"], "sockit: cannot write nodir/x: no such directory"),
+        (&["get", ep, "file.txt", "local.txt/x"], "sockit: cannot write local.txt/x: no such directory"),
+        (&["put", ep, "local.txt", "dir"], "sockit: server: \"dir\" is a directory"),
+        (&["put", ep, "local.txt", "nodir/x"], "sockit: server: \"nodir\": no such file"),
+        (&["put", ep, "local.txt", "nodir/"], "sockit: server: \"nodir\": no such file"),
+        (&["put", ep, "local.txt", "file.txt/x"], "sockit: server: \"file.txt\": not a directory"),
+        (&["ls", ep, "missing"], "sockit: server: \"missing\": no such file"),
+        (&["ls", ep, "file.txt"], "sockit: server: \"file.txt\": not a directory"),
+        (&["put", ep, "no-such-local-file"], "sockit: cannot read no-such-local-file: no such file"),
+        (&["put", ep, "localdir", "x"], "sockit: cannot read localdir: it is a directory"),
     ];
     for (args, needle) in cases {
         let d = run_in(&c, args);
@@ -1070,12 +1082,173 @@ fn a_refused_get_leaves_no_local_partial_file() {
     let ep = server.endpoint.as_str();
     fs::create_dir(p.root().join("dir")).unwrap();
     for remote in ["missing", "dir", "../escape"] {
-        assert_fails(
-            &run_in(&p.client(), &["get", ep, remote, "out"]),
-            &["no such file", "is a directory", "bad path"],
-        );
+        assert_fails(&run_in(&p.client(), &["get", ep, remote, "out"]), &["has no file", "is a directory", "bad path"]);
         assert_eq!(names(&p.client()), Vec::<String>::new(), "after get {remote:?}");
     }
+}
+
+fn mkfifo(path: &Path) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(rc, 0, "mkfifo: {}", std::io::Error::last_os_error());
+}
+
+// `sockit get` used to rename its download over whatever the target was: a FIFO became a regular
+// file, a symbolic link was replaced instead of written through, a read-only file was replaced,
+// all with exit status 0 (and, run as root against /dev/null, destroyed it). Now anything but a
+// writable regular file is refused before data moves, and left exactly as it was.
+#[test]
+fn get_refuses_to_replace_a_fifo_a_socket_a_dangling_link_or_a_read_only_file() {
+    let p = Place::new();
+    let server = p.serve(&[]);
+    let ep = server.endpoint.as_str();
+    let c = p.client();
+    fs::write(p.root().join("small.txt"), b"from the server\n").unwrap();
+    mkfifo(&c.join("fifo"));
+    let _socket = std::os::unix::net::UnixListener::bind(c.join("sock")).unwrap();
+    fs::write(c.join("ro.txt"), b"read-only\n").unwrap();
+    fs::set_permissions(c.join("ro.txt"), fs::Permissions::from_mode(0o444)).unwrap();
+    symlink("nowhere", c.join("dangling")).unwrap();
+    symlink("fifo", c.join("to-fifo")).unwrap();
+    symlink("loop-b", c.join("loop-a")).unwrap();
+    symlink("loop-a", c.join("loop-b")).unwrap();
+    let before = snapshot(&c);
+    let cases: &[(&str, &str)] = &[
+        ("fifo", "cannot write fifo: it is a FIFO, not a regular file"),
+        ("sock", "cannot write sock: it is a socket, not a regular file"),
+        ("ro.txt", "cannot write ro.txt: it is read-only; remove it or choose another name"),
+        ("dangling", "cannot write dangling: it is a symbolic link to nowhere, which does not exist"),
+        ("to-fifo", "cannot write to-fifo: it is a symbolic link to "),
+        ("loop-a", "cannot write loop-a: it is a symbolic link that loops"),
+    ];
+    for (target, message) in cases {
+        let d = run_in(&c, &["get", ep, "small.txt", target]);
+        assert_fails(&d, &[message]);
+        assert_eq!(snapshot(&c), before, "get into {target} changed the client's directory");
+    }
+    assert!(fs::symlink_metadata(c.join("fifo")).unwrap().file_type().is_fifo());
+    assert_file(&c.join("ro.txt"), b"read-only\n");
+    assert_eq!(fs::metadata(c.join("ro.txt")).unwrap().permissions().mode() & 0o777, 0o444);
+    assert_serves(ep, &c, &p.root(), "after-refusals.txt");
+}
+
+// A symbolic link is written through: the file it leads to is replaced in its own directory and
+// the link stays. A replaced file keeps its permission bits (a 0600 secret used to come back
+// 0644, readable by everyone), and its owner when root replaces it. A directory gets the file
+// inside it, as before.
+#[test]
+fn get_writes_through_a_symlink_and_keeps_the_mode_of_the_file_it_replaces() {
+    let p = Place::new();
+    let server = p.serve(&[]);
+    let ep = server.endpoint.as_str();
+    let c = p.client();
+    fs::write(p.root().join("small.txt"), b"from the server\n").unwrap();
+    fs::create_dir(c.join("real")).unwrap();
+    fs::write(c.join("real/target.txt"), b"old\n").unwrap();
+    symlink("real/target.txt", c.join("link")).unwrap();
+    fs::write(c.join("secret.txt"), b"old secret\n").unwrap();
+    fs::set_permissions(c.join("secret.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    if as_root {
+        std::os::unix::fs::chown(c.join("secret.txt"), Some(65534), Some(65534)).unwrap();
+    }
+    fs::create_dir(c.join("into")).unwrap();
+
+    assert_ok(&run_in(&c, &["get", ep, "small.txt", "link"]));
+    assert_eq!(fs::read_link(c.join("link")).unwrap(), Path::new("real/target.txt"), "the link was replaced");
+    assert_file(&c.join("real/target.txt"), b"from the server\n");
+    assert_eq!(names(&c.join("real")), ["target.txt"]);
+
+    assert_ok(&run_in(&c, &["get", ep, "small.txt", "secret.txt"]));
+    assert_file(&c.join("secret.txt"), b"from the server\n");
+    let meta = fs::metadata(c.join("secret.txt")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    if as_root {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "the owner was not kept");
+    }
+
+    assert_ok(&run_in(&c, &["get", ep, "small.txt", "into"]));
+    assert_file(&c.join("into/small.txt"), b"from the server\n");
+    assert_eq!(visible(&c), ["into", "link", "real", "secret.txt"]);
+}
+
+// `-` used to be a file name; now `get REMOTE -` streams to stdout, and `put -` is a usage error
+// (a PUT states the size before the data, so a stream of unknown length cannot be sent).
+#[test]
+fn get_to_dash_writes_stdout_and_put_dash_is_a_usage_error() {
+    let p = Place::new();
+    let server = p.serve(&[]);
+    let ep = server.endpoint.as_str();
+    let c = p.client();
+    let data = random_bytes((3 * MIB + 17) as usize, 7);
+    fs::write(p.root().join("data.bin"), &data).unwrap();
+    fs::write(p.root().join("-"), b"not this").unwrap();
+
+    let d = run_in(&c, &["get", ep, "data.bin", "-"]);
+    assert_ok(&d);
+    assert!(d.stdout == data, "stdout: {} bytes, expected {}", d.stdout.len(), data.len());
+    assert_eq!(names(&c), Vec::<String>::new(), "get to - left a file");
+
+    // A missing file writes nothing and says so.
+    assert_fails(&run_in(&c, &["get", ep, "missing", "-"]), &["the server has no file \"missing\""]);
+
+    // The reader leaves early (`| head -c 10`): a quiet, successful end, as for every command.
+    let mut cmd = client(&c, &["get", ep, "data.bin", "-"]);
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut head = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    assert_eq!(head, data[..10]);
+    let status = wait_bounded(&mut child, LIMIT).expect("get to a closed pipe finished");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!((status.code(), err.as_str()), (Some(0), ""));
+
+    // Usage errors: exit 2, one line, nothing written anywhere.
+    for (args, needle) in [
+        (&["get", ep, "data.bin", "-", "--resume"][..], "--resume"),
+        (&["put", ep, "-"], "./-"),
+        (&["put", ep, "-", "x.bin"], "./-"),
+    ] {
+        let d = run_in(&c, args);
+        assert_eq!(d.code, Some(2), "{args:?}: {}", d.stderr);
+        assert_eq!(d.stderr.lines().count(), 1, "{args:?}: {}", d.stderr);
+        assert!(d.stderr.contains(needle), "{args:?}: {}", d.stderr);
+        assert!(d.stdout.is_empty());
+    }
+    assert_eq!(visible(&p.root()), ["-", "data.bin"]);
+    assert_eq!(names(&c), Vec::<String>::new());
+
+    // `./-` is the file named -, both ways.
+    assert_ok(&run_in(&c, &["get", ep, "-", "./-"]));
+    assert_file(&c.join("-"), b"not this");
+    assert_ok(&run_in(&c, &["put", ep, "./-", "dash-copy"]));
+    assert_file(&p.root().join("dash-copy"), b"not this");
+
+    // Damaged content is found only after it was written out: exit 1, and the message says
+    // that what was written is not the file.
+    let fake = p.path("fake.sock");
+    let fake_server = damaging_server(&fake, b"hello", b"HELLO");
+    let d = run_in(&c, &["get", &format!("unix:{}", s(&fake)), "x.txt", "-"]);
+    fake_server.join().unwrap();
+    assert_eq!(d.code, Some(1), "{}", d.stderr);
+    assert_eq!(d.stdout, b"hello");
+    assert_eq!(d.stderr.lines().count(), 1, "{}", d.stderr);
+    assert!(d.stderr.contains("damaged") && d.stderr.contains("what was written out is not the file"), "{}", d.stderr);
+}
+
+// `sockit put FIFO` used to block in open(2) until something wrote to the FIFO.
+#[test]
+fn put_of_a_fifo_is_refused_at_once() {
+    let p = Place::new();
+    let server = p.serve(&[]);
+    let c = p.client();
+    mkfifo(&c.join("fifo"));
+    let d = run_in(&c, &["put", server.endpoint.as_str(), "fifo"]);
+    assert_fails(&d, &["cannot read fifo: it is a FIFO, not a regular file"]);
+    assert_eq!(names(&p.root()), Vec::<String>::new());
 }
 
 #[test]

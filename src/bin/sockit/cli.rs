@@ -157,10 +157,18 @@ its partial file; --resume continues it after checking that the part already the
 Paths on the server are relative to its --root and cannot leave it. A progress bar shows on a
 terminal.
 
+get replaces only a regular file that has a write bit, keeping its permission bits; through a
+symbolic link it replaces the file the link leads to. A FIFO, socket, device, dangling link or
+read-only file is refused. get REMOTE - writes the file to stdout as it arrives: the hash can
+only be checked at the end, so a damaged or cut transfer is an error (exit 1) after the bytes
+went out, and what was written must then be thrown away. put needs a file, not stdin (the
+server is told the size first). A file named - is ./-.
+
 Examples:
   sockit put 127.0.0.1:7023 big.iso                 stored as big.iso in the server's root
   sockit put 127.0.0.1:7023 big.iso isos/big.iso --resume
   sockit get 127.0.0.1:7023 isos/big.iso /tmp/      saved as /tmp/big.iso
+  sockit get 127.0.0.1:7023 logs/today.log - | grep error
   sockit ls 127.0.0.1:7023 isos
   sockit put tls://host:7023 big.iso --ca server-cert.pem";
 
@@ -732,7 +740,7 @@ pub struct PutArgs {
     /// The files server.
     pub endpoint: String,
 
-    /// The local file to send.
+    /// The local file to send (a file: not - for stdin, as the server needs the size first).
     pub local: PathBuf,
 
     /// Where to store it on the server (default: the local file's name, in the root). A name
@@ -755,7 +763,8 @@ pub struct GetArgs {
     /// The file on the server.
     pub remote: String,
 
-    /// Where to save it (default: its name, in the current directory; a directory: in it).
+    /// Where to save it (default: its name, in the current directory; a directory: in it; -:
+    /// stdout).
     pub local: Option<PathBuf>,
 
     #[command(flatten)]

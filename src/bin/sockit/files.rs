@@ -1,18 +1,20 @@
 //! `sockit put`, `get` and `ls`: the clients of a `files` server.
 
+use std::fs::File;
 use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sockit::files::{FilesClient, Progress, Report};
+use sockit::files::{FilesClient, FilesError, Progress, Report};
 use sockit::fsroot::EntryKind;
 use sockit::render;
 
-use crate::Usage;
 use crate::cli::{ClientAuthArgs, GetArgs, LsArgs, PutArgs};
 use crate::exec::{connect_stream, load_token};
+use crate::{OutputClosed, Usage};
 
 async fn open(endpoint: &str, args: &ClientAuthArgs) -> anyhow::Result<FilesClient> {
     let endpoint = crate::endpoint(endpoint)?;
@@ -78,6 +80,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 pub async fn put(args: PutArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    if args.local.as_os_str() == "-" {
+        // PUT carries the size before the data (PROTOCOL.md section 7), and a resume hashes the
+        // local file's beginning: a stream of unknown length cannot be sent.
+        return Err(Usage(
+            "put sends a file, not standard input: the server needs its size first; save the data \
+             to a file and put that (a file named - is ./-)"
+                .into(),
+        )
+        .into());
+    }
     let local_name = args.local.to_str().and_then(file_name).map(str::to_owned);
     let remote = match (&args.remote, &local_name) {
         (Some(r), Some(n)) if r.ends_with('/') => format!("{r}{n}"),
@@ -102,6 +114,9 @@ pub async fn get(args: GetArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let Some(name) = file_name(&args.remote).map(str::to_owned) else {
         return Err(Usage(format!("'{}' names no file", args.remote)).into());
     };
+    if args.local.as_deref().is_some_and(|l| l.as_os_str() == "-") {
+        return get_to_stdout(args, quiet).await;
+    }
     let local: PathBuf = match &args.local {
         None => PathBuf::from(&name),
         Some(l) if l.is_dir() || l.as_os_str().to_string_lossy().ends_with('/') => l.join(&name),
@@ -114,6 +129,29 @@ pub async fn get(args: GetArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let report = report?;
     bar.finish("saved", &local.display().to_string(), &report);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sockit get ENDPOINT REMOTE -`: the bytes go to stdout as they arrive, so a damaged or cut
+/// transfer can only be told afterwards, on stderr and in the exit status.
+async fn get_to_stdout(args: GetArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    if args.resume {
+        return Err(Usage("--resume continues a partial file; standard output (-) has none".into()).into());
+    }
+    // A duplicate of fd 1 as a File: unbuffered, and movable to the transfer's thread.
+    let mut out = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    let mut client = open(&args.endpoint, &args.auth).await?;
+    let bar = Bar::new(quiet, format!("get {}", args.remote));
+    let remote = args.remote.clone();
+    let (report, bar) = blocking(move || (client.get_to(&remote, &mut out, &mut |p| bar.update(p)), bar)).await?;
+    match report {
+        Ok(report) => {
+            bar.finish("wrote", &format!("{} to stdout", args.remote), &report);
+            Ok(ExitCode::SUCCESS)
+        }
+        // The reader of our output left (`| head`): a quiet end, as for every other command.
+        Err(FilesError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(OutputClosed.into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
