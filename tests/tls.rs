@@ -319,6 +319,22 @@ fn a_plain_client_at_a_tls_or_handshake_server_is_told_what_it_met() {
     }
 }
 
+/// The other way round: a client of sockit's protocols at a TLS server without tls:// waits for
+/// a HELLO while the server waits for a ClientHello. It said only "the handshake did not finish
+/// within 10s"; it now names that likely cause.
+#[test]
+fn a_handshake_client_at_a_tls_server_without_tls_names_the_likely_cause() {
+    let home = Home::new();
+    let srv = TlsServer::start(&home, &["tls://127.0.0.1:0", "upper"]);
+    let plain = format!("127.0.0.1:{}", srv.port());
+    let tok = token_file(home.path());
+    let ran = home.run(&["ls", &plain, "--token-file", s(&tok)], b"");
+    // The server gives up on its handshake after the same 10 s, so either side may stop first.
+    assert_fails(&ran, 1, &["is it a sockit files server?", "(use tls://)"]);
+    let stopped = ["sent no handshake within 10s", "closed the connection without a handshake"];
+    assert!(stopped.iter().any(|s| ran.stderr.contains(s)), "{:?}", ran.stderr);
+}
+
 /// A server that resets the connection in the middle of the handshake (here, on reading the
 /// ClientHello) turned the client away as surely as one that resets at once, and is said so.
 #[test]
