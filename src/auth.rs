@@ -59,6 +59,14 @@ pub enum TokenError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The path names something other than a file: a directory, a socket, a device.
+    #[error("token file {path} is {kind}, not a file")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is ("a directory").
+        kind: &'static str,
+    },
     /// The token is empty.
     #[error("the token {0} is empty")]
     Empty(String),
@@ -80,13 +88,32 @@ impl Token {
         Ok(Token(trimmed.to_vec()))
     }
 
-    /// Reads a token from a file that only its owner may read.
+    /// Reads a token from a file that only its owner may read. A pipe works too (`--token-file
+    /// <(pass show sockit)`); a directory, a socket or a device is refused for what it is.
     pub fn from_file(path: &Path) -> Result<Token, TokenError> {
-        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let shown = path.display().to_string();
         let read_err = |why| TokenError::Read { path: shown.clone(), why };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        let mode = file.metadata().map_err(read_err)?.mode() & 0o777;
+        let not_a_file = |meta: &std::fs::Metadata| {
+            not_a_file(meta.file_type()).map(|kind| TokenError::NotAFile { path: shown.clone(), kind })
+        };
+        // Looked at before it is opened: a socket cannot be opened at all, and a named pipe
+        // would block the open until someone writes to it.
+        if let Some(e) = std::fs::metadata(path).ok().as_ref().and_then(not_a_file) {
+            return Err(e);
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if let Some(e) = not_a_file(&meta) {
+            return Err(e);
+        }
+        // The open did not wait for a writer; the reads do (a pipe with none ends at once).
+        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty()).map_err(|e| read_err(e.into()))?;
+        let mode = meta.mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(TokenError::Exposed { path: shown, mode });
         }
@@ -127,6 +154,19 @@ impl Token {
     fn verify(&self, label: &[u8], service: ServiceKind, sn: &Hash, cn: &Hash, tag: &Hash) -> bool {
         self.mac(label, service, sn, cn).verify_slice(tag).is_ok()
     }
+}
+
+/// What a token file's type makes it, when that is not something to read a token from.
+fn not_a_file(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    [
+        (t.is_dir(), "a directory"),
+        (t.is_socket(), "a socket"),
+        (t.is_char_device(), "a character device"),
+        (t.is_block_device(), "a block device"),
+    ]
+    .into_iter()
+    .find_map(|(is, kind)| is.then_some(kind))
 }
 
 /// A fresh random nonce.
@@ -494,6 +534,39 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(Token::from_file(&path).is_ok());
         assert!(matches!(Token::from_file(&dir.path().join("missing")), Err(TokenError::Read { .. })));
+    }
+
+    /// A directory passed the open and was refused for its mode ("chmod 600 DIR"), a named pipe
+    /// blocked the open until someone wrote to it, and a socket could not be opened.
+    #[test]
+    fn token_files_must_be_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = |path: &Path| match Token::from_file(path) {
+            Err(TokenError::NotAFile { kind, .. }) => kind,
+            other => panic!("{}: {other:?}", path.display()),
+        };
+        assert_eq!(kind(dir.path()), "a directory");
+        assert_eq!(kind(Path::new("/dev/null")), "a character device");
+        let sock = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_eq!(kind(&sock), "a socket");
+        assert_eq!(
+            Token::from_file(dir.path()).unwrap_err().to_string(),
+            format!("token file {} is a directory, not a file", dir.path().display())
+        );
+        // A pipe with nobody writing is an empty token, at once.
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, 0o600.into(), 0).unwrap();
+        assert!(matches!(Token::from_file(&fifo), Err(TokenError::Empty(_))));
+        // A pipe with a writer is read to its end: `--token-file <(command)` gives one.
+        let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&read_end));
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            io::Write::write_all(&mut std::fs::File::from(write_end), b"0123456789abcdef0123\n").unwrap();
+        });
+        assert_eq!(Token::from_file(Path::new(&path)).unwrap().0, b"0123456789abcdef0123");
+        writer.join().unwrap();
     }
 
     /// The MAC is HMAC-SHA256 over the documented bytes (the same vector is in PROTOCOL.md's

@@ -730,3 +730,34 @@ fn a_unix_socket_of_another_type_is_named_with_the_scheme_that_fits() {
         assert_one_line_error(&ran, 1, &[found, hint]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Token files
+
+/// A directory as --token-file was refused for its mode: "token file DIR is readable by other
+/// users (mode 755); run: chmod 600 DIR". A named pipe nobody writes to blocked the open.
+#[test]
+fn a_token_file_that_is_not_a_file_is_named_for_what_it_is() {
+    let dir = support::temp_dir();
+    let d = dir.path().to_str().unwrap().to_owned();
+    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").args(["-m", "600"]).arg(&fifo).status().unwrap().success());
+    let fifo = fifo.to_str().unwrap();
+    for (path, needle) in [(d.as_str(), "is a directory"), ("/dev/null", "is a character device"), (fifo, "is empty")] {
+        let serve = ["serve", "127.0.0.1:0", "exec", "--token-file", path];
+        let ran = run_within(sockit().env_remove(TOKEN_ENV).args(serve), b"", PROMPT).expect("serve gave up at once");
+        assert_one_line_error(&ran, 1, &[needle]);
+        assert!(!ran.stderr.contains("chmod"), "{:?}", ran.stderr);
+        // Every client that takes --token-file, with its own exit code for a failure.
+        for (client, code) in [("exec", 255), ("ls", 1), ("connect", 1)] {
+            let mut args = vec![client, addr.as_str(), "--token-file", path];
+            if client == "exec" {
+                args.extend(["--", "true"]);
+            }
+            let ran = run_within(sockit().env_remove(TOKEN_ENV).args(&args), b"", PROMPT)
+                .unwrap_or_else(|| panic!("{args:?} hung"));
+            assert_one_line_error(&ran, code, &[needle]);
+        }
+    }
+}
