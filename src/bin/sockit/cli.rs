@@ -707,8 +707,14 @@ pub struct ExecArgs {
     /// The exec server.
     pub endpoint: String,
 
+    /// Words before --. They are not taken as the command, as ssh would take them: whether a
+    /// later option (`sockit exec HOST ls -n`) were sockit's or the command's would then depend
+    /// on where it stood. They are caught only to say where the command goes.
+    #[arg(hide = true, value_name = "WORD")]
+    pub stray: Vec<std::ffi::OsString>,
+
     /// The command and its arguments (after --).
-    #[arg(required = true, last = true, value_name = "CMD")]
+    #[arg(required_unless_present = "stray", last = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
 
     #[command(flatten)]
