@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::proto::{self, HASH_LEN, Hash, Msg, ProtoError, ServiceKind, code, read_msg_max, write_msg};
 
@@ -59,6 +59,14 @@ pub enum TokenError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The path names something other than a file: a directory, a socket, a device.
+    #[error("token file {path} is {kind}, not a file")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is ("a directory").
+        kind: &'static str,
+    },
     /// The token is empty.
     #[error("the token {0} is empty")]
     Empty(String),
@@ -80,13 +88,32 @@ impl Token {
         Ok(Token(trimmed.to_vec()))
     }
 
-    /// Reads a token from a file that only its owner may read.
+    /// Reads a token from a file that only its owner may read. A pipe works too (`--token-file
+    /// <(pass show sockit)`); a directory, a socket or a device is refused for what it is.
     pub fn from_file(path: &Path) -> Result<Token, TokenError> {
-        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let shown = path.display().to_string();
         let read_err = |why| TokenError::Read { path: shown.clone(), why };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        let mode = file.metadata().map_err(read_err)?.mode() & 0o777;
+        let not_a_file = |meta: &std::fs::Metadata| {
+            not_a_file(meta.file_type()).map(|kind| TokenError::NotAFile { path: shown.clone(), kind })
+        };
+        // Looked at before it is opened: a socket cannot be opened at all, and a named pipe
+        // would block the open until someone writes to it.
+        if let Some(e) = std::fs::metadata(path).ok().as_ref().and_then(not_a_file) {
+            return Err(e);
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if let Some(e) = not_a_file(&meta) {
+            return Err(e);
+        }
+        // The open did not wait for a writer; the reads do (a pipe with none ends at once).
+        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty()).map_err(|e| read_err(e.into()))?;
+        let mode = meta.mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(TokenError::Exposed { path: shown, mode });
         }
@@ -127,6 +154,19 @@ impl Token {
     fn verify(&self, label: &[u8], service: ServiceKind, sn: &Hash, cn: &Hash, tag: &Hash) -> bool {
         self.mac(label, service, sn, cn).verify_slice(tag).is_ok()
     }
+}
+
+/// What a token file's type makes it, when that is not something to read a token from.
+fn not_a_file(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    [
+        (t.is_dir(), "a directory"),
+        (t.is_socket(), "a socket"),
+        (t.is_char_device(), "a character device"),
+        (t.is_block_device(), "a block device"),
+    ]
+    .into_iter()
+    .find_map(|(is, kind)| is.then_some(kind))
 }
 
 /// A fresh random nonce.
@@ -189,6 +229,35 @@ pub enum HandshakeError {
     /// The handshake took longer than [`HANDSHAKE_DEADLINE`].
     #[error("the handshake did not finish within {}s", HANDSHAKE_DEADLINE.as_secs())]
     Deadline,
+    /// The client heard nothing at all from the server within [`HANDSHAKE_DEADLINE`]: a sockit
+    /// server speaks first, so this is likely a server that waits for its client to.
+    #[error(
+        "the server sent no handshake within {secs}s: is it a sockit {service} server? a plain server such as \
+         echo, or a TLS one (use tls://), waits for the client to speak first",
+        secs = HANDSHAKE_DEADLINE.as_secs()
+    )]
+    Silent {
+        /// The service the client wanted.
+        service: &'static str,
+    },
+    /// The server closed the connection without sending a byte: not a sockit server of this
+    /// kind, or one that gave up waiting for its client to speak (a TLS server does, after 10s).
+    #[error(
+        "the server closed the connection without a handshake: is it a sockit {service} server? a TLS one \
+         (use tls://) closes after waiting for the client to speak first"
+    )]
+    ClosedSilently {
+        /// The service the client wanted.
+        service: &'static str,
+    },
+    /// The server's first bytes cannot begin a `HELLO` or an `ERROR`: it speaks something else.
+    #[error("the server is not a sockit {service} server: it sent \"{sent}\"")]
+    Foreign {
+        /// The service the client wanted.
+        service: &'static str,
+        /// The start of what the server sent, escaped to one line.
+        sent: String,
+    },
 }
 
 impl From<io::Error> for HandshakeError {
@@ -200,6 +269,107 @@ impl From<io::Error> for HandshakeError {
 /// The largest message of the handshake (an `ERROR` with a long reason); a stranger cannot make
 /// the server hold more than this before it is authenticated.
 const HANDSHAKE_MESSAGE: usize = 1024;
+
+/// The length of a `HELLO` frame's payload: type, version, service, auth and the nonce.
+const HELLO_LEN: usize = 4 + HASH_LEN;
+
+/// Whether `head`, the first bytes a server sent (up to five: the length and the type), can
+/// begin the frame a sockit server opens with: a `HELLO`, or an `ERROR` of at most
+/// [`HANDSHAKE_MESSAGE`] bytes that turns the client away.
+fn may_begin_handshake(head: &[u8]) -> bool {
+    let max = (HANDSHAKE_MESSAGE as u32).to_be_bytes();
+    // Byte by byte, the length can still be at most the limit.
+    let len_fits = head.iter().take(4).zip(max).try_fold(false, |below, (&b, m)| match below || b < m {
+        true => Some(true),
+        false => (b == m).then_some(false),
+    });
+    if len_fits.is_none() {
+        return false;
+    }
+    let Some(header) = head.first_chunk::<4>() else { return true };
+    let len = u32::from_be_bytes(*header) as usize;
+    match head.get(4) {
+        None => len >= 2,
+        Some(&kind) => (kind == proto::kind::HELLO && len == HELLO_LEN) || (kind == proto::kind::ERROR && len >= 2),
+    }
+}
+
+/// How much of a foreign server's first bytes an error shows, and how long the client waits for
+/// them to arrive after the few that gave it away.
+const PREVIEW: usize = 48;
+const PREVIEW_WAIT: Duration = Duration::from_millis(200);
+
+/// The first line of what a foreign server sent, starting with `head` and followed by whatever
+/// arrives within [`PREVIEW_WAIT`], escaped and cut to [`PREVIEW`] bytes (`…` marks a cut).
+async fn preview<R: AsyncRead + Unpin>(r: &mut R, head: &[u8]) -> String {
+    let mut seen = head.to_vec();
+    seen.resize(PREVIEW + 1, 0);
+    let mut have = head.len();
+    let more = async {
+        while have < seen.len() && !seen[..have].contains(&b'\n') {
+            match r.read(&mut seen[have..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => have += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(PREVIEW_WAIT, more).await;
+    let seen = &seen[..have];
+    let line_end = seen.iter().position(|&b| b == b'\n');
+    let line = &seen[..line_end.unwrap_or(seen.len())];
+    let mut shown = &line[..line.len().min(PREVIEW)];
+    let cut = shown.len() < line.len() || line_end.is_some_and(|end| end + 1 < seen.len());
+    if cut
+        && let Err(e) = std::str::from_utf8(shown)
+        && e.error_len().is_none()
+    {
+        // Cut inside a character: show none of it rather than its first bytes as escapes.
+        shown = &shown[..e.valid_up_to()];
+    }
+    let text = crate::render::escaped_line(shown);
+    if cut { text + "…" } else { text }
+}
+
+/// Reads the server's first message, which a sockit server sends unasked. Its bytes are checked
+/// as they arrive, so that a server of another kind (a chat banner, a program's output) is named
+/// at once by what it sent, rather than read as a length prefix. `heard` is set once any byte
+/// came, so that a deadline can tell a silent server from a slow handshake.
+async fn first<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    service: ServiceKind,
+    heard: &std::cell::Cell<bool>,
+) -> Result<Msg, HandshakeError> {
+    let mut head = [0u8; 5];
+    let mut got = 0;
+    while got < head.len() {
+        let n = r.read(&mut head[got..]).await?;
+        if n == 0 {
+            return Err(if got == 0 {
+                HandshakeError::ClosedSilently { service: service.name() }
+            } else {
+                ProtoError::Truncated.into()
+            });
+        }
+        heard.set(true);
+        got += n;
+        if !may_begin_handshake(&head[..got]) {
+            let sent = preview(r, &head[..got]).await;
+            return Err(HandshakeError::Foreign { service: service.name(), sent });
+        }
+    }
+    let len = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    buf.clear();
+    buf.push(head[4]);
+    r.take(len as u64 - 1).read_to_end(buf).await?;
+    if buf.len() < len {
+        return Err(ProtoError::Truncated.into());
+    }
+    match Msg::decode(buf)? {
+        Msg::Error { message, .. } => Err(HandshakeError::Refused(message)),
+        m => Ok(m),
+    }
+}
 
 async fn next<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<Msg, HandshakeError> {
     match read_msg_max(r, buf, HANDSHAKE_MESSAGE).await? {
@@ -272,9 +442,10 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     token: Option<&Token>,
     server_uid: Option<u32>,
 ) -> Result<(), HandshakeError> {
+    let heard = std::cell::Cell::new(false);
     let work = async {
         let mut buf = Vec::new();
-        let (server_nonce, auth) = match next(stream, &mut buf).await? {
+        let (server_nonce, auth) = match first(stream, &mut buf, service, &heard).await? {
             Msg::Hello { version, service: theirs, auth, nonce } => {
                 if version != proto::VERSION {
                     return Err(HandshakeError::Mismatch(format!(
@@ -328,13 +499,18 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => Err(e),
         }
     };
-    tokio::time::timeout(HANDSHAKE_DEADLINE, work).await.unwrap_or(Err(HandshakeError::Deadline))
+    match tokio::time::timeout(HANDSHAKE_DEADLINE, work).await {
+        Ok(done) => done,
+        Err(_) if !heard.get() => Err(HandshakeError::Silent { service: service.name() }),
+        Err(_) => Err(HandshakeError::Deadline),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::read_msg;
+    use bytes::BytesMut;
 
     fn token(s: &str) -> Token {
         Token::new(s.as_bytes(), "test").unwrap()
@@ -358,6 +534,39 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(Token::from_file(&path).is_ok());
         assert!(matches!(Token::from_file(&dir.path().join("missing")), Err(TokenError::Read { .. })));
+    }
+
+    /// A directory passed the open and was refused for its mode ("chmod 600 DIR"), a named pipe
+    /// blocked the open until someone wrote to it, and a socket could not be opened.
+    #[test]
+    fn token_files_must_be_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = |path: &Path| match Token::from_file(path) {
+            Err(TokenError::NotAFile { kind, .. }) => kind,
+            other => panic!("{}: {other:?}", path.display()),
+        };
+        assert_eq!(kind(dir.path()), "a directory");
+        assert_eq!(kind(Path::new("/dev/null")), "a character device");
+        let sock = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_eq!(kind(&sock), "a socket");
+        assert_eq!(
+            Token::from_file(dir.path()).unwrap_err().to_string(),
+            format!("token file {} is a directory, not a file", dir.path().display())
+        );
+        // A pipe with nobody writing is an empty token, at once.
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, 0o600.into(), 0).unwrap();
+        assert!(matches!(Token::from_file(&fifo), Err(TokenError::Empty(_))));
+        // A pipe with a writer is read to its end: `--token-file <(command)` gives one.
+        let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&read_end));
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            io::Write::write_all(&mut std::fs::File::from(write_end), b"0123456789abcdef0123\n").unwrap();
+        });
+        assert_eq!(Token::from_file(Path::new(&path)).unwrap().0, b"0123456789abcdef0123");
+        writer.join().unwrap();
     }
 
     /// The MAC is HMAC-SHA256 over the documented bytes (the same vector is in PROTOCOL.md's
@@ -520,6 +729,86 @@ mod tests {
         );
         assert!(matches!(s, Err(HandshakeError::Denied(_))));
         assert!(c.is_err());
+    }
+
+    #[test]
+    fn only_a_hello_or_an_error_may_begin_a_handshake() {
+        let mut hello = BytesMut::new();
+        Msg::Hello { version: 1, service: ServiceKind::Exec, auth: true, nonce: [7; 32] }.encode(&mut hello);
+        let mut error = BytesMut::new();
+        Msg::error(code::FAILED, "server busy").encode(&mut error);
+        let table: [(&[u8], bool); 12] = [
+            (&hello[..5], true),
+            (&error[..5], true),
+            (&[0, 0, 4, 0, proto::kind::ERROR], true),
+            (&[0, 0, 4, 1], false),
+            (&[0, 0, 5], false),
+            (&[0, 1], false),
+            (&[0, 0, 0, 1], false),
+            (&[0, 0, 0, 36, proto::kind::WELCOME], false),
+            (&[0, 0, 0, 37, proto::kind::HELLO], false),
+            (b"*", false),
+            (b"* we", false),
+            (b"\x16\x03\x01", false),
+        ];
+        for (first, may) in table {
+            assert_eq!(may_begin_handshake(first), may, "{first:?}");
+            if may {
+                for end in 1..first.len() {
+                    assert!(may_begin_handshake(&first[..end]), "{:?}", &first[..end]);
+                }
+            }
+        }
+    }
+
+    /// What a client says when the server's first bytes are not sockit's: the server's first
+    /// line, escaped and cut, rather than a length read from its text.
+    #[tokio::test]
+    async fn a_server_that_speaks_first_in_another_protocol_is_named_at_once() {
+        let t = token("0123456789abcdef");
+        // Cut at 48 bytes, inside the 24th two-byte character: none of that one is shown.
+        let (long, long_shown) = (format!("a{}", "ÿ".repeat(30)), format!("a{}…", "ÿ".repeat(23)));
+        let table: [(&[u8], &str); 6] = [
+            (
+                b"* welcome, guest1. /nick NAME renames you, /who lists who is here\n",
+                "* welcome, guest1. /nick NAME renames you, /who …",
+            ),
+            (b"hi\n", "hi"),
+            (b"hi\nmore\n", "hi…"),
+            (b"\x1b[2Jgotcha", "\\u{1b}[2Jgotcha"),
+            (b"\x00\x00\x10\x00binary", "\\u{0}\\u{0}\\u{10}\\u{0}binary"),
+            (long.as_bytes(), &long_shown),
+        ];
+        for (sent, shown) in table {
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            tokio::io::AsyncWriteExt::write_all(&mut a, sent).await.unwrap();
+            let e = client_handshake(&mut b, ServiceKind::Files, Some(&t), None).await.unwrap_err();
+            assert!(matches!(&e, HandshakeError::Foreign { service: "files", sent } if sent == shown), "{e:?}");
+            assert_eq!(e.to_string(), format!("the server is not a sockit files server: it sent \"{shown}\""));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_told_from_a_slow_handshake() {
+        let t = token("0123456789abcdef");
+        let (_a, mut b) = tokio::io::duplex(4096);
+        let e = client_handshake(&mut b, ServiceKind::Exec, Some(&t), None).await.unwrap_err();
+        assert!(matches!(e, HandshakeError::Silent { service: "exec" }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("sent no handshake within 10s") && text.contains("use tls://"), "{text}");
+        // Half a HELLO, then nothing: a sockit server that stalled, not another kind.
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let mut hello = BytesMut::new();
+        Msg::Hello { version: 1, service: ServiceKind::Exec, auth: true, nonce: [7; 32] }.encode(&mut hello);
+        tokio::io::AsyncWriteExt::write_all(&mut a, &hello[..10]).await.unwrap();
+        let e = client_handshake(&mut b, ServiceKind::Exec, Some(&t), None).await.unwrap_err();
+        assert!(matches!(e, HandshakeError::Deadline), "{e:?}");
+        // A close before any byte is said as such, with the same question.
+        let (a, mut b) = tokio::io::duplex(4096);
+        drop(a);
+        let e = client_handshake(&mut b, ServiceKind::Files, Some(&t), None).await.unwrap_err();
+        assert!(matches!(e, HandshakeError::ClosedSilently { service: "files" }), "{e:?}");
+        assert!(e.to_string().contains("is it a sockit files server?"), "{e}");
     }
 
     #[tokio::test]

@@ -384,14 +384,36 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Why there is no default place for the self-signed certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum NoStore {
+    /// Neither `XDG_CONFIG_HOME` (absolute) nor `HOME` is set.
+    #[error("neither HOME nor XDG_CONFIG_HOME is set")]
+    Unset,
+    /// The variable names no directory. It is not made: a home directory that does not exist
+    /// (`HOME=/nonexistent`, as for system users) is not sockit's to create.
+    #[error("{var} is {}, which is not a directory", .path.display())]
+    NotADirectory {
+        /// `XDG_CONFIG_HOME` or `HOME`.
+        var: &'static str,
+        /// What it names.
+        path: PathBuf,
+    },
+}
+
 /// The default place for the self-signed certificate: `$XDG_CONFIG_HOME/sockit/tls`, else
-/// `$HOME/.config/sockit/tls`; `None` when neither variable is set.
-pub fn default_store() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(x) if Path::new(&x).is_absolute() => PathBuf::from(x),
-        _ => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".config"),
+/// `$HOME/.config/sockit/tls`. The directory the variable names must exist; what is below it is
+/// made by [`self_signed`].
+pub fn default_store() -> Result<PathBuf, NoStore> {
+    let (var, base) = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(x) if Path::new(&x).is_absolute() => ("XDG_CONFIG_HOME", PathBuf::from(x)),
+        _ => ("HOME", PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or(NoStore::Unset)?)),
     };
-    Some(base.join("sockit").join("tls"))
+    if !base.is_dir() {
+        return Err(NoStore::NotADirectory { var, path: base });
+    }
+    let base = if var == "HOME" { base.join(".config") } else { base };
+    Ok(base.join("sockit").join("tls"))
 }
 
 /// This machine's host name, if it has one.

@@ -748,3 +748,72 @@ fn a_unix_socket_of_another_type_is_named_with_the_scheme_that_fits() {
         assert_one_line_error(&ran, 1, &[found, hint]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// exec's command and token files
+
+/// `sockit exec HOST -- ""` went to the server, which answered with a protocol error ("malformed
+/// message: EXEC without a command") and exit 255; it is a usage error, told before connecting
+/// (to a port nobody listens on here, so a connection would fail otherwise).
+#[test]
+fn an_empty_exec_command_is_a_usage_error_before_connecting() {
+    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    for (words, needle) in [
+        (&[""][..], "the command is empty"),
+        (&["", "x"][..], "the first word after --, is empty"),
+        (&["--shell", "--", " "][..], "the command is empty"),
+    ] {
+        let mut args = vec!["exec", addr.as_str()];
+        if words[0] != "--shell" {
+            args.push("--");
+        }
+        args.extend_from_slice(words);
+        let ran = run(sockit().env_remove(TOKEN_ENV).args(&args), b"");
+        assert_one_line_error(&ran, 2, &[needle]);
+    }
+}
+
+/// A command without `--` was clap's bare "unexpected argument 'true'"; it is told where the
+/// command goes, as `serve … spawn cat` is. It is not taken as the command: options after it
+/// would then be the command's, where a user of `sockit exec HOST ls --timeout 5s` means them.
+#[test]
+fn an_exec_command_without_the_double_dash_is_told_where_it_goes() {
+    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let ran = sockit_run(&["exec", &addr, "--token-file", "/nonexistent", "true"], b"");
+    assert_one_line_error(&ran, 2, &["the command goes after --", "-- true"]);
+    let ran = sockit_run(&["exec", &addr, "ls", "-n", "--", "/tmp dir"], b"");
+    assert_one_line_error(&ran, 2, &["the command goes after --", "-- ls '/tmp dir'"]);
+    // With no command at all, the parser says what is missing, as before.
+    let ran = sockit_run(&["exec", &addr], b"");
+    assert_eq!(ran.code, Some(2), "{:?}", ran.stderr);
+    assert!(ran.stderr.starts_with("error: the following required arguments were not provided:\n  <CMD>..."));
+    assert!(ran.stderr.contains("Usage: sockit exec <ENDPOINT> -- <CMD>..."), "{:?}", ran.stderr);
+}
+
+/// A directory as --token-file was refused for its mode: "token file DIR is readable by other
+/// users (mode 755); run: chmod 600 DIR". A named pipe nobody writes to blocked the open.
+#[test]
+fn a_token_file_that_is_not_a_file_is_named_for_what_it_is() {
+    let dir = support::temp_dir();
+    let d = dir.path().to_str().unwrap().to_owned();
+    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").args(["-m", "600"]).arg(&fifo).status().unwrap().success());
+    let fifo = fifo.to_str().unwrap();
+    for (path, needle) in [(d.as_str(), "is a directory"), ("/dev/null", "is a character device"), (fifo, "is empty")] {
+        let serve = ["serve", "127.0.0.1:0", "exec", "--token-file", path];
+        let ran = run_within(sockit().env_remove(TOKEN_ENV).args(serve), b"", PROMPT).expect("serve gave up at once");
+        assert_one_line_error(&ran, 1, &[needle]);
+        assert!(!ran.stderr.contains("chmod"), "{:?}", ran.stderr);
+        // Every client that takes --token-file, with its own exit code for a failure.
+        for (client, code) in [("exec", 255), ("ls", 1), ("connect", 1)] {
+            let mut args = vec![client, addr.as_str(), "--token-file", path];
+            if client == "exec" {
+                args.extend(["--", "true"]);
+            }
+            let ran = run_within(sockit().env_remove(TOKEN_ENV).args(&args), b"", PROMPT)
+                .unwrap_or_else(|| panic!("{args:?} hung"));
+            assert_one_line_error(&ran, code, &[needle]);
+        }
+    }
+}

@@ -1148,6 +1148,54 @@ fn output_left_when_the_command_exits_arrives_whole_for_a_slow_reader() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// The clients of sockit's protocols at a server of another kind: a chat server's welcome was
+/// read as a length ("a 706770789-byte message exceeds the 1048576-byte limit"); an echo server,
+/// which waits for its client as the client waits for its HELLO, gave "the handshake did not
+/// finish within 10s" after ten seconds, with no word of why. Each kind of client, each with its
+/// own exit status for a failed connection (255 for exec, as ssh; 1 for the files clients).
+#[test]
+fn a_client_at_a_server_of_another_kind_says_what_it_met() {
+    let dir = temp_dir();
+    let token = write_token(dir.path(), "token", &fresh_token(), 0o600);
+    let clients = |addr: &str| -> Vec<(Vec<String>, i32)> {
+        let t = s(&token);
+        [
+            (vec!["exec", addr, "--token-file", t, "--", "true"], 255),
+            (vec!["shell", addr, "--token-file", t], 255),
+            (vec!["ls", addr, "--token-file", t], 1),
+            (vec!["get", addr, "--token-file", t, "file", s(&dir.path().join("got"))], 1),
+        ]
+        .into_iter()
+        .map(|(args, code)| (args.into_iter().map(String::from).collect(), code))
+        .collect()
+    };
+    // A server that speaks first is named at once, by its first line.
+    let chat = Server::start(&["127.0.0.1:0", "chat"]);
+    for (args, code) in clients(&chat.addr()) {
+        let started = Instant::now();
+        let ran = run(sockit().env_remove(TOKEN_ENV).args(&args), b"");
+        assert_fails(&ran, code, &["is not a sockit", "it sent \"* welcome, guest"]);
+        assert!(ran.stderr.contains(if args[0] == "ls" || args[0] == "get" { "files server" } else { "exec server" }));
+        assert!(started.elapsed() < PROMPT, "{args:?} took {:?}", started.elapsed());
+    }
+    // One that waits for its client is named when the deadline passes; all at once, so that the
+    // test waits ten seconds, not forty.
+    let echo = Server::start(&["127.0.0.1:0", "echo"]);
+    let waiting: Vec<_> = clients(&echo.addr())
+        .into_iter()
+        .map(|(args, code)| {
+            let started = Instant::now();
+            std::thread::spawn(move || (run(sockit().env_remove(TOKEN_ENV).args(&args), b""), code, started.elapsed()))
+        })
+        .collect();
+    for w in waiting {
+        let (ran, code, took) = w.join().unwrap();
+        assert_fails(&ran, code, &["sent no handshake within 10s", "a plain server such as echo", "use tls://"]);
+        assert!(took >= Duration::from_secs(9) && took < LIMIT, "{took:?}");
+    }
+    assert!(!dir.path().join("got").exists());
+}
+
 /// A server at its --max-conns limit tells an exec client so, in a message it can read.
 #[test]
 fn a_busy_server_refuses_with_a_readable_error() {

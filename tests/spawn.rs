@@ -282,6 +282,12 @@ fn a_client_that_handshakes_with_a_server_that_takes_none_gets_a_hint() {
     let token = write_token(dir.path(), "token", &fresh_token(), 0o600);
     let r = run(sockit().env_remove(TOKEN_ENV).args(["connect", &srv.endpoint(), "--token-file", s(&token)]), b"");
     assert_fails(&r, 1, &["without a token takes no handshake"]);
+    // What it sent is shown, not taken for the length of a message.
+    assert!(
+        r.stderr.contains("not a sockit spawn server: it sent \"not a HELLO, a program's output\""),
+        "{:?}",
+        r.stderr
+    );
 }
 
 /// `setpriv` running `nc -U -N PATH` as nobody, or `None` (with the reason printed) when this

@@ -319,6 +319,49 @@ fn a_plain_client_at_a_tls_or_handshake_server_is_told_what_it_met() {
     }
 }
 
+/// The other way round: a client of sockit's protocols at a TLS server without tls:// waits for
+/// a HELLO while the server waits for a ClientHello. It said only "the handshake did not finish
+/// within 10s"; it now names that likely cause.
+#[test]
+fn a_handshake_client_at_a_tls_server_without_tls_names_the_likely_cause() {
+    let home = Home::new();
+    let srv = TlsServer::start(&home, &["tls://127.0.0.1:0", "upper"]);
+    let plain = format!("127.0.0.1:{}", srv.port());
+    let tok = token_file(home.path());
+    let ran = home.run(&["ls", &plain, "--token-file", s(&tok)], b"");
+    // The server gives up on its handshake after the same 10 s, so either side may stop first.
+    assert_fails(&ran, 1, &["is it a sockit files server?", "(use tls://)"]);
+    let stopped = ["sent no handshake within 10s", "closed the connection without a handshake"];
+    assert!(stopped.iter().any(|s| ran.stderr.contains(s)), "{:?}", ran.stderr);
+}
+
+/// With HOME naming no directory (`HOME=/nonexistent`, as for system users), a server made
+/// `/nonexistent/.config/sockit/tls/` to keep its certificate in, as root. The directory a
+/// variable names must exist; only what is below it is made.
+#[test]
+fn a_home_that_does_not_exist_is_not_made_for_the_certificate() {
+    let home = Home::new();
+    let missing = home.path().join("nonexistent");
+    let file = home.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    for base in [&missing, &file] {
+        let mut cmd = home.cmd(&["serve", "tls://127.0.0.1:0", "echo"]);
+        cmd.env("HOME", base);
+        let ran = run(&mut cmd, b"");
+        assert_fails(&ran, 2, &[&format!("HOME is {}, which is not a directory", s(base)), "--cert FILE --key FILE"]);
+        assert!(ran.stderr.contains("XDG_CONFIG_HOME"), "{:?}", ran.stderr);
+    }
+    let mut cmd = home.cmd(&["serve", "tls://127.0.0.1:0", "echo"]);
+    cmd.env("XDG_CONFIG_HOME", &missing);
+    let ran = run(&mut cmd, b"");
+    assert_fails(&ran, 2, &[&format!("XDG_CONFIG_HOME is {}, which is not a directory", s(&missing))]);
+    assert!(!missing.exists(), "{} was made", missing.display());
+    // Under a HOME that exists, ~/.config and what is below it are made as before.
+    assert!(!home.path().join(".config").exists());
+    let srv = TlsServer::start(&home, &["tls://127.0.0.1:0", "echo"]);
+    assert!(srv.line.contains(s(&home.cert())), "{}", srv.line);
+}
+
 /// A server that resets the connection in the middle of the handshake (here, on reading the
 /// ClientHello) turned the client away as surely as one that resets at once, and is said so.
 #[test]

@@ -126,7 +126,8 @@ and not even an error when stderr is that socket (the exit code tells).
 
 TLS: on a tls:// endpoint, --cert FILE --key FILE (PEM) give the certificate; without them a
 self-signed one is made on first use and kept in $XDG_CONFIG_HOME/sockit/tls (or
-~/.config/sockit/tls). Its SHA-256 fingerprint is printed at start, for clients to check:
+~/.config/sockit/tls; that directory or the home must exist). Its SHA-256 fingerprint is
+printed at start, for clients to check:
   sockit serve tls://:7443 echo              prints: sockit: TLS certificate sha256:AB:CD:…
   sockit connect tls://HOST:7443 --pin sha256:AB:CD:…
 
@@ -715,8 +716,14 @@ pub struct ExecArgs {
     /// The exec server.
     pub endpoint: String,
 
+    /// Words before --. They are not taken as the command, as ssh would take them: whether a
+    /// later option (`sockit exec HOST ls -n`) were sockit's or the command's would then depend
+    /// on where it stood. They are caught only to say where the command goes.
+    #[arg(hide = true, value_name = "WORD")]
+    pub stray: Vec<std::ffi::OsString>,
+
     /// The command and its arguments (after --).
-    #[arg(required = true, last = true, value_name = "CMD")]
+    #[arg(required_unless_present = "stray", last = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
 
     #[command(flatten)]

@@ -97,9 +97,15 @@ async fn open(endpoint: &Endpoint, args: &ClientArgs, token: Option<&Token>) -> 
     if let Err(e) = sockit::spawn::authenticate(&mut stream, token).await {
         // A server that never says HELLO is likely a spawn server without a token, whose program
         // speaks (or closes) first.
-        let no_hello =
-            matches!(e, HandshakeError::Deadline | HandshakeError::Closed | HandshakeError::Unexpected { .. })
-                || matches!(&e, HandshakeError::Proto(p) if !matches!(p, ProtoError::Io(_)));
+        let no_hello = matches!(
+            e,
+            HandshakeError::Deadline
+                | HandshakeError::Silent { .. }
+                | HandshakeError::ClosedSilently { .. }
+                | HandshakeError::Foreign { .. }
+                | HandshakeError::Closed
+                | HandshakeError::Unexpected { .. }
+        ) || matches!(&e, HandshakeError::Proto(p) if !matches!(p, ProtoError::Io(_)));
         let hint = if no_hello {
             " (hint: a spawn server without a token takes no handshake; leave --token-file and --auth out)"
         } else {

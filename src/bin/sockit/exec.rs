@@ -75,10 +75,34 @@ fn forward_interrupts(leave_on_second: bool) -> mpsc::Receiver<u8> {
     rx
 }
 
+/// The argv to send for `exec`'s words: the command as given, or `sh -c` and the words joined.
+/// Words before `--` and an empty command are usage errors, told here rather than by the server.
+fn command_line(args: &ExecArgs) -> Result<Vec<Vec<u8>>, Usage> {
+    if !args.stray.is_empty() {
+        let words: Vec<_> = args.stray.iter().chain(&args.command).map(|w| w.to_string_lossy()).collect();
+        return Err(Usage(format!(
+            "the command goes after --: sockit exec ENDPOINT [OPTIONS] -- {}",
+            shlex::try_join(words.iter().map(|w| w.as_ref())).unwrap_or_else(|_| words.join(" "))
+        )));
+    }
+    let words: Vec<Vec<u8>> = args.command.iter().map(|a| a.as_bytes().to_vec()).collect();
+    if args.shell {
+        let line = words.join(&b' ');
+        if line.trim_ascii().is_empty() {
+            return Err(Usage("the command is empty".into()));
+        }
+        return Ok(vec![b"sh".to_vec(), b"-c".to_vec(), line]);
+    }
+    match words.first() {
+        Some(name) if !name.is_empty() => Ok(words),
+        _ if words.len() > 1 => Err(Usage("the command's name, the first word after --, is empty".into())),
+        _ => Err(Usage("the command is empty".into())),
+    }
+}
+
 pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let endpoint = crate::endpoint(&args.endpoint)?;
-    let words: Vec<Vec<u8>> = args.command.iter().map(|a| a.as_bytes().to_vec()).collect();
-    let argv = if args.shell { vec![b"sh".to_vec(), b"-c".to_vec(), words.join(&b' ')] } else { words };
+    let argv = command_line(&args)?;
     let mut client = match open(&endpoint, &args.auth).await? {
         Ok(c) => c,
         Err(code) => return Ok(code),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use sockit::endpoint::Endpoint;
-use sockit::tls::{ClientTls, ServerTls, TlsError, Trust};
+use sockit::tls::{ClientTls, NoStore, ServerTls, TlsError, Trust};
 
 use crate::Usage;
 use crate::cli::{TlsClientArgs, TlsServerArgs};
@@ -26,13 +26,16 @@ pub fn server(args: &TlsServerArgs, endpoint: &Endpoint) -> anyhow::Result<Optio
         let line = format!("sockit: TLS certificate {} ({})", tls.fingerprint(), cert.display());
         return Ok(Some((tls, line)));
     }
-    let Some(dir) = sockit::tls::default_store() else {
-        return Err(Usage(
-            "no place to keep a self-signed certificate: set HOME (or XDG_CONFIG_HOME), or give --cert FILE --key FILE"
-                .into(),
-        )
-        .into());
-    };
+    let dir = sockit::tls::default_store().map_err(|e| {
+        let fix = match &e {
+            NoStore::Unset => "set HOME (or XDG_CONFIG_HOME), or give --cert FILE --key FILE",
+            NoStore::NotADirectory { var: "HOME", .. } => {
+                "give --cert FILE --key FILE (or set XDG_CONFIG_HOME to a directory)"
+            }
+            NoStore::NotADirectory { .. } => "make it, or give --cert FILE --key FILE",
+        };
+        Usage(format!("no place to keep a self-signed certificate: {e}; {fix}"))
+    })?;
     let made = sockit::tls::self_signed(&dir, sockit::tls::host_name().as_deref())?;
     let new = if made.created { "new, " } else { "" };
     let line =
