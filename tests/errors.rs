@@ -259,7 +259,7 @@ fn a_relay_to_its_own_address_is_a_usage_error() {
 
 #[test]
 fn bad_mode_is_a_usage_error() {
-    for mode in ["999", "rw-r--r--", "77777"] {
+    for mode in ["999", "rw-r--r--", "77777", "7777", "1777"] {
         let ran = sockit_run(&["serve", "unix:/tmp/never-made.sock", "--mode", mode], b"");
         assert_parser_usage_error(&ran, &["octal file mode"]);
     }

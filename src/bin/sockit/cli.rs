@@ -979,10 +979,11 @@ fn parse_state(s: &str) -> Result<sockit::diag::TcpState, String> {
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
+    // Permission bits only: setuid, setgid and sticky mean nothing on a socket file.
     u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("'{s}' is not an octal file mode like 600 or 660"))
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("'{s}' is not an octal file mode from 000 to 777, like 600 or 660"))
 }
 
 #[cfg(test)]
