@@ -131,7 +131,8 @@ impl TrafficLog {
     }
 
     fn data(&self, session: u64, dir: Direction, data: &[u8]) {
-        let head = format!("{} #{session} {} {} bytes", Self::now(), dir.arrow(), data.len());
+        let s = if data.len() == 1 { "" } else { "s" };
+        let head = format!("{} #{session} {} {} byte{s}", Self::now(), dir.arrow(), data.len());
         if self.hex {
             self.write(&format!("{head}\n{}", render::hex_dump(data)));
         } else {

@@ -257,6 +257,18 @@ fn a_relay_to_its_own_address_is_a_usage_error() {
     assert!(!dir.path().join("r.sock").exists(), "the socket file is removed");
 }
 
+/// A relay to port 0 started and then failed every client; `--jitter` alone showed "delay 0s
+/// ± 50ms".
+#[test]
+fn a_relay_to_port_0_or_with_jitter_alone_is_a_usage_error() {
+    let ran = sockit_run(&["relay", "127.0.0.1:0", "127.0.0.1:0"], b"");
+    assert_one_line_error(&ran, 2, &["a relay's target needs its port"]);
+    let ran = sockit_run(&["relay", "127.0.0.1:0", "127.0.0.1:9", "--jitter", "50"], b"");
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(ran.stderr.starts_with("error: the following required arguments were not provided"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--delay <MS>"), "{}", ran.stderr);
+}
+
 #[test]
 fn bad_mode_is_a_usage_error() {
     for mode in ["999", "rw-r--r--", "77777", "7777", "1777"] {
@@ -331,7 +343,9 @@ fn bad_states_options_are_usage_errors() {
     for (args, needle) in [
         (&["states", "--port", "70000"][..], "70000"),
         (&["states", "--port", "0"][..], "0"),
-        (&["states", "--port", "http"][..], "http"),
+        (&["states", "--port", "http"][..], "'http' is not a port number from 1 to 65535"),
+        (&["states", "--port", "-1"][..], "'-1' is not a port number"),
+        (&["ping", "-c", "99999999999999999999", "127.0.0.1"][..], "too large a count"),
         (&["states", "--listening", "--state", "listen"][..], "--state"),
         (&["states", "--json", "--watch"][..], "--watch"),
     ] {

@@ -330,7 +330,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct StatesArgs {
     /// Only sockets whose local or peer port is PORT.
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "PORT", value_parser = parse_port, allow_hyphen_values = true)]
     pub port: Option<u16>,
 
     /// Only sockets in this state (repeatable).
@@ -487,7 +487,7 @@ pub struct RelayArgs {
     pub delay: Option<Duration>,
 
     /// Vary the delay by up to this much either way.
-    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    #[arg(long, value_name = "MS", value_parser = parse_millis, requires = "delay")]
     pub jitter: Option<Duration>,
 
     /// At most this many bytes per second in each direction (e.g. 100K).
@@ -960,7 +960,21 @@ fn parse_cidr(s: &str) -> Result<sockit::acl::Cidr, String> {
 
 /// Parses ping's count: a whole number from 1.
 fn parse_ping_count(s: &str) -> Result<u64, String> {
-    s.trim().parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| format!("'{s}' is not a count of 1 or more"))
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+            Err(format!("'{s}' is too large a count (at most {})", u64::MAX))
+        }
+        _ => Err(format!("'{s}' is not a count of 1 or more")),
+    }
+}
+
+/// Parses a port number for a filter: 1 to 65535.
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(p) if p >= 1 => Ok(p),
+        _ => Err(format!("'{s}' is not a port number from 1 to 65535")),
+    }
 }
 
 /// Parses ping's payload size: 0 to 65527 bytes (what fits in an IPv6 packet; the IPv4 limit,

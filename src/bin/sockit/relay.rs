@@ -33,6 +33,10 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
             );
         }
     };
+    // Checked at start, not at each client's connect: every client would fail.
+    if let Endpoint::Ip { port: 0, .. } = to {
+        return Err(Usage(format!("{to}: a relay's target needs its port; port 0 cannot be connected to")).into());
+    }
     let datagrams = check_styles(&from, &to)?;
     let faults = faults(&args)?;
     if datagrams && let Some(name) = faults.stream_only() {

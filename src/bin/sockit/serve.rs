@@ -602,7 +602,8 @@ impl MessageSink for StdoutSink {
         }
         let when = humantime::format_rfc3339_millis(at);
         let text = if self.hex {
-            format!("{when} {peer} {} bytes\n{}", data.len(), render::hex_dump(data))
+            let s = if data.len() == 1 { "" } else { "s" };
+            format!("{when} {peer} {} byte{s}\n{}", data.len(), render::hex_dump(data))
         } else {
             format!("{when} {peer} {}\n", render::escaped_line(data))
         };
