@@ -257,16 +257,11 @@ fn a_relay_to_its_own_address_is_a_usage_error() {
     assert!(!dir.path().join("r.sock").exists(), "the socket file is removed");
 }
 
-/// A relay to port 0 started and then failed every client; `--jitter` alone showed "delay 0s
-/// ± 50ms".
+/// A relay to port 0 started, and then failed every client.
 #[test]
-fn a_relay_to_port_0_or_with_jitter_alone_is_a_usage_error() {
+fn a_relay_to_port_0_is_a_usage_error() {
     let ran = sockit_run(&["relay", "127.0.0.1:0", "127.0.0.1:0"], b"");
     assert_one_line_error(&ran, 2, &["a relay's target needs its port"]);
-    let ran = sockit_run(&["relay", "127.0.0.1:0", "127.0.0.1:9", "--jitter", "50"], b"");
-    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
-    assert!(ran.stderr.starts_with("error: the following required arguments were not provided"), "{}", ran.stderr);
-    assert!(ran.stderr.contains("--delay <MS>"), "{}", ran.stderr);
 }
 
 #[test]

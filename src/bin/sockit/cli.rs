@@ -487,7 +487,7 @@ pub struct RelayArgs {
     pub delay: Option<Duration>,
 
     /// Vary the delay by up to this much either way.
-    #[arg(long, value_name = "MS", value_parser = parse_millis, requires = "delay")]
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
     pub jitter: Option<Duration>,
 
     /// At most this many bytes per second in each direction (e.g. 100K).
