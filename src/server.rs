@@ -632,8 +632,7 @@ pub(crate) fn busy_notice_in(bytes: &[u8]) -> Option<(&str, usize)> {
         .and_then(|(len, rest)| rest.get(..u32::from_be_bytes(*len) as usize))
         .map(|text| (text, 4 + text.len()));
     let line = bytes.iter().position(|&b| b == b'\n').map(|end| (&bytes[..end], end + 1));
-    let (text, took) = framed.filter(|(t, _)| busy_text_exact(t).is_some()).or(line)?;
-    Some((busy_text_exact(text)?, took))
+    [framed, line].into_iter().flatten().find_map(|(text, took)| Some((busy_text_exact(text)?, took)))
 }
 
 /// `text` without its `sockit: ` opening, when it is exactly a notice `busy_text` makes (a
