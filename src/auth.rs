@@ -91,28 +91,27 @@ impl Token {
     /// Reads a token from a file that only its owner may read. A pipe works too (`--token-file
     /// <(pass show sockit)`); a directory, a socket or a device is refused for what it is.
     pub fn from_file(path: &Path) -> Result<Token, TokenError> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        use rustix::fs::FileType;
+        use std::os::unix::fs::MetadataExt;
         let shown = path.display().to_string();
         let read_err = |why| TokenError::Read { path: shown.clone(), why };
-        let not_a_file = |meta: &std::fs::Metadata| {
-            not_a_file(meta.file_type()).map(|kind| TokenError::NotAFile { path: shown.clone(), kind })
+        // A pipe is read like a file; anything else that is not one is named.
+        let not_a_file = |meta: &std::fs::Metadata| match FileType::from_raw_mode(meta.mode()) {
+            FileType::RegularFile | FileType::Fifo => None,
+            other => Some(TokenError::NotAFile { path: shown.clone(), kind: crate::fsroot::kind_name(other) }),
         };
         // Looked at before it is opened: a socket cannot be opened at all, and a named pipe
         // would block the open until someone writes to it.
         if let Some(e) = std::fs::metadata(path).ok().as_ref().and_then(not_a_file) {
             return Err(e);
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(read_err)?;
+        let file = crate::fsroot::open_read_nonblocking(path).map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;
         if let Some(e) = not_a_file(&meta) {
             return Err(e);
         }
         // The open did not wait for a writer; the reads do (a pipe with none ends at once).
-        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty()).map_err(|e| read_err(e.into()))?;
+        crate::fsroot::clear_nonblock(&file).map_err(|e| read_err(e.into()))?;
         let mode = meta.mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(TokenError::Exposed { path: shown, mode });
@@ -154,19 +153,6 @@ impl Token {
     fn verify(&self, label: &[u8], service: ServiceKind, sn: &Hash, cn: &Hash, tag: &Hash) -> bool {
         self.mac(label, service, sn, cn).verify_slice(tag).is_ok()
     }
-}
-
-/// What a token file's type makes it, when that is not something to read a token from.
-fn not_a_file(t: std::fs::FileType) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    [
-        (t.is_dir(), "a directory"),
-        (t.is_socket(), "a socket"),
-        (t.is_char_device(), "a character device"),
-        (t.is_block_device(), "a block device"),
-    ]
-    .into_iter()
-    .find_map(|(is, kind)| is.then_some(kind))
 }
 
 /// A fresh random nonce.

@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
@@ -716,12 +716,7 @@ impl FilesClient {
         let began = Instant::now();
         let shown = local.display().to_string();
         let unreadable = |e| LocalError::read(&shown, Problem::Fs(FsError::from_io(&shown, e)));
-        // O_NONBLOCK, so that a FIFO does not wait for a writer before it is refused.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(local)
-            .map_err(unreadable)?;
+        let file = crate::fsroot::open_read_nonblocking(local).map_err(unreadable)?;
         let meta = file.metadata().map_err(unreadable)?;
         if meta.is_dir() {
             return Err(LocalError::read(&shown, Problem::Fs(FsError::IsADirectory { path: shown.clone() })).into());
@@ -730,9 +725,7 @@ impl FilesClient {
             let kind = crate::fsroot::kind_name(rustix::fs::FileType::from_raw_mode(meta.mode()));
             return Err(LocalError::read(&shown, Problem::NotAFile(kind)).into());
         }
-        // Cleared once the file is known to be regular, as the server's `open_read` does.
-        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::RDONLY)
-            .map_err(|e| LocalError::read(&shown, Problem::Fs(FsError::from_io(&shown, e.into()))))?;
+        crate::fsroot::clear_nonblock(&file).map_err(|e| unreadable(e.into()))?;
         let size = meta.len();
         self.send(&Msg::Put { path: remote.to_string(), size, resume })?;
         let (have, theirs) = match self.recv()? {

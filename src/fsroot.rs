@@ -755,9 +755,17 @@ fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: OFlags, shown: &str) ->
     }
 }
 
-fn clear_nonblock(fd: &OwnedFd) -> Result<(), Errno> {
-    let flags = rustix::fs::fcntl_getfl(fd)?;
-    rustix::fs::fcntl_setfl(fd, flags - OFlags::NONBLOCK)
+/// Clears `O_NONBLOCK` on a descriptor opened with it, once it is known to be a regular file.
+pub(crate) fn clear_nonblock(fd: impl AsFd) -> Result<(), Errno> {
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
+}
+
+/// Opens a local file for reading without waiting: a FIFO with no writer would block the open,
+/// before the caller could see it is no regular file. [`clear_nonblock`] once it has looked.
+pub(crate) fn open_read_nonblocking(path: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    Ok(File::from(rustix::fs::open(path, flags, Mode::empty())?))
 }
 
 fn file_size(stat: &Stat) -> u64 {
