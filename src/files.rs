@@ -765,6 +765,15 @@ impl FilesClient {
         }
     }
 
+    /// Reads the `DONE` that ends a file's bytes and says whether its hash is what `hasher`
+    /// made of the bytes received.
+    fn hash_agrees(&mut self, hasher: &blake3::Hasher) -> Result<bool, FilesError> {
+        match self.recv()? {
+            Msg::Done { hash } => Ok(hasher.finalize().as_bytes() == &hash),
+            other => Err(FilesError::Unexpected(other.name())),
+        }
+    }
+
     /// Sends `GET` and reads the answer: the file's size and where its bytes start. A file the
     /// server does not have is [`FilesError::NoRemoteFile`].
     fn request_file(&mut self, remote: &str, offset: u64, prefix: Hash) -> Result<(u64, u64), FilesError> {
@@ -822,11 +831,7 @@ impl FilesClient {
             // The partial file stays for --resume.
             Err((done, _)) => return Err(FilesError::Interrupted { done, size }),
         }
-        let theirs = match self.recv()? {
-            Msg::Done { hash } => hash,
-            other => return Err(FilesError::Unexpected(other.name())),
-        };
-        if hasher.finalize().as_bytes() != &theirs {
+        if !self.hash_agrees(&hasher)? {
             upload.discard();
             return Err(FilesError::Corrupt(remote.to_string()));
         }
@@ -858,11 +863,7 @@ impl FilesClient {
             Err((done, _)) => return Err(FilesError::InterruptedOutput { done, size }),
         }
         out.flush().map_err(FilesError::Output)?;
-        let theirs = match self.recv()? {
-            Msg::Done { hash } => hash,
-            other => return Err(FilesError::Unexpected(other.name())),
-        };
-        if hasher.finalize().as_bytes() != &theirs {
+        if !self.hash_agrees(&hasher)? {
             return Err(FilesError::CorruptOutput(remote.to_string()));
         }
         Ok(Report { size, resumed: 0, elapsed: began.elapsed() })
