@@ -196,3 +196,16 @@ fn ctrl_c_at_the_prompt_exits_130() {
     let screen = drive(&[&server.addr()], &[("", READY), ("one\r", "ONE"), ("", READY), ("\x03", "")]);
     assert!(screen.ends_with("EXIT 130\n"), "{screen}");
 }
+
+/// An error that ends the program stands on a line of its own: the prompt it abandons is
+/// erased first, not left as ">> " in front of the message.
+#[test]
+fn an_error_at_the_prompt_is_a_line_of_its_own() {
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let screen = drive(&[&format!("udp://127.0.0.1:{port}")], &[("", READY), ("hello\r", "nothing is listening")]);
+    assert!(screen.contains("\r\x1b[Ksockit: nothing is listening there"), "{screen:?}");
+    assert!(screen.ends_with("EXIT 1\n"), "{screen}");
+}

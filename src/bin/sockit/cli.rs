@@ -315,9 +315,9 @@ FIN-WAIT-2, CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT, CLOSED (--state takes any 
 spellings: estab, syn-recv). For a listener, Recv-Q is its accept queue (connections the kernel
 completed that nobody accepted yet) and Send-Q its backlog; the kernel takes one connection more
 than the backlog, then drops new ones and counts ListenOverflows. UDP and Unix sockets that are
-not connected show as UNCONN. Everything is read from the kernel (netlink sock_diag, as ss does)
-in this network namespace; processes are found in /proc/*/fd, so other users' are shown only to
-root.
+not connected show as UNCONN (as CLOSED in --json, which keeps to the RFC 793 names). Everything
+is read from the kernel (netlink sock_diag, as ss does) in this network namespace; processes are
+found in /proc/*/fd, so other users' are shown only to root.
 
 Examples:
   sockit states                        every TCP socket, the counts, listeners and counters

@@ -1,6 +1,7 @@
 //! The interactive prompt of `sockit connect` on a terminal: a `>> ` line editor with history
 //! (rustyline) on its own thread, answers printed above the prompt as they arrive.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,10 +172,20 @@ pub async fn interactive(
         }
         Ok::<(), ClientError>(())
     };
+    // An error ends the program with a line on stderr; the abandoned prompt (on stdout) is
+    // erased first so that the line stands on its own, not after ">> ".
+    let fail = |terminal: TerminalGuard, e: ClientError| {
+        drop(terminal);
+        print!("\r\x1b[K");
+        let _ = std::io::stdout().flush();
+        Err(e.into())
+    };
     tokio::pin!(sending, receiving);
     tokio::select! {
         r = &mut receiving => {
-            r?;
+            if let Err(e) = r {
+                return fail(_terminal, e);
+            }
             // The printer hands answers to the prompt thread, which shows them a moment later;
             // the server's last words (qa's "bye") would be lost if we restored the terminal
             // and left at once.
@@ -186,7 +197,11 @@ pub async fn interactive(
             }
             return Ok(ExitCode::SUCCESS);
         }
-        s = &mut sending => s?,
+        s = &mut sending => {
+            if let Err(e) = s {
+                return fail(_terminal, e);
+            }
+        }
     }
     if interrupted.load(Ordering::SeqCst) {
         return Ok(ExitCode::from(130));
