@@ -761,8 +761,8 @@ mod tests {
             ),
             (b"hi\n", "hi"),
             (b"hi\nmore\n", "hi…"),
-            (b"\x1b[2Jgotcha", "\\u{1b}[2Jgotcha"),
-            (b"\x00\x00\x10\x00binary", "\\u{0}\\u{0}\\u{10}\\u{0}binary"),
+            (b"\x1b[2Jgotcha", "\\x1b[2Jgotcha"),
+            (b"\x00\x00\x10\x00binary", "\\x00\\x00\\x10\\x00binary"),
             (long.as_bytes(), &long_shown),
         ];
         for (sent, shown) in table {

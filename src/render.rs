@@ -14,7 +14,9 @@ pub fn escaped_line(data: &[u8]) -> String {
 }
 
 /// Renders `data` as one line with every control character or invalid byte escaped, line
-/// endings included: the exact bytes can be read back from it.
+/// endings included: the exact bytes can be read back from it. `\xNN` is always one byte (an
+/// ASCII control character or a byte that is not UTF-8); `\u{NN}` a character of more bytes
+/// (a C1 control character).
 pub fn escaped(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len());
     for chunk in data.utf8_chunks() {
@@ -24,6 +26,9 @@ pub fn escaped(data: &[u8]) -> String {
                 '\r' => out.push_str("\\r"),
                 '\t' => out.push_str("\\t"),
                 '\\' => out.push_str("\\\\"),
+                c if c.is_ascii_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
                 c if c.is_control() => {
                     let _ = write!(out, "\\u{{{:x}}}", c as u32);
                 }
@@ -124,7 +129,9 @@ mod tests {
             (b"hello\r\n", "hello"),
             (b"a\nb", "a\\nb"),
             (b"tab\there", "tab\\there"),
-            (b"\x1b[31mred", "\\u{1b}[31mred"),
+            (b"\x1b[31mred", "\\x1b[31mred"),
+            (b"\x00\x7f", "\\x00\\x7f"),
+            ("\u{85}next".as_bytes(), "\\u{85}next"),
             (b"bad \xff byte", "bad \\xff byte"),
             ("grüße".as_bytes(), "grüße"),
             (b"back\\slash", "back\\\\slash"),

@@ -95,7 +95,8 @@ Services:
   discard       read and throw away everything (a sink for `sockit bench … bulk`)
   source        send an endless stream to every client (for `sockit bench … bulk --reverse`)
   chat          every line goes to every other client with the sender's name; /nick NAME,
-                /who, /quit (clients: nc, or sockit connect --framing line)
+                /who, /quit; lines up to 4096 bytes (--max-frame lowers it); a client that
+                misses 1024 lines in a row is dropped (clients: nc, sockit connect --framing line)
   exec          run commands for authenticated clients (`sockit exec`, `sockit shell`)
   files         serve the files under --root DIR to authenticated clients (`sockit put/get/ls`);
                 --read-only refuses uploads
