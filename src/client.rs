@@ -31,11 +31,21 @@ pub struct ClientOptions {
     /// ended, for the server to finish (`None`: as long as it takes on streams). On datagram
     /// sockets, where no close marks the end, `None` means one second.
     pub answer_timeout: Option<Duration>,
+    /// On datagram and seqpacket sockets, [`pipe`] sends each read of its input as one message,
+    /// bytes as they are, and writes each message received as it came, with no newline added:
+    /// binary-safe, as `nc -u` and socat send. Otherwise each input line is one message (its
+    /// newline not sent) and each message received one output line. Streams ignore it.
+    pub packet_per_read: bool,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { framing: Framing::Raw, max_frame: crate::framing::DEFAULT_MAX_FRAME, answer_timeout: None }
+        ClientOptions {
+            framing: Framing::Raw,
+            max_frame: crate::framing::DEFAULT_MAX_FRAME,
+            answer_timeout: None,
+            packet_per_read: false,
+        }
     }
 }
 
@@ -458,7 +468,8 @@ async fn write_message<W: AsyncWrite + Unpin>(output: &mut W, msg: &[u8]) -> Res
     output.flush().await.map_err(ClientError::Output)
 }
 
-/// The pipe for framed streams and packet sockets: each input line is one message. Sending and
+/// The pipe for framed streams and packet sockets: each input line is one message (on packet
+/// sockets with [`ClientOptions::packet_per_read`], each read). Sending and
 /// receiving run at the same time, so a server that answers while we still send never waits
 /// for us (nor we for it).
 async fn pipe_messages<R, W>(
@@ -481,19 +492,33 @@ where
     let sent = std::cell::Cell::new(0u64);
     let received = std::cell::Cell::new(0u64);
     let reset = std::cell::Cell::new(None);
+    // Each read is one message only where messages keep their boundaries.
+    let per_read = opts.packet_per_read && !matches!(writer.inner, WriterInner::Stream(_));
     let upstream = async {
         let mut lines = BufReader::new(input);
         let mut line = Vec::new();
+        // A read is cut at what one UDP datagram carries, as netcat's are at its buffer: the
+        // rest is the next message.
+        let mut chunk = if per_read { vec![0u8; crate::net::MAX_UDP_PAYLOAD] } else { Vec::new() };
         loop {
             line.clear();
-            if read_line_limited(&mut lines, &mut line, limit).await.map_err(ClientError::Input)? == 0 {
-                break;
-            }
-            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            let body = if per_read {
+                let n = lines.read(&mut chunk).await.map_err(ClientError::Input)?;
+                if n == 0 {
+                    break;
+                }
+                &chunk[..n]
+            } else {
+                if read_line_limited(&mut lines, &mut line, limit).await.map_err(ClientError::Input)? == 0 {
+                    break;
+                }
+                line.strip_suffix(b"\n").unwrap_or(&line)
+            };
             match writer.send(body).await {
                 Ok(()) => sent.set(sent.get() + body.len() as u64),
                 // Nothing listens, or our own input is at fault: say so.
                 Err(e @ (ClientError::DatagramRefused | ClientError::MessageTooLarge(_))) => return Err(e),
+                Err(ClientError::Io(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => return Err(ClientError::Io(e)),
                 // The server went away; what it sent before is still read below.
                 Err(ClientError::Io(e)) => {
                     reset.set(was_reset(e));
@@ -510,7 +535,12 @@ where
     let downstream = async {
         while let Some(msg) = reader.recv().await? {
             received.set(received.get() + msg.len() as u64);
-            write_message(&mut output, &msg).await?;
+            if per_read {
+                output.write_all(&msg).await.map_err(ClientError::Output)?;
+                output.flush().await.map_err(ClientError::Output)?;
+            } else {
+                write_message(&mut output, &msg).await?;
+            }
         }
         Ok::<(), ClientError>(())
     };

@@ -826,6 +826,10 @@ enum DatagramInner {
 /// The largest datagram sockit receives: the UDP maximum.
 pub const MAX_DATAGRAM: usize = 65_536;
 
+/// The most one UDP datagram carries over IPv4 (65,535 bytes less the IP and UDP headers); over
+/// IPv6, 20 bytes more.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
 impl DatagramSocket {
     /// Receives one datagram into `buf` and says who sent it. Cancel-safe.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Option<PeerAddr>)> {

@@ -430,6 +430,26 @@ fn binding_a_privileged_port_unprivileged_is_permission_denied_with_a_hint() {
     assert_one_line_error(&ran, 1, &["permission denied", "1024"]);
 }
 
+/// A line longer than one datagram carries is refused with one line and status 1; it was
+/// dropped without a word, with status 0.
+#[test]
+fn a_line_too_long_for_one_udp_datagram_is_an_error_not_a_silent_drop() {
+    let server = Server::start(&["udp://127.0.0.1:0", "echo"]);
+    let ep = format!("udp://{}", server.addr());
+    let mut line = vec![b'x'; 65_520];
+    line.push(b'\n');
+    let ran = sockit_run(&["connect", &ep], &line);
+    assert_one_line_error(&ran, 1, &["longer than one datagram can carry", "65,507"]);
+    let done = server.stop();
+    assert!(done.stderr.iter().any(|l| l.contains("0 datagrams in")), "{:#?}", done.stderr);
+}
+
+#[test]
+fn per_read_on_a_stream_endpoint_is_a_usage_error() {
+    let ran = sockit_run(&["connect", "127.0.0.1:9", "--per-read"], b"");
+    assert_one_line_error(&ran, 2, &["--per-read applies to datagram and seqpacket sockets", "is a stream"]);
+}
+
 #[test]
 fn udp_send_to_a_port_nobody_listens_on_fails_clearly() {
     let ep = format!("udp://127.0.0.1:{}", free_udp_port());

@@ -477,6 +477,58 @@ fn sockit_connect_udp_piped_against_seed_hi_server_sends_one_datagram_per_line()
     }
 }
 
+/// Echoes each datagram `peer` receives until `total` bytes came; returns them one by one.
+fn echo_datagrams(peer: &std::net::UdpSocket, total: usize) -> Vec<Vec<u8>> {
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while got.iter().map(Vec::len).sum::<usize>() < total {
+        let (n, from) = peer.recv_from(&mut buf).expect("a datagram");
+        peer.send_to(&buf[..n], from).unwrap();
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+/// `--per-read`, as `nc -u`: each read of stdin is one datagram, newlines and NULs included, and
+/// each answer is written as it came, with no newline added. A peer in Rust records what came.
+#[test]
+fn sockit_connect_per_read_sends_bytes_as_read_and_writes_answers_untouched() {
+    let peer = std::sync::Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    peer.set_read_timeout(Some(LIMIT)).unwrap();
+    let ep = format!("udp://{}", peer.local_addr().unwrap());
+    // A few bytes written at once are one read, so one datagram, exactly as they are.
+    let small = b"a\nb\n\0no newline at the end";
+    let p = peer.clone();
+    let peer_side = std::thread::spawn(move || echo_datagrams(&p, small.len()));
+    let out = sockit_run(&["connect", &ep, "--per-read", "--timeout", "1s"], small);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, small);
+    assert_eq!(peer_side.join().unwrap(), [small.to_vec()]);
+    // More than one datagram carries (but less than the receive buffers hold, so that none is
+    // lost): cut where the reads are, none over 65,507 bytes, and every byte back in order.
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let total = big.len();
+    let peer_side = std::thread::spawn(move || echo_datagrams(&peer, total));
+    let out = sockit_run(&["connect", &ep, "--per-read", "--timeout", "1s"], &big);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let sizes: Vec<usize> = peer_side.join().unwrap().iter().map(Vec::len).collect();
+    assert!(sizes.len() >= 2 && sizes.iter().all(|&n| n <= 65_507), "{sizes:?}");
+    assert!(out.stdout == big, "{} bytes back of {total}", out.stdout.len());
+}
+
+/// `--per-read` on seqpacket: the packet goes as read, the answer comes back without a newline.
+#[test]
+fn sockit_connect_per_read_on_seqpacket_keeps_the_bytes_as_they_are() {
+    let dir = temp_dir();
+    let path = sock_path(&dir, "echo.sock");
+    let server = Server::start(&[&format!("unix-seqpacket:{path}"), "echo"]);
+    let ep = format!("unix-seqpacket:{path}");
+    assert_eq!(sockit_ok(&["connect", &ep, "--per-read"], b"x\ny"), "x\ny");
+    // Without it, each line is a packet and each answer a line.
+    assert_eq!(sockit_ok(&["connect", &ep], b"x\ny"), "x\ny\n");
+    drop(server);
+}
+
 #[test]
 fn sockit_send_no_wait_udp_against_seed_print_server() {
     let py = PythonServer::start("udp_print_server.py", &[]);

@@ -197,6 +197,7 @@ Examples:
   sockit connect 127.0.0.1:7000
   printf 'how are u\\nbye\\n' | sockit connect 127.0.0.1:7000 --framing line
   sockit connect udp://127.0.0.1:9999 < lines.txt     each line one datagram
+  sockit connect udp://127.0.0.1:5353 --per-read < query.bin > answer.bin
   sockit connect 127.0.0.1:7024 --token-file ~/.sockit-token --framing line
   sockit connect tls://host:7443 --pin sha256:AB:CD:…   the fingerprint the server printed
   sockit connect tls://example.org:443                   checked against the system's roots";
@@ -855,6 +856,12 @@ pub struct ConnectArgs {
     /// Authenticate to a `spawn` server first, with the token in $SOCKIT_TOKEN.
     #[arg(long)]
     pub auth: bool,
+
+    /// On a datagram or seqpacket endpoint, send each read of stdin as one datagram, bytes as
+    /// they are (newlines too), and write each one received as it came: binary-safe, as nc -u
+    /// does. Without it, each line is one datagram and each answer one line.
+    #[arg(long)]
+    pub per_read: bool,
 }
 
 #[derive(Debug, Args)]

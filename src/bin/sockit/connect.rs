@@ -27,7 +27,12 @@ fn options(
         ))
         .into());
     }
-    Ok(ClientOptions { framing: args.framing.framing, max_frame: args.framing.max_frame, answer_timeout })
+    Ok(ClientOptions {
+        framing: args.framing.framing,
+        max_frame: args.framing.max_frame,
+        answer_timeout,
+        packet_per_read: false,
+    })
 }
 
 /// Turns a failure to write our own output into a quiet exit, and adds the endpoint to others.
@@ -52,7 +57,13 @@ pub async fn connect(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode>
         let timeout = args.timeout.unwrap_or(std::time::Duration::from_secs(5));
         return send_text(&endpoint, &args.client, token.as_ref(), text, timeout, false).await;
     }
-    let opts = options(&endpoint, &args.client, args.timeout)?;
+    if args.per_read && endpoint.style() == SocketStyle::Stream {
+        return Err(Usage(format!(
+            "--per-read applies to datagram and seqpacket sockets; {endpoint} is a stream, which carries bytes as they are already (the default --framing raw)"
+        ))
+        .into());
+    }
+    let opts = ClientOptions { packet_per_read: args.per_read, ..options(&endpoint, &args.client, args.timeout)? };
     let socket = open(&endpoint, &args.client, token.as_ref()).await?;
     // The prompt needs a terminal to read from and one to draw on; with either redirected,
     // the pipe is what a user wants (`sockit connect … > answers.txt`).

@@ -48,9 +48,13 @@ pub async fn interactive(
     let _terminal = TerminalGuard::save();
     // Under raw framing a stream has no messages, only bytes: Enter sends the line with its
     // newline, as netcat does, and answers are shown as lines, however the reads cut them.
-    let raw_stream = opts.framing == Framing::Raw && endpoint.style() == SocketStyle::Stream;
+    // With --per-read, datagrams carry bytes as they are too.
+    let raw_bytes = match endpoint.style() {
+        SocketStyle::Stream => opts.framing == Framing::Raw,
+        SocketStyle::Datagram | SocketStyle::Seqpacket => opts.packet_per_read,
+    };
     if !quiet {
-        let empty = if raw_stream {
+        let empty = if raw_bytes {
             "each line is sent with its newline"
         } else if opts.framing.carries_empty_messages() {
             "an empty line sends an empty message"
@@ -105,7 +109,7 @@ pub async fn interactive(
     // answers from being shown (and read), or both sides could wait for each other.
     let sending = async {
         while let Some(mut line) = lines.recv().await {
-            if raw_stream {
+            if raw_bytes {
                 line.push('\n');
             } else if line.is_empty() && !opts.framing.carries_empty_messages() {
                 continue;
@@ -126,7 +130,7 @@ pub async fn interactive(
                 print!("{line}");
             }
         };
-        // A raw stream's bytes wait here until their line is complete, or until no more come
+        // Raw bytes wait here until their line is complete, or until no more come
         // for a moment (a prompt such as "login: " has no newline); a character cut by a read
         // waits for its other bytes either way.
         let mut pending = Vec::new();
@@ -140,7 +144,7 @@ pub async fn interactive(
             };
             cut = false;
             match next {
-                Some(Some(msg)) if raw_stream => {
+                Some(Some(msg)) if raw_bytes => {
                     pending.extend_from_slice(&msg);
                     if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
                         let rest = pending.split_off(end + 1);
