@@ -480,15 +480,8 @@ impl Upload {
         if name.len() + PARTIAL_PREFIX.len() + PARTIAL_SUFFIX.len() > MAX_NAME_LEN {
             return Err(FsError::BadPath { path: shorten(&shown), reason: NAME_TOO_LONG });
         }
-        // A directory under the name is refused now, before any data moves, rather than by the
-        // rename at the very end.
-        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
-                return Err(FsError::IsADirectory { path: shown });
-            }
-            Ok(_) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(FsError::from_errno(&shown, e)),
-        }
+        // Refused now, before any data moves, rather than at the rename at the very end.
+        only_a_file_in_place(dir.as_fd(), name, &shown)?;
         let mut partial = OsString::from(PARTIAL_PREFIX);
         partial.push(name);
         partial.push(PARTIAL_SUFFIX);
@@ -535,6 +528,9 @@ impl Upload {
     /// file stays for a later resume. The lock is released after the rename.
     pub fn publish(self) -> Result<(), FsError> {
         let map = |e: Errno| FsError::from_errno(&self.shown, e);
+        // What may have taken the name while the data arrived is refused as at the start; the
+        // partial file stays for a resume.
+        only_a_file_in_place(self.dir.as_fd(), &self.name, &self.shown)?;
         if let Err(e) = self.file.sync_all() {
             // The data may never reach the disk, while the page cache still shows it: a resume
             // could match a prefix that is not there. The partial file goes.
@@ -687,6 +683,21 @@ fn replaceable(dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<Option<
         FileType::RegularFile => Ok(Some(stat)),
         FileType::Directory => Err(Problem::Fs(FsError::IsADirectory { path: shown.to_owned() })),
         kind => Err(Problem::NotAFile(kind_name(kind))),
+    }
+}
+
+/// Checks that an upload may take `name` in `dir`: nothing is there, or a regular file. A
+/// directory is [`FsError::IsADirectory`]; a FIFO, socket, device or symbolic link (never
+/// followed here, and never replaced by a file) is [`FsError::NotAFile`].
+fn only_a_file_in_place(dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<(), FsError> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => Ok(()),
+            FileType::Directory => Err(FsError::IsADirectory { path: shown.to_owned() }),
+            _ => Err(FsError::NotAFile { path: shown.to_owned() }),
+        },
+        Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(FsError::from_errno(shown, e)),
     }
 }
 
@@ -1076,6 +1087,26 @@ mod tests {
         let result = f.root.begin_put("file/x", false);
         assert!(matches!(result, Err(FsError::NotADirectory { .. })), "{result:?}");
         assert_eq!(f.snapshot(), before);
+    }
+
+    /// A FIFO or link that takes the name while the data arrives is not replaced either: the
+    /// upload fails at the rename and its partial file stays for a resume.
+    #[test]
+    fn what_takes_the_name_during_a_put_is_not_replaced() {
+        let f = Fixture::new();
+        for (name, fifo) in [("fifo", true), ("link", false)] {
+            let mut up = f.root.begin_put(name, false).unwrap();
+            up.file().write_all(b"data").unwrap();
+            if fifo {
+                mkfifo(&f.path(name));
+            } else {
+                symlink("elsewhere", f.path(name)).unwrap();
+            }
+            let result = up.publish();
+            assert!(matches!(result, Err(FsError::NotAFile { .. })), "{name}: {result:?}");
+            assert!(!std::fs::symlink_metadata(f.path(name)).unwrap().is_file(), "{name} was replaced");
+            assert_eq!(std::fs::read(f.path(&format!(".{name}.sockit-part"))).unwrap(), b"data");
+        }
     }
 
     #[test]

@@ -1251,6 +1251,35 @@ fn put_of_a_fifo_is_refused_at_once() {
     assert_eq!(names(&p.root()), Vec::<String>::new());
 }
 
+// A put renamed its file over whatever had the name in the root: a FIFO or socket became a
+// regular file, and a symbolic link was replaced by one. Only a regular file is replaced now; the
+// rest is refused before any data moves and left as it was.
+#[test]
+fn put_refuses_to_replace_a_fifo_a_socket_or_a_symbolic_link_in_the_root() {
+    let p = Place::new();
+    let server = p.serve(&[]);
+    let ep = server.endpoint.as_str();
+    let (c, root) = (p.client(), p.root());
+    fs::write(c.join("local.txt"), b"local\n").unwrap();
+    fs::write(root.join("file.txt"), b"the server's file\n").unwrap();
+    mkfifo(&root.join("fifo"));
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+    symlink("file.txt", root.join("link")).unwrap();
+    symlink("nowhere", root.join("dangling")).unwrap();
+    let before = snapshot(&root);
+    for target in ["fifo", "sock", "link", "dangling"] {
+        let d = run_in(&c, &["put", ep, "local.txt", target]);
+        assert_fails(&d, &[&format!("sockit: server: \"{target}\" is not a regular file")]);
+        assert_eq!(snapshot(&root), before, "put to {target} changed the root");
+    }
+    assert!(fs::symlink_metadata(root.join("fifo")).unwrap().file_type().is_fifo());
+    assert_eq!(fs::read_link(root.join("link")).unwrap(), Path::new("file.txt"));
+    assert_file(&root.join("file.txt"), b"the server's file\n");
+    // A regular file is still replaced.
+    assert_ok(&run_in(&c, &["put", ep, "local.txt", "file.txt"]));
+    assert_file(&root.join("file.txt"), b"local\n");
+}
+
 #[test]
 fn a_read_only_server_refuses_put_and_still_serves_get_and_ls() {
     let p = Place::new();
