@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, HandshakeError, Policy, Token};
-use crate::child::{self, Group, reap};
+use crate::child::{self, Running};
 use crate::net::Stream;
 use crate::proto::{ExitStatus, Msg, MsgReader, OUTPUT_CHUNK, ProtoError, ServiceKind, code, write_msg};
 use crate::server::{End, SessionLimits, Traffic};
@@ -148,15 +148,14 @@ async fn run(
     limits: &SessionLimits<'_>,
     traffic: &mut Traffic,
 ) -> Result<(), End> {
-    let mut child = match spawn(&command) {
-        Ok(c) => c,
+    let mut running = match spawn(&command) {
+        Ok(c) => Running::new(c),
         Err(e) => {
             let msg = spawn_error(&command.argv[0], &e);
             return send_counted(stream, &msg, traffic).await.map_err(|e| End::Io(e.to_string()));
         }
     };
-    let pid = child.id().unwrap_or(0);
-    let mut group = Group::new(pid);
+    let pid = running.id();
     send_counted(stream, &Msg::Started { pid }, traffic).await.map_err(|e| End::Io(e.to_string()))?;
 
     // Once the command has exited and its group is killed, its pipes close; a process that left
@@ -164,6 +163,7 @@ async fn run(
     // pipe readers stop then: what they already read is all written.
     let stop_reading = CancellationToken::new();
     let (out_tx, mut out_rx) = mpsc::channel::<Msg>(4);
+    let child = running.child();
     let stdout = pump(child.stdout.take(), Msg::Stdout, out_tx.clone(), &stop_reading);
     let stderr = pump(child.stderr.take(), Msg::Stderr, out_tx, &stop_reading);
     let mut child_stdin = child.stdin.take();
@@ -237,7 +237,7 @@ async fn run(
                 Msg::StdinEof => child_stdin = None,
                 Msg::Signal(sig) if ALLOWED_SIGNALS.contains(&sig) => {
                     if let Some(sig) = Signal::from_named_raw(sig.into()) {
-                        group.signal(sig);
+                        running.signal(sig);
                     }
                 }
                 Msg::Signal(_) => {}
@@ -254,13 +254,13 @@ async fn run(
     let drain_limit = tokio::time::sleep(crate::MAX_DURATION);
     let mut timed_out = false;
     let mut drained = false;
-    let mut exited = None;
+    let mut exited = false;
     // In a block, so that the futures (and their borrows of the socket) end with it.
     let outcome = {
         tokio::pin!(output, input, deadline, drain_limit);
         loop {
-            if drained && let Some(status) = exited.take() {
-                break Ok(status);
+            if drained && exited {
+                break Ok(());
             }
             tokio::select! {
                 written = &mut output, if !drained => match written {
@@ -268,44 +268,42 @@ async fn run(
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => break Err(End::IdleTimeout),
                     Err(e) => break Err(End::Io(e.to_string())),
                 },
-                status = child.wait(), if exited.is_none() => {
+                () = running.exited(), if !exited => {
                     // Whatever the command left running in its group goes with it, so that
                     // background children holding the pipes cannot keep the session waiting.
-                    group.signal(Signal::KILL);
-                    exited = Some(status);
+                    running.signal(Signal::KILL);
+                    exited = true;
                     drain_limit.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
                 }
-                _ = &mut drain_limit, if exited.is_some() && !stop_reading.is_cancelled() => stop_reading.cancel(),
+                _ = &mut drain_limit, if exited && !stop_reading.is_cancelled() => stop_reading.cancel(),
                 // The client left or broke the protocol: nobody will read the output.
                 end = &mut input => break Err(end),
-                _ = &mut deadline, if !timed_out && exited.is_none() => {
+                _ = &mut deadline, if !timed_out && !exited => {
                     timed_out = true;
-                    group.signal(Signal::KILL);
+                    running.signal(Signal::KILL);
                 }
                 _ = limits.cut.cancelled() => break Err(End::Cut),
             }
         }
     };
     traffic.bytes_out += sent.load(Relaxed);
-    let status = match outcome {
-        Err(end) => {
-            group.signal(Signal::KILL);
-            reap(&mut child).await;
-            group.finish();
-            if let End::Protocol(why) = &end {
-                let _ = send_counted(stream, &Msg::error(code::PROTOCOL, why.clone()), traffic).await;
-            }
-            return Err(end);
+    // The group is killed before the command is reaped, never after (see `Running`).
+    let reaped = running.finish().await;
+    if let Err(end) = outcome {
+        if let End::Protocol(why) = &end {
+            let _ = send_counted(stream, &Msg::error(code::PROTOCOL, why.clone()), traffic).await;
         }
-        Ok(Err(e)) => return Err(End::Io(e.to_string())),
-        Ok(Ok(_)) if timed_out => ExitStatus::TimedOut,
-        Ok(Ok(s)) => match (s.code(), s.signal()) {
+        return Err(end);
+    }
+    let status = match reaped {
+        None => return Err(End::Io("cannot learn the command's exit status".into())),
+        Some(_) if timed_out => ExitStatus::TimedOut,
+        Some(s) => match (s.code(), s.signal()) {
             (Some(c), _) => ExitStatus::Code(c),
             (None, Some(sig)) => ExitStatus::Signal(sig),
             (None, None) => ExitStatus::Code(255),
         },
     };
-    group.finish();
     send_counted(stream, &Msg::Exit(status), traffic).await.map_err(|e| End::Io(e.to_string()))
 }
 

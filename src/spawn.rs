@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, HandshakeError, Policy, Token};
-use crate::child::{self, Group};
+use crate::child::{self, Running};
 use crate::net::Stream;
 use crate::proto::ServiceKind;
 use crate::server::{End, SessionLimits, Traffic};
@@ -144,20 +144,18 @@ pub async fn session(
     if let Err(end) = admit(&mut stream, config, &limits).await {
         return end;
     }
-    let mut child = match start(config) {
-        Ok(c) => c,
+    let mut running = match start(config) {
+        Ok(c) => Running::new(c),
         // The program vanished since the server started: the client is closed on, and the
         // server's log says why.
         Err(e) => return End::Io(format!("cannot run {}: {e}", config.program.display())),
     };
-    let mut group = Group::new(child.id().unwrap_or(0));
     // On TCP a client that closed entirely looks like one that only half-closed, until something
     // is sent to it. Keepalive probes find it gone even while the program is silent.
     stream.set_keepalive(KEEPALIVE);
-    let end = wire(&mut stream, &mut child, &group, config, &limits, traffic).await;
-    group.signal(Signal::KILL);
-    child::reap(&mut child).await;
-    group.finish();
+    let end = wire(&mut stream, &mut running, config, &limits, traffic).await;
+    // The group is killed before the program is reaped, never after (see `Running`).
+    running.finish().await;
     end
 }
 
@@ -209,18 +207,18 @@ enum Input {
 }
 
 /// Moves bytes between the client and the program until the session ends, and says how it
-/// ended. The program's group is the caller's to kill.
+/// ended. The caller finishes `running` (kills its group, then reaps it).
 async fn wire(
     stream: &mut Stream,
-    child: &mut Child,
-    group: &Group,
+    running: &mut Running,
     config: &SpawnConfig,
     limits: &SessionLimits<'_>,
     traffic: &mut Traffic,
 ) -> End {
     let fd = stream.as_raw_fd();
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
+    let stdin = running.child().stdin.take();
+    let stdout = running.child().stdout.take();
+    let running = &*running;
     let started = Instant::now();
     // When bytes last moved either way (milliseconds after `started`), for the idle timeout.
     let last_moved = AtomicU64::new(0);
@@ -361,11 +359,11 @@ async fn wire(
                         after.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
                     }
                 }
-                _ = child.wait(), if !exited => {
+                () = running.exited(), if !exited => {
                     exited = true;
                     // Whatever the program left running in its group goes with it, so that
                     // background children holding the pipes cannot keep the session open.
-                    group.signal(Signal::KILL);
+                    running.signal(Signal::KILL);
                     after.as_mut().reset(Instant::now() + DRAIN_AFTER_EXIT);
                 }
                 _ = &mut after, if (exited && !stop_output.is_cancelled()) || last_chance => {
@@ -376,12 +374,12 @@ async fn wire(
                         // Nothing can reach the program or come from it any more, and it did
                         // not end by itself.
                         last_chance_over = true;
-                        group.signal(Signal::KILL);
+                        running.signal(Signal::KILL);
                     }
                 }
                 _ = sleep_until(time_limit), if !timed_out && !exited => {
                     timed_out = true;
-                    group.signal(Signal::KILL);
+                    running.signal(Signal::KILL);
                 }
                 _ = sleep_until(idle_at) => {
                     // Bytes may have moved since the timer was set; then it is set again.
@@ -413,11 +411,11 @@ async fn wire(
     traffic.bytes_out += bytes_out.load(Relaxed);
     match end {
         End::SessionEnded | End::TimedOut if !client_eof => {
-            group.signal(Signal::KILL);
+            running.signal(Signal::KILL);
             linger(stream).await;
         }
         End::Cut | End::IdleTimeout => {
-            group.signal(Signal::KILL);
+            running.signal(Signal::KILL);
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
         }
         _ => {}
