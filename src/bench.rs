@@ -6,7 +6,8 @@
 //! Every echo answer is checked byte for byte, and latencies go into HdrHistograms (one per
 //! connection, merged at the end). With a rate, the echo test runs open loop and measures each
 //! request from the moment it was scheduled, not from when it was sent, so a stalled server
-//! cannot hide its stall by slowing the generator down (coordinated omission).
+//! cannot hide its stall by slowing the generator down (coordinated omission); the generator's
+//! own lateness (a timer that woke late) is left out.
 //!
 //! A server of the wrong kind is an error, not a figure: a bulk stream into a server that sends
 //! bytes back or stops reading, a reversed one that receives nothing, connections or datagrams
@@ -344,6 +345,13 @@ fn record(hist: &mut Histogram<u64>, d: Duration) {
 /// connection.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest echo or connect message: one that even a slow TLS connection moves both ways
+/// well within [`REQUEST_TIMEOUT`].
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// The most that the messages of all echo or connect connections may take together.
+const MAX_MESSAGES: usize = 1 << 30;
+
 /// Runs a benchmark. Cancelling `cancel` ends it early with the figures so far.
 pub async fn run(
     config: BenchConfig,
@@ -489,6 +497,18 @@ fn check(config: &BenchConfig) -> Result<(), BenchError> {
     }
     if config.mode == Mode::Udp && config.size > net::MAX_DATAGRAM - 1024 {
         return bad("udp datagrams are at most 64 KiB");
+    }
+    if matches!(config.mode, Mode::Echo | Mode::Connect) {
+        // Each connection holds its message and the answer, and an answer must come within
+        // REQUEST_TIMEOUT.
+        if config.size > MAX_MESSAGE {
+            return bad("echo and connect messages are at most 64 MiB (bulk moves any amount)");
+        }
+        if config.size.saturating_mul(config.connections) > MAX_MESSAGES {
+            return bad(
+                "echo and connect keep each connection's message and answer in memory: the size times the connections must be at most 1 GiB",
+            );
+        }
     }
     if config.hold > 0 && config.mode != Mode::Echo {
         return bad("holding idle connections is for the echo mode");
@@ -681,6 +701,8 @@ impl Worker<'_> {
         let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
         let mut seq: u64 = 0;
         let mut conn = conn;
+        // When the previous answer would have been in had every request left on time: see below.
+        let mut ideal_free = self.start;
         while self.running() {
             seq += 1;
             // Each request differs, so a server answering the previous one is caught.
@@ -701,6 +723,7 @@ impl Worker<'_> {
                 }
                 None => Instant::now(),
             };
+            let sent = Instant::now();
             let exchange = async {
                 match &mut conn {
                     Conn::Stream(s) => {
@@ -722,7 +745,9 @@ impl Worker<'_> {
                 Ok(Err(e)) => return self.failed(hist, e),
                 Err(_) => return self.failed(hist, "no answer within 5s"),
             }
-            record(&mut hist, scheduled.elapsed());
+            let latency;
+            (latency, ideal_free) = latency_on_time(scheduled, ideal_free, sent.elapsed());
+            record(&mut hist, latency);
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             self.counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
         }
@@ -1028,11 +1053,42 @@ fn unsent(stream: &Stream) -> Option<u32> {
     (r == 0).then(|| queued.max(0) as u32)
 }
 
+/// The latency of a request due at `scheduled` whose exchange took `took`, as a generator with a
+/// perfect timer would have measured it, and when its answer would have been in: the request
+/// leaves at its time or when the previous answer would have been in (`ideal_free`), whichever
+/// is later. Waiting for a server still busy with earlier requests counts (coordinated
+/// omission); a timer that woke late (tokio's tick is a millisecond, and several requests may
+/// then leave at once) is the generator's own, and does not. In a closed loop `scheduled` is
+/// when the request was sent, and the latency is `took`.
+fn latency_on_time(scheduled: Instant, ideal_free: Instant, took: Duration) -> (Duration, Instant) {
+    let done = scheduled.max(ideal_free) + took;
+    (done.saturating_duration_since(scheduled), done)
+}
+
+/// Above this size a message is written while its answer is read: an echo server sends the
+/// start back before the end has arrived, and once the socket buffers both ways are full, a
+/// client that only writes would wait for it forever, and it for the client. Below, the
+/// buffers always hold it, and the plain order costs less.
+const WRITE_WHILE_READING: usize = 64 * 1024;
+
 /// Writes `msg` and reads exactly `answer.len()` bytes back: read_exact, but an early end says
 /// why when the server said it (its busy notice), from the bytes that came before it.
 async fn stream_exchange(s: &mut Stream, msg: &[u8], answer: &mut [u8]) -> std::io::Result<()> {
-    s.write_all(msg).await?;
-    s.flush().await?;
+    if msg.len() <= WRITE_WHILE_READING {
+        s.write_all(msg).await?;
+        s.flush().await?;
+        return read_answer(s, answer).await;
+    }
+    let (mut rd, mut wr) = tokio::io::split(&mut *s);
+    let write = async {
+        wr.write_all(msg).await?;
+        wr.flush().await
+    };
+    tokio::try_join!(write, read_answer(&mut rd, answer)).map(|_| ())
+}
+
+/// Reads exactly `answer.len()` bytes; see [`stream_exchange`].
+async fn read_answer<R: AsyncRead + Unpin>(s: &mut R, answer: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < answer.len() {
         match s.read(&mut answer[filled..]).await? {
@@ -1074,3 +1130,40 @@ const UDP_HEADER: usize = 16;
 const UDP_WINDOW: usize = 32;
 /// How long a UDP worker waits before taking the datagrams in flight as lost.
 const UDP_LOSS_WAIT: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    /// Requests every 200 µs, each answered in 30 µs, but the timer woke 1 ms late and sent the
+    /// first five at once, each after the one before: every latency is still 30 µs.
+    #[test]
+    fn a_late_timer_is_not_the_servers_latency() {
+        let start = Instant::now();
+        let mut free = start;
+        for i in 0..5 {
+            let latency;
+            (latency, free) = latency_on_time(start + us(200 * i), free, us(30));
+            assert_eq!(latency, us(30), "request {i}");
+        }
+    }
+
+    /// A server that stalls for 1 ms on one request delays the ones due meanwhile: they count
+    /// the wait (coordinated omission), until the queue has drained.
+    #[test]
+    fn waiting_for_a_stalled_server_counts() {
+        let start = Instant::now();
+        let mut free = start;
+        let took = [us(1000), us(30), us(30), us(30), us(30), us(30), us(30)];
+        let want = [1000, 830, 660, 490, 320, 150, 30].map(us);
+        for (i, (took, want)) in took.into_iter().zip(want).enumerate() {
+            let latency;
+            (latency, free) = latency_on_time(start + us(200 * i as u64), free, took);
+            assert_eq!(latency, want, "request {i}");
+        }
+    }
+}

@@ -35,6 +35,17 @@ fn echo_closed_loop_checks_answers_and_reports_latency() {
     assert!(r["intervals"].as_array().unwrap().len() >= 3, "{r}");
 }
 
+/// A message larger than the socket buffers both ways hold: the generator reads the answer
+/// while it writes, as the echo sends the start back before the end arrived. Writing all of it
+/// first deadlocked from about 8 MiB ("no answer within 5s").
+#[test]
+fn echo_messages_larger_than_the_socket_buffers_come_back_whole() {
+    let server = Server::start(&["127.0.0.1:0", "echo"]);
+    let r = bench(&[&server.endpoint, "-c", "1", "--size", "16M", "-d", "500ms"]);
+    assert!(num(&r, "requests") >= 1.0, "{r}");
+    assert_eq!(num(&r, "errors"), 0.0, "{r}");
+}
+
 #[test]
 fn echo_open_loop_keeps_to_the_rate() {
     let server = Server::start(&["127.0.0.1:0", "echo"]);
@@ -131,6 +142,15 @@ fn bench_refuses_modes_that_do_not_fit_the_endpoint() {
         (&["127.0.0.1:9", "bulk", "--hold", "5"], "holding idle connections is for the echo mode"),
         (&["127.0.0.1:9", "-d", "0s"], "--duration must be longer than zero"),
         (&["127.0.0.1:9", "sideways"], "invalid value 'sideways'"),
+        // Options for another mode are pointed out, not ignored.
+        (&["127.0.0.1:9", "-P", "4"], "-P applies to bulk; echo, connect and udp take -c (this is echo)"),
+        (&["127.0.0.1:9", "--reverse"], "--reverse applies to bulk (this is echo)"),
+        (&["127.0.0.1:9", "bulk", "-c", "4"], "-c applies to echo, connect and udp; bulk takes -P (this is bulk)"),
+        (&["127.0.0.1:9", "connect", "--rate", "10"], "--rate applies to echo and udp (this is connect)"),
+        (&["127.0.0.1:9", "--interval", "0s"], "--interval must be at least 100ms"),
+        // Messages are held in memory, and must be answered within the request timeout.
+        (&["127.0.0.1:9", "-s", "65M"], "echo and connect messages are at most 64 MiB"),
+        (&["127.0.0.1:9", "connect", "-s", "64M", "-c", "17"], "the size times the connections must be at most 1 GiB"),
         (&["nonsense"], "invalid endpoint"),
     ];
     for (args, want) in cases {

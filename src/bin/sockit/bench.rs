@@ -15,11 +15,29 @@ use crate::cli::BenchArgs;
 pub async fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let endpoint = crate::endpoint(&args.endpoint)?;
     let mode = args.mode;
+    // An option the mode does not use is a mistake to point out, not to ignore.
+    let misplaced = match mode {
+        Mode::Bulk if args.connections.is_some() => Some("-c applies to echo, connect and udp; bulk takes -P"),
+        Mode::Bulk | Mode::Connect if args.rate.is_some() => Some("--rate applies to echo and udp"),
+        Mode::Echo | Mode::Connect | Mode::Udp if args.parallel.is_some() => {
+            Some("-P applies to bulk; echo, connect and udp take -c")
+        }
+        Mode::Echo | Mode::Connect | Mode::Udp if args.reverse => Some("--reverse applies to bulk"),
+        _ => None,
+    };
+    if let Some(why) = misplaced {
+        return Err(Usage(format!("{why} (this is {mode})")).into());
+    }
+    if args.interval < Duration::from_millis(100) {
+        return Err(Usage("--interval must be at least 100ms".into()).into());
+    }
     let mut config = BenchConfig::new(endpoint, mode);
     if let Some(c) = args.connections {
         config.connections = c as usize;
     }
-    config.streams = args.parallel as usize;
+    if let Some(p) = args.parallel {
+        config.streams = p as usize;
+    }
     if let Some(size) = args.size {
         config.size = size;
     }
@@ -30,7 +48,7 @@ pub async fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     config.rate = args.rate;
     config.reverse = args.reverse;
     config.hold = args.hold;
-    config.interval = args.interval.max(Duration::from_millis(100));
+    config.interval = args.interval;
     config.connect_timeout = args.connect_timeout;
     config.tls = crate::tls::client(&args.tls, &config.endpoint)?;
     crate::raise_fd_limit();

@@ -378,9 +378,9 @@ pub struct BenchArgs {
     #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub connections: Option<u32>,
 
-    /// Parallel streams (bulk).
-    #[arg(short = 'P', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub parallel: u32,
+    /// Parallel streams (bulk) [default: 1].
+    #[arg(short = 'P', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub parallel: Option<u32>,
 
     /// Message size, or write size for bulk (e.g. 64, 16K, 1M) [default: 64; bulk 128K].
     #[arg(short = 's', long, value_name = "BYTES", value_parser = parse_size)]
@@ -390,7 +390,7 @@ pub struct BenchArgs {
     #[arg(short = 'd', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Open loop: requests (or datagrams) per second in total.
+    /// Open loop (echo, udp): requests (or datagrams) per second in total.
     #[arg(long, value_name = "PER_SECOND")]
     pub rate: Option<f64>,
 
@@ -403,7 +403,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub hold: usize,
 
-    /// How often to report progress.
+    /// How often to report progress (at least 100ms).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 
