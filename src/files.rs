@@ -101,6 +101,17 @@ pub enum FilesError {
         /// The file's size.
         size: u64,
     },
+    /// The connection failed while the file was sent (the server keeps what reached it).
+    #[error("the connection ended after {sent} of {size} bytes were sent; try again with --resume to continue")]
+    SendInterrupted {
+        /// Bytes of the file handed to the connection (not all of them may have arrived).
+        sent: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// The connection ended after the whole file was sent, before the server said it stored it.
+    #[error("the connection ended before the server confirmed the upload; try again with --resume to finish")]
+    Unconfirmed,
     /// The connection ended in the middle of a file that was streamed out
     /// ([`FilesClient::get_to`]): what was written is incomplete.
     #[error("the connection ended after {done} of {size} bytes; what was written out is incomplete")]
@@ -743,7 +754,11 @@ impl FilesClient {
         }
         self.send(&Msg::From { start })?;
         progress(Progress { done: start, size, start });
-        let mut report = |done| progress(Progress { done, size, start });
+        let sent = std::cell::Cell::new(start);
+        let mut report = |done| {
+            sent.set(done);
+            progress(Progress { done, size, start })
+        };
         match send_range(&mut self.sock, &file, (start, size), &mut hasher, true, &mut report) {
             Ok(()) => {}
             Err(SendStop::Shrank) => return Err(FilesError::Changed(shown)),
@@ -755,13 +770,21 @@ impl FilesClient {
                 if let Ok(Some(Msg::Error { code, message })) = read_msg_sync(&mut self.sock, &mut self.buf) {
                     return Err(refused(code, message));
                 }
-                return Err(FilesError::Proto(e.into()));
+                // The server keeps what arrived in its partial file.
+                tracing::debug!("put: the connection failed: {e}");
+                return Err(FilesError::SendInterrupted { sent: sent.get(), size });
             }
         }
-        self.send(&Msg::Done { hash: *hasher.finalize().as_bytes() })?;
-        match self.recv()? {
-            Msg::Stored => Ok(Report { size, resumed: start, elapsed: began.elapsed() }),
-            other => Err(FilesError::Unexpected(other.name())),
+        let confirmed = self.send(&Msg::Done { hash: *hasher.finalize().as_bytes() }).and_then(|()| self.recv());
+        match confirmed {
+            Ok(Msg::Stored) => Ok(Report { size, resumed: start, elapsed: began.elapsed() }),
+            Ok(other) => Err(FilesError::Unexpected(other.name())),
+            // Every byte went out, but the server may not have had them all.
+            Err(FilesError::Proto(e @ (ProtoError::Io(_) | ProtoError::Truncated))) => {
+                tracing::debug!("put: the connection failed: {e}");
+                Err(FilesError::Unconfirmed)
+            }
+            Err(e) => Err(e),
         }
     }
 

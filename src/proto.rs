@@ -180,7 +180,7 @@ pub enum Msg {
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
     /// The socket failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// The peer closed in the middle of a message.
     #[error("the peer closed the connection in the middle of a message")]

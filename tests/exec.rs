@@ -343,6 +343,20 @@ fn a_command_not_found_is_127_with_one_line() {
     assert_fails(&r, 127, &["/nonexistent/dir/prog", "not found"]);
 }
 
+/// A connection that breaks while a command runs is one line that says so and that the
+/// command's outcome is unknown, exit status 255 as ssh gives; it was only "Connection reset by
+/// peer (os error 104)".
+#[test]
+fn a_connection_reset_while_a_command_runs_says_the_outcome_is_unknown() {
+    let srv = ExecServer::start(&[]);
+    let relay = Server::relay(&["127.0.0.1:0", &srv.addr(), "--reset-after", "300"]);
+    let mut cmd = sockit();
+    cmd.env_remove(TOKEN_ENV).args(["exec", &relay.addr(), "--token-file", s(&srv.token_file), "-n", "--"]);
+    cmd.args(["sh", "-c", "yes | head -c 1000000"]);
+    let r = run(&mut cmd, b"");
+    assert_fails(&r, 255, &["the connection to the server failed", "the command's exit status is unknown"]);
+}
+
 #[test]
 fn a_command_that_cannot_be_executed_is_126() {
     let srv = ExecServer::start(&[]);

@@ -1547,6 +1547,38 @@ fn concurrent_puts_to_one_name_leave_exactly_one_whole_file() {
 // ---------------------------------------------------------------------------------------------
 // 7. kill -9 in the middle, and --resume
 
+/// A put whose connection is reset says how far it got and that --resume continues (it printed
+/// "Connection reset by peer (os error 104)" twice), whether the reset comes while the bytes go
+/// out or after the last one, before the server's STORED; `put --resume` then finishes.
+#[test]
+fn a_put_cut_by_a_reset_says_how_far_it_got_and_put_resume_finishes() {
+    let p = Place::new();
+    let server = p.serve(&[]);
+    let (c, root) = (p.client(), p.root());
+    // Relayed through a connection that is reset after 1 MiB from the client.
+    let relayed = format!("unix:{}", s(&p.path("relay.sock")));
+    let _relay = Server::relay(&[&relayed, &server.endpoint, "--reset-after", "1M"]);
+    for (name, size, words) in [
+        // Far more than the socket buffers hold: the reset comes while it is sent.
+        ("long.bin", 24 << 20, "were sent; try again with --resume to continue"),
+        // The last 16 KiB beyond the reset fit in the socket buffers: the reset comes while
+        // STORED is awaited.
+        (
+            "short.bin",
+            (1 << 20) + (16 << 10),
+            "before the server confirmed the upload; try again with --resume to finish",
+        ),
+    ] {
+        let data = random_bytes(size, size as u64);
+        fs::write(c.join(name), &data).unwrap();
+        let d = run_in(&c, &["put", &relayed, name]);
+        assert_fails(&d, &[words]);
+        assert!(!d.stderr.contains("os error"), "{}", d.stderr);
+        assert_ok(&run_in(&c, &["put", &server.endpoint, name, "--resume"]));
+        assert_file(&root.join(name), &data);
+    }
+}
+
 #[test]
 fn killing_the_client_mid_put_keeps_the_old_file_and_put_resume_finishes() {
     let _heavy = heavy();

@@ -114,10 +114,21 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         Ok(status) => status.shell_code(),
         Err(ExecError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 141,
         Err(e) => {
-            note!("sockit: {e}");
+            note!("sockit: {}", failure(&e));
             e.shell_code()
         }
     }))
+}
+
+/// What went wrong with a command, in words: a connection that failed while the command ran
+/// says that its outcome is unknown, not only the socket's error.
+fn failure(e: &ExecError) -> String {
+    match e {
+        ExecError::Proto(sockit::proto::ProtoError::Io(io)) => {
+            format!("the connection to the server failed ({io}); the command's exit status is unknown")
+        }
+        e => e.to_string(),
+    }
 }
 
 pub async fn shell(args: ShellArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -169,7 +180,7 @@ pub async fn shell(args: ShellArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 last = e.shell_code();
             }
             Err(e) => {
-                note!("sockit: {e}");
+                note!("sockit: {}", failure(&e));
                 return Ok(ExitCode::from(FAILED));
             }
         }
