@@ -691,6 +691,12 @@ impl HandshakeFailure {
         let why = match ce {
             CertificateError::UnknownIssuer => issuer,
             CertificateError::BadSignature => format!("its signature does not verify ({issuer})"),
+            // webpki's words when the server's own certificate is a CA's (`openssl req -x509`
+            // makes those) and no trusted one vouches for it: only the certificate itself, in
+            // the --ca file, would.
+            CertificateError::Other(other) if other.to_string() == "CaUsedAsEndEntity" => {
+                format!("{issuer}: it is a CA certificate, as `openssl req -x509` makes, trusted only by itself")
+            }
             CertificateError::Other(other) => other.to_string(),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!("it has expired ({ce})"),
             other => other.to_string(),
@@ -763,7 +769,11 @@ impl TlsStream {
 
     /// The negotiated protocol version, as `TLSv1.3`.
     pub fn version(&self) -> Option<&'static str> {
-        self.io().get_ref().1.protocol_version().and_then(|v| v.as_str())
+        match self.io().get_ref().1.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+            other => other.as_str(),
+        }
     }
 
     /// Marks the connection as ending with a reset: no `close_notify` on drop.

@@ -891,26 +891,36 @@ fn openssl_ncat_and_socat_clients_talk_to_a_sockit_tls_server() {
 fn sockit_talks_to_openssl_s_server_and_uses_its_certificates() {
     require!("openssl");
     let dir = temp_dir();
+    let make = |cert: &Path, key: &Path| {
+        let made = run(
+            Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]).args([
+                "-keyout",
+                s(key),
+                "-out",
+                s(cert),
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ]),
+            b"",
+        );
+        assert_eq!(made.code, Some(0), "{}", made.stderr);
+    };
     let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    let made = run(
-        Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]).args([
-            "-keyout",
-            s(&key),
-            "-out",
-            s(&cert),
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ]),
-        b"",
-    );
-    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let (other, other_key) = (dir.path().join("c2.pem"), dir.path().join("k2.pem"));
+    make(&cert, &key);
+    make(&other, &other_key);
     let home = Home::new();
 
     // openssl's certificate and key in a sockit server (an RSA key, PKCS#8).
     let srv = TlsServer::start(&home, &["tls://127.0.0.1:0", "echo", "--cert", s(&cert), "--key", s(&key)]);
     assert_ok(&home.run(&["connect", srv.ep(), "--ca", s(&cert)], b"rsa\n"), b"rsa\n");
+    // openssl req -x509 makes CA certificates: trusted through another file, this one is
+    // refused in words, not as webpki's "CaUsedAsEndEntity".
+    let ran = home.run(&["send", srv.ep(), "x", "--ca", s(&other)], b"");
+    assert_fails(&ran, 1, &["not signed by a CA in", "it is a CA certificate, as `openssl req -x509` makes"]);
+    assert!(!ran.stderr.contains("CaUsedAsEndEntity"), "{}", ran.stderr);
     drop(srv);
 
     // sockit's client against openssl's server, TLS 1.3 and 1.2; -rev answers each line reversed.
