@@ -63,9 +63,15 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // --help and --version arrive here too, and are not errors.
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            use clap::error::ErrorKind;
+            // --help and --version arrive here too, and are not errors; nor is the help that a
+            // bare `sockit` shows.
+            if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            }
+            note!("sockit: {}", usage_line(&e.render().to_string()));
+            return ExitCode::from(2);
         }
     };
     // Under inetd, stderr may be the client's socket: no log lines unless asked for.
@@ -99,6 +105,36 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A usage error from the argument parser as one line, as every other error is: clap's text
+/// (`error: …`, the arguments it lists, its tips, the usage and "For more information…" on lines
+/// of their own) folded into its first line, with the help to see at the end.
+fn usage_line(text: &str) -> String {
+    let mut lines = text.lines();
+    let mut out = lines.next().unwrap_or_default().trim_start_matches("error: ").trim_end().to_owned();
+    // Without a usage line to name it, the subcommand is the first argument that is one.
+    let sub = std::env::args().skip(1).find(|a| Cli::command().find_subcommand(a).is_some());
+    let mut command = sub.map_or("sockit".to_owned(), |s| format!("sockit {s}"));
+    let (mut listed, mut tips) = (Vec::new(), Vec::new());
+    for line in lines.map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information")) {
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            // "sockit relay [OPTIONS] <FROM> <TO>": the words before the first placeholder.
+            let words: Vec<&str> = usage.split(' ').take_while(|w| w.chars().all(|c| c.is_ascii_lowercase())).collect();
+            command = words.join(" ");
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            tips.push(tip);
+        } else {
+            listed.push(line);
+        }
+    }
+    if !listed.is_empty() {
+        out = format!("{out} {}", listed.join(", "));
+    }
+    for tip in tips {
+        out = format!("{out} (tip: {tip})");
+    }
+    format!("{out} (see `{command} --help`)")
 }
 
 fn is_stdout_broken_pipe(e: &anyhow::Error) -> bool {
