@@ -100,7 +100,7 @@ pub enum NetError {
     },
     /// Nothing accepts connections at the address.
     #[error(
-        "cannot connect to {endpoint}: nothing is listening there (hint: start a server, e.g. `sockit serve {endpoint} echo`)"
+        "cannot connect to {endpoint}: nothing is listening there (hint: is the server running, on this address and port? `sockit serve {endpoint} SERVICE` starts one)"
     )]
     Refused {
         /// The endpoint, as written.
