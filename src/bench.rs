@@ -900,7 +900,13 @@ impl Worker<'_> {
                 }
                 Ok(Err(e)) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    last_error = Some(Failure::Other(e.to_string()));
+                    // Said as every other command says it.
+                    let said = if e.kind() == std::io::ErrorKind::ConnectionRefused && !connected {
+                        NetError::Refused { endpoint: self.config.endpoint.to_string() }.to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    last_error = Some(Failure::Other(said));
                 }
                 Err(_) if connected => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);

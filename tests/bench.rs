@@ -169,10 +169,13 @@ fn bench_against_nothing_is_a_runtime_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let ran = sockit_run(&["bench", &format!("127.0.0.1:{port}"), "-d", "200ms"], b"");
-    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
-    assert!(ran.stderr.contains("nothing is listening"), "{}", ran.stderr);
-    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+    // Every mode in the same words (connect said "Connection refused (os error 111)").
+    for mode in ["echo", "connect", "bulk"] {
+        let ran = sockit_run(&["bench", &format!("127.0.0.1:{port}"), mode, "-d", "200ms"], b"");
+        assert_eq!(ran.code, Some(1), "{mode}: {}", ran.stderr);
+        assert!(ran.stderr.contains("nothing is listening"), "{mode}: {}", ran.stderr);
+        assert_eq!(ran.stderr.lines().count(), 1, "{mode}: {}", ran.stderr);
+    }
 }
 
 // A server of the wrong kind is a one-line error with a hint and exit status 1, never a table
