@@ -341,6 +341,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// Uncounts bytes that were read in direction `dir` but will never be written: the
+    /// `--reset-after` fault cut them off. The session's totals say what was delivered.
+    fn undelivered(&self, dir: Direction, n: usize) {
+        let counter = match dir {
+            Direction::Up => &self.up,
+            Direction::Down => &self.down,
+        };
+        counter.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
     /// Takes up to `want` bytes from the `--reset-after` budget: how many may be written, and
     /// whether that exhausts it.
     fn take_budget(&self, want: usize) -> (usize, bool) {
@@ -579,7 +589,16 @@ async fn faulty_copy(src: &Side, dst: &Side, dir: Direction, faults: &Faults, ct
             };
             ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
             ctx.touch();
-            delivered?;
+            if let Err(broken) = delivered {
+                // What waits behind the reset is never delivered either.
+                if let Broken::ResetAfter(_) = broken {
+                    while let Ok((_, item)) = rx.try_recv() {
+                        ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        ctx.undelivered(dir, item.map_or(0, |data| data.len()));
+                    }
+                }
+                return Err(broken);
+            }
         }
         Ok(())
     };
@@ -588,15 +607,18 @@ async fn faulty_copy(src: &Side, dst: &Side, dir: Direction, faults: &Faults, ct
 
 /// Writes `data` in pieces under the rate limit and the `--reset-after` budget.
 async fn deliver(dst: &Side, data: &[u8], dir: Direction, pacer: &mut Pacer, ctx: &Ctx<'_>) -> Result<(), Broken> {
+    let mut written = 0;
     for piece in data.chunks(pacer.piece_size()) {
         let (allowed, exhausted) = ctx.take_budget(piece.len());
         let piece = &piece[..allowed];
         if !piece.is_empty() {
             tokio::time::sleep_until(pacer.pace(Instant::now(), piece.len())).await;
             dst.write(piece).await.map_err(|e| Broken::Write(dir, e))?;
+            written += piece.len();
             ctx.touch();
         }
         if exhausted {
+            ctx.undelivered(dir, data.len() - written);
             return Err(Broken::ResetAfter(ctx.config.faults.reset_after.unwrap_or(0)));
         }
     }

@@ -504,6 +504,10 @@ fn reset_after_passes_that_many_bytes_then_resets_both_sides() {
     let (got, how) = server.join().expect("the target failed");
     assert_eq!(how, Some(ErrorKind::ConnectionReset), "the target's end, after {} bytes", got.len());
     assert_eq!(got, sent[..100], "the target receives exactly the first 100 bytes");
+    // The totals are what was delivered: 1000 bytes were read, 100 written.
+    relay
+        .stderr
+        .wait_for("the connection's line", |l| l.contains(": 100 B in, 0 B out, ") && l.contains("reset after"));
 }
 
 #[test]
