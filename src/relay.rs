@@ -729,6 +729,15 @@ struct DatagramSession {
 }
 
 impl DatagramSession {
+    /// Says once that the target refused this client's datagrams (nothing listens there: the
+    /// kernel got an ICMP port unreachable), as a stream relay says it failed to connect.
+    fn refused(&self, e: &io::Error, peer: &PeerAddr, said: &mut bool) {
+        if e.kind() == io::ErrorKind::ConnectionRefused && !std::mem::replace(said, true) {
+            let why = format!("the target refused a datagram: nothing is listening on {}", self.config.target);
+            self.monitor.problem(Some(peer), &why);
+        }
+    }
+
     async fn run(self, mut from_client: mpsc::Receiver<Bytes>, stop: CancellationToken) {
         let started = Instant::now();
         let shown_peer = self.peer.clone().unwrap_or(PeerAddr::UnixUnnamed { pid: None, uid: None });
@@ -760,6 +769,9 @@ impl DatagramSession {
         let mut due = Vec::new();
         let mut last_activity = Instant::now();
         let mut unanswerable = false;
+        // Whether a refusal by the target (ICMP port unreachable) was said for this session: once
+        // is enough, and an answer from the target clears it.
+        let mut refusal_said = false;
         let end = loop {
             let now = Instant::now();
             up.pop_due(now, &mut due);
@@ -771,6 +783,7 @@ impl DatagramSession {
                 // back by the next one.
                 if let Err(e) = upstream.send(&d).await {
                     tracing::debug!("relay session {}: send to target failed: {e}", self.id);
+                    self.refused(&e, &shown_peer, &mut refusal_said);
                 }
             }
             down.pop_due(now, &mut due);
@@ -812,12 +825,16 @@ impl DatagramSession {
                 r = upstream.recv(&mut buf) => match r {
                     Ok(n) => {
                         last_activity = Instant::now();
+                        refusal_said = false;
                         if let Some(log) = &self.config.log {
                             log.data(self.id, Direction::Down, &buf[..n]);
                         }
                         down.push(last_activity, Bytes::copy_from_slice(&buf[..n]));
                     }
-                    Err(e) => tracing::debug!("relay session {}: receive from target failed: {e}", self.id),
+                    Err(e) => {
+                        tracing::debug!("relay session {}: receive from target failed: {e}", self.id);
+                        self.refused(&e, &shown_peer, &mut refusal_said);
+                    }
                 },
                 _ = tokio::time::sleep_until(wake) => {
                     if Instant::now() >= last_activity + self.idle && up.is_idle() && down.is_idle() {

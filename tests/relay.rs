@@ -283,6 +283,25 @@ fn udp_sessions_per_client() {
     assert!(summary.contains("4 datagrams in, 4 out"), "{summary}");
 }
 
+/// A UDP target where nothing listens is said once per session, as a stream relay says it
+/// cannot connect; the datagrams used to vanish without a word until the idle timeout.
+#[test]
+fn a_udp_target_that_refuses_is_said_once_per_session() {
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let relay = Server::relay(&["udp://127.0.0.1:0", &format!("udp://{dead}")]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(relay.addr()).unwrap();
+    // Each datagram after the first may find the refusal of the one before.
+    for word in ["one", "two", "three"] {
+        client.send(word.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let said = format!("the target refused a datagram: nothing is listening on udp://{dead}");
+    relay.stderr.wait_for("the refusal", |l| l.contains(&said));
+    let done = relay.stop();
+    assert_eq!(done.stderr.iter().filter(|l| l.contains(&said)).count(), 1, "{:#?}", done.stderr);
+}
+
 #[test]
 fn unix_datagrams_to_udp_and_back() {
     let dir = temp_dir();
