@@ -432,10 +432,30 @@ async fn relay_both(client: &Side, target: &Side, ctx: &Ctx<'_>, limits: &Sessio
     let broken = if ctx.config.faults.reset_after == Some(0) {
         Err(Broken::ResetAfter(0))
     } else {
-        let up = direction(client, target, Direction::Up, ctx);
-        let down = direction(target, client, Direction::Down, ctx);
+        // Which side ended its sending first: that one closed the connection.
+        // (0: neither yet, 1: the client, 2: the target.)
+        let first = std::sync::atomic::AtomicU8::new(0);
+        let ended = |dir, r: &Result<(), Broken>| {
+            let side = if dir == Direction::Up { 1 } else { 2 };
+            if r.is_ok() {
+                let _ = first.compare_exchange(0, side, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        };
+        let up = async {
+            let r = direction(client, target, Direction::Up, ctx).await;
+            ended(Direction::Up, &r);
+            r
+        };
+        let down = async {
+            let r = direction(target, client, Direction::Down, ctx).await;
+            ended(Direction::Down, &r);
+            r
+        };
         tokio::select! {
-            r = async { tokio::try_join!(up, down) } => r.map(drop),
+            r = async { tokio::try_join!(up, down) } => match r {
+                Ok(_) if first.load(Ordering::Relaxed) == 2 => return End::TargetClosed,
+                r => r.map(drop),
+            },
             _ = ctx.idle(limits.idle_timeout) => return End::IdleTimeout,
             _ = limits.cut.cancelled() => return End::Cut,
         }

@@ -106,6 +106,8 @@ impl Monitor for Silent {}
 pub enum End {
     /// The client closed its side.
     PeerClosed,
+    /// A relay's target closed its side first (the client closed after).
+    TargetClosed,
     /// The service ended the session (`qa` after `bye`).
     SessionEnded,
     /// Nothing moved for the idle timeout.
@@ -128,6 +130,7 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::PeerClosed => f.write_str("closed by client"),
+            End::TargetClosed => f.write_str("closed by target"),
             End::SessionEnded => f.write_str("session ended"),
             End::IdleTimeout => f.write_str("idle timeout"),
             End::Shutdown => f.write_str("server shutting down"),

@@ -283,6 +283,25 @@ fn udp_sessions_per_client() {
     assert!(summary.contains("4 datagrams in, 4 out"), "{summary}");
 }
 
+/// The side that closed first is the one named: a `qa` target that ends the session after "bye"
+/// closes before its client, which the relay used to log as "closed by client".
+#[test]
+fn the_side_that_closed_first_is_named() {
+    let target = Server::start(&["127.0.0.1:0", "qa"]);
+    let relay = Server::relay(&["127.0.0.1:0", &target.endpoint]);
+    let mut c = tcp(&relay.addr());
+    c.write_all(b"bye\n").unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    // The client closes only after it has read the target's end.
+    drop(c);
+    relay.stderr.wait_for("the connection's line", |l| l.ends_with("closed by target"));
+    let mut c = tcp(&relay.addr());
+    c.shutdown(Shutdown::Write).unwrap();
+    let _ = c.read_to_end(&mut all);
+    relay.stderr.wait_for("the second connection's line", |l| l.ends_with("closed by client"));
+}
+
 /// A UDP target where nothing listens is said once per session, as a stream relay says it
 /// cannot connect; the datagrams used to vanish without a word until the idle timeout.
 #[test]
