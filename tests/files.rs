@@ -1059,7 +1059,7 @@ fn missing_files_directories_and_bad_targets_are_one_line_errors_that_leave_noth
         (&["put", ep, "local.txt", "nodir/"], "sockit: server: \"nodir\": no such file"),
         (&["put", ep, "local.txt", "file.txt/x"], "sockit: server: \"file.txt\": not a directory"),
         (&["ls", ep, "missing"], "sockit: server: \"missing\": no such file"),
-        (&["ls", ep, "file.txt"], "sockit: server: \"file.txt\": not a directory"),
+        (&["ls", ep, "file.txt/"], "sockit: server: \"file.txt\": not a directory"),
         (&["put", ep, "no-such-local-file"], "sockit: cannot read no-such-local-file: no such file"),
         (&["put", ep, "localdir", "x"], "sockit: cannot read localdir: it is a directory"),
     ];
@@ -1070,6 +1070,10 @@ fn missing_files_directories_and_bad_targets_are_one_line_errors_that_leave_noth
         assert_eq!(visible(&c), ["local.txt", "localdir"], "{args:?} left a local file");
     }
     assert_serves(ep, &c, &root, "after-errors.txt");
+    // As ls(1), a file is shown by itself, under the name it was asked by.
+    let d = run_in(&c, &["ls", ep, "dir/inner"]);
+    assert_ok(&d);
+    assert_eq!(ls_lines(&d.stdout), [("dir/inner".to_owned(), 5)]);
 }
 
 // `sockit get` makes its hidden partial file (`.NAME.sockit-part`) before it asks the server; a

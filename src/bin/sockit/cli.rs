@@ -789,8 +789,8 @@ pub struct LsArgs {
     /// The files server.
     pub endpoint: String,
 
-    /// The directory (default: the root).
-    #[arg(default_value = "")]
+    /// The directory (default: the root), or a file to show by itself.
+    #[arg(default_value = "", hide_default_value = true)]
     pub dir: String,
 
     #[command(flatten)]

@@ -157,7 +157,7 @@ async fn get_to_stdout(args: GetArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
     let mut client = open(&args.endpoint, &args.auth).await?;
     let dir = args.dir.clone();
-    let entries = blocking(move || client.list(&dir)).await??;
+    let entries = blocking(move || list_or_file(&mut client, &dir)).await??;
     let mut out = String::new();
     if args.json {
         let list: Vec<_> = entries
@@ -185,6 +185,24 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
     }
     crate::write_stdout(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The entries of directory `path`; or, as ls(1) does, for a path that names something else, that
+/// one entry (from its directory's list), under the name it was asked by. A path with a
+/// trailing slash must be a directory.
+fn list_or_file(client: &mut FilesClient, path: &str) -> Result<Vec<sockit::fsroot::Entry>, FilesError> {
+    let not_a_directory = sockit::fsroot::FsError::NotADirectory { path: String::new() }.code();
+    match client.list(path) {
+        Err(FilesError::Server(e)) if e.code() == not_a_directory && !path.is_empty() && !path.ends_with('/') => {
+            let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+            let found = client.list(parent).ok().and_then(|all| all.into_iter().find(|entry| entry.name == name));
+            match found {
+                Some(entry) => Ok(vec![sockit::fsroot::Entry { name: path.to_owned(), ..entry }]),
+                None => Err(FilesError::Server(e)),
+            }
+        }
+        other => other,
+    }
 }
 
 fn kind_name(k: EntryKind) -> &'static str {
