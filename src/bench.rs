@@ -259,6 +259,8 @@ pub enum Misfit {
     NoAnswer(Duration),
     /// connect, udp: every answer differed from what was sent.
     WrongAnswers,
+    /// echo: an answer differed from what was sent.
+    WrongAnswer,
     /// udp: not one of this many datagrams was answered.
     Unanswered(u64),
 }
@@ -275,6 +277,7 @@ impl std::fmt::Display for Misfit {
             Misfit::StoppedSending(d) => write!(f, "the server stopped sending: nothing arrived for {}", secs(*d)),
             Misfit::NoAnswer(d) => write!(f, "no answer within {}", secs(*d)),
             Misfit::WrongAnswers => f.write_str("every answer differs from the message sent"),
+            Misfit::WrongAnswer => f.write_str("the answer differs from the message sent"),
             Misfit::Unanswered(n) => write!(f, "not one of {n} datagrams was answered"),
         }
     }
@@ -741,7 +744,7 @@ impl Worker<'_> {
             };
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
                 Ok(Ok(())) if answer == msg => {}
-                Ok(Ok(())) => return self.failed(hist, "the answer differs from the message sent"),
+                Ok(Ok(())) => return self.misfit(hist, Misfit::WrongAnswer),
                 Ok(Err(e)) => return self.failed(hist, e),
                 Err(_) => return self.failed(hist, "no answer within 5s"),
             }

@@ -62,6 +62,8 @@ fn echo_detects_a_server_that_answers_wrongly() {
     let ran = sockit_run(&["bench", &server.endpoint, "-c", "2", "-d", "300ms"], b"");
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     assert!(ran.stderr.contains("the answer differs from the message sent"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("(hint: echo needs an `echo` server, e.g. `sockit serve "), "{}", ran.stderr);
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
 }
 
 #[test]
