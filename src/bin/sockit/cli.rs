@@ -177,7 +177,8 @@ Examples:
 const SHELL_HELP: &str = "\
 Each line is one command, split into words like a shell does (quotes work), and run without a
 shell on the server; --shell runs each line with sh -c instead, so pipes and cd work within it.
-Type exit or Ctrl-D to leave.
+Commands get no input (an empty stdin: `cat` alone ends at once, and the next line typed is the
+next command); `sockit exec` passes its stdin on. Type exit or Ctrl-D to leave.
 
 Example:
   sockit shell 127.0.0.1:7022 --token-file ~/.sockit-token";
