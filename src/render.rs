@@ -42,6 +42,20 @@ pub fn escaped(data: &[u8]) -> String {
     out
 }
 
+/// An I/O error in the words of the rest of sockit's messages: the system's text for an errno
+/// without its "(os error N)" and with a lower-case start (`no such file or directory`); any
+/// other error as it displays.
+pub fn io_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let Some(code) = e.raw_os_error() else { return text };
+    let bare = text.strip_suffix(&format!(" (os error {code})")).unwrap_or(&text);
+    let mut chars = bare.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
 /// Renders `data` as a classic hex dump: offset, 16 bytes in hex, and their printable ASCII.
 /// Each line ends with `\n`; empty data gives an empty string.
 pub fn hex_dump(data: &[u8]) -> String {
@@ -140,6 +154,16 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(escaped_line(input), *want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn io_errors_read_as_the_other_messages() {
+        let gone = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(io_error(&gone), "no such file or directory");
+        let reset = std::io::Error::from_raw_os_error(libc::ECONNRESET);
+        assert_eq!(io_error(&reset), "connection reset by peer");
+        let custom = std::io::Error::other("Something Else");
+        assert_eq!(io_error(&custom), "Something Else");
     }
 
     #[test]

@@ -128,7 +128,8 @@ fn unreadable_or_malformed_dict_file_is_a_usage_error() {
 
     let missing = dir.path().join("missing.txt");
     let ran = sockit_run(&["serve", "127.0.0.1:0", "qa", "--dict", missing.to_str().unwrap()], b"");
-    assert_one_line_error(&ran, 2, &["cannot read --dict", "missing.txt"]);
+    assert_one_line_error(&ran, 2, &["cannot read --dict", "missing.txt: no such file or directory"]);
+    assert!(!ran.stderr.contains("os error"), "{}", ran.stderr);
 }
 
 #[test]

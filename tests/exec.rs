@@ -355,6 +355,7 @@ fn a_connection_reset_while_a_command_runs_says_the_outcome_is_unknown() {
     cmd.args(["sh", "-c", "yes | head -c 1000000"]);
     let r = run(&mut cmd, b"");
     assert_fails(&r, 255, &["the connection to the server failed", "the command's exit status is unknown"]);
+    assert!(!r.stderr.contains("os error"), "{}", r.stderr);
 }
 
 #[test]

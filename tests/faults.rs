@@ -793,7 +793,7 @@ fn faults_that_do_not_fit_are_refused_before_anything_is_bound() {
         (&[&tcp, tcp_to, "--faults-on", "up"], &["--faults-on", "with a fault"]),
         (&[&tcp, udp_to], &["cannot relay", "(connections)", "(datagrams)"]),
         (&[&udp, tcp_to], &["cannot relay", "(datagrams)", "(connections)"]),
-        (&[&tcp, tcp_to, "--log", missing_log], &["--log", "No such file"]),
+        (&[&tcp, tcp_to, "--log", missing_log], &["--log", "no such file or directory"]),
     ];
     for (args, needles) in cases {
         let ran = sockit_run(&[&["relay"], *args].concat(), b"");

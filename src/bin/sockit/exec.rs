@@ -125,6 +125,7 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
 fn failure(e: &ExecError) -> String {
     match e {
         ExecError::Proto(sockit::proto::ProtoError::Io(io)) => {
+            let io = sockit::render::io_error(io);
             format!("the connection to the server failed ({io}); the command's exit status is unknown")
         }
         e => e.to_string(),

@@ -236,11 +236,10 @@ fn traffic_log(args: &RelayArgs) -> anyhow::Result<Option<Arc<TrafficLog>>> {
         None => Box::new(std::io::stderr()),
         Some(p) if p.as_os_str() == "-" => Box::new(std::io::stderr()),
         Some(p) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| Usage(format!("cannot open --log {}: {e}", p.display())))?;
+            let file =
+                std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| {
+                    Usage(format!("cannot open --log {}: {}", p.display(), sockit::render::io_error(&e)))
+                })?;
             Box::new(std::io::BufWriter::new(file))
         }
     };

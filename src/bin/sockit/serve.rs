@@ -342,7 +342,9 @@ fn build_service(
                 }
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
-                        .map_err(|e| Usage(format!("cannot read --dict {}: {e}", path.display())))?;
+                        .map_err(|e| {
+                            Usage(format!("cannot read --dict {}: {}", path.display(), sockit::render::io_error(&e)))
+                        })?;
                     QaDict::parse(&text, &args.default_answer)
                         .map_err(|e| Usage(format!("--dict {}: {e}", path.display())))?
                 }
