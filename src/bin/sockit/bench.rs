@@ -110,8 +110,10 @@ fn table(r: &BenchResult) -> String {
         }
     }
     if r.mode == Mode::Bulk {
+        // Intervals under a second need the hundredths to tell them apart (0.25s, 0.50s).
+        let places = if r.intervals.first().is_some_and(|i| i.t < 0.95) { 2 } else { 1 };
         for i in &r.intervals {
-            out += &format!("  {:6.1}s     {:.2} Gbit/s\n", i.t, i.gbit_per_s);
+            out += &format!("  {:6.places$}s     {:.2} Gbit/s\n", i.t, i.gbit_per_s);
         }
         out += &format!("  total       {:.2} Gbit/s ({})\n", r.gbit_per_s, sockit::render::bytes(r.bytes));
     } else {
