@@ -331,11 +331,7 @@ impl Ctx<'_> {
     /// Counts (and logs) `data` read in direction `dir`.
     fn moved(&self, dir: Direction, data: &[u8]) {
         self.touch();
-        let counter = match dir {
-            Direction::Up => &self.up,
-            Direction::Down => &self.down,
-        };
-        counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.count(dir).fetch_add(data.len() as u64, Ordering::Relaxed);
         if let Some(log) = &self.config.log {
             log.data(self.session, dir, data);
         }
@@ -344,11 +340,15 @@ impl Ctx<'_> {
     /// Uncounts bytes that were read in direction `dir` but will never be written: the
     /// `--reset-after` fault cut them off. The session's totals say what was delivered.
     fn undelivered(&self, dir: Direction, n: usize) {
-        let counter = match dir {
+        self.count(dir).fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
+    /// The byte count of direction `dir`.
+    fn count(&self, dir: Direction) -> &AtomicU64 {
+        match dir {
             Direction::Up => &self.up,
             Direction::Down => &self.down,
-        };
-        counter.fetch_sub(n as u64, Ordering::Relaxed);
+        }
     }
 
     /// Takes up to `want` bytes from the `--reset-after` budget: how many may be written, and
@@ -550,11 +550,7 @@ async fn splice_copy(src: &Stream, dst: &Stream, dir: Direction, ctx: &Ctx<'_>) 
             return Ok(());
         }
         ctx.touch();
-        let counter = match dir {
-            Direction::Up => &ctx.up,
-            Direction::Down => &ctx.down,
-        };
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+        ctx.count(dir).fetch_add(n as u64, Ordering::Relaxed);
         let mut left = n;
         while left > 0 {
             dst.ready(Interest::WRITABLE).await.map_err(|e| Broken::Write(dir, e))?;
