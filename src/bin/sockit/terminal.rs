@@ -177,18 +177,21 @@ pub async fn interactive(
         Ok::<(), ClientError>(())
     };
     // An error ends the program with a line on stderr; the abandoned prompt (on stdout) is
-    // erased first so that the line stands on its own, not after ">> ".
-    let fail = |terminal: TerminalGuard, e: ClientError| {
+    // erased first so that the line stands on its own, not after ">> ". The prompt thread may
+    // be drawing the next prompt just then (after the line whose send failed): it gets a
+    // moment, as when the server closes, so that the erasing comes after it.
+    async fn fail(terminal: TerminalGuard, e: ClientError) -> anyhow::Result<ExitCode> {
+        tokio::time::sleep(PRINTER_FLUSH).await;
         drop(terminal);
         print!("\r\x1b[K");
         let _ = std::io::stdout().flush();
         Err(e.into())
-    };
+    }
     tokio::pin!(sending, receiving);
     tokio::select! {
         r = &mut receiving => {
             if let Err(e) = r {
-                return fail(_terminal, e);
+                return fail(_terminal, e).await;
             }
             // The printer hands answers to the prompt thread, which shows them a moment later;
             // the server's last words (qa's "bye") would be lost if we restored the terminal
@@ -203,7 +206,7 @@ pub async fn interactive(
         }
         s = &mut sending => {
             if let Err(e) = s {
-                return fail(_terminal, e);
+                return fail(_terminal, e).await;
             }
         }
     }
