@@ -744,7 +744,17 @@ impl Worker<'_> {
             };
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
                 Ok(Ok(())) if answer == msg => {}
-                Ok(Ok(())) => return self.misfit(hist, Misfit::WrongAnswer),
+                // This connection's end: a busy notice in place of the answer says why, and a
+                // wrong answer says what kind of server this may be, if no connection gets a
+                // right one (others may: the run goes on).
+                Ok(Ok(())) => {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    let error = match busy_notice(&answer) {
+                        Some(busy) => Failure::Other(busy),
+                        None => Failure::Misfit(Misfit::WrongAnswer),
+                    };
+                    return WorkerOutcome { hist, error: Some(error) };
+                }
                 Ok(Err(e)) => return self.failed(hist, e),
                 Err(_) => return self.failed(hist, "no answer within 5s"),
             }

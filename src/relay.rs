@@ -328,19 +328,19 @@ impl Ctx<'_> {
         self.last_activity.store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Counts (and logs) `data` read in direction `dir`.
-    fn moved(&self, dir: Direction, data: &[u8]) {
+    /// Logs `data` read in direction `dir`.
+    fn read(&self, dir: Direction, data: &[u8]) {
         self.touch();
-        self.count(dir).fetch_add(data.len() as u64, Ordering::Relaxed);
         if let Some(log) = &self.config.log {
             log.data(self.session, dir, data);
         }
     }
 
-    /// Uncounts bytes that were read in direction `dir` but will never be written: the
-    /// `--reset-after` fault cut them off. The session's totals say what was delivered.
-    fn undelivered(&self, dir: Direction, n: usize) {
-        self.count(dir).fetch_sub(n as u64, Ordering::Relaxed);
+    /// Counts `n` bytes written in direction `dir`. The totals are what was delivered: bytes a
+    /// fault cut off (`--reset-after`, with or without a delay queue) are read but never count.
+    fn delivered(&self, dir: Direction, n: usize) {
+        self.touch();
+        self.count(dir).fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The byte count of direction `dir`.
@@ -511,12 +511,12 @@ async fn copy(
                 return Ok(());
             }
             Read::Data(n) => {
-                ctx.moved(dir, &buf[..n]);
+                ctx.read(dir, &buf[..n]);
                 match pacer.as_deref_mut() {
                     Some(pacer) => deliver(dst, &buf[..n], dir, pacer, ctx).await?,
                     None => {
                         dst.write(&buf[..n]).await.map_err(|e| Broken::Write(dir, e))?;
-                        ctx.touch();
+                        ctx.delivered(dir, n);
                     }
                 }
             }
@@ -550,12 +550,14 @@ async fn splice_copy(src: &Stream, dst: &Stream, dir: Direction, ctx: &Ctx<'_>) 
             return Ok(());
         }
         ctx.touch();
-        ctx.count(dir).fetch_add(n as u64, Ordering::Relaxed);
         let mut left = n;
         while left > 0 {
             dst.ready(Interest::WRITABLE).await.map_err(|e| Broken::Write(dir, e))?;
             match dst.try_io(Interest::WRITABLE, || Ok(splice(&pipe_out, None, dst, None, left, flags)?)) {
-                Ok(m) => left -= m,
+                Ok(m) => {
+                    left -= m;
+                    ctx.delivered(dir, m);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(Broken::Write(dir, e)),
             }
@@ -581,7 +583,7 @@ async fn faulty_copy(src: &Side, dst: &Side, dir: Direction, faults: &Faults, ct
             let item = match read {
                 Read::Eof => None,
                 Read::Data(n) => {
-                    ctx.moved(dir, &buf[..n]);
+                    ctx.read(dir, &buf[..n]);
                     Some(Bytes::copy_from_slice(&buf[..n]))
                 }
             };
@@ -605,16 +607,7 @@ async fn faulty_copy(src: &Side, dst: &Side, dir: Direction, faults: &Faults, ct
             };
             ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
             ctx.touch();
-            if let Err(broken) = delivered {
-                // What waits behind the reset is never delivered either.
-                if let Broken::ResetAfter(_) = broken {
-                    while let Ok((_, item)) = rx.try_recv() {
-                        ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
-                        ctx.undelivered(dir, item.map_or(0, |data| data.len()));
-                    }
-                }
-                return Err(broken);
-            }
+            delivered?;
         }
         Ok(())
     };
@@ -623,18 +616,15 @@ async fn faulty_copy(src: &Side, dst: &Side, dir: Direction, faults: &Faults, ct
 
 /// Writes `data` in pieces under the rate limit and the `--reset-after` budget.
 async fn deliver(dst: &Side, data: &[u8], dir: Direction, pacer: &mut Pacer, ctx: &Ctx<'_>) -> Result<(), Broken> {
-    let mut written = 0;
     for piece in data.chunks(pacer.piece_size()) {
         let (allowed, exhausted) = ctx.take_budget(piece.len());
         let piece = &piece[..allowed];
         if !piece.is_empty() {
             tokio::time::sleep_until(pacer.pace(Instant::now(), piece.len())).await;
             dst.write(piece).await.map_err(|e| Broken::Write(dir, e))?;
-            written += piece.len();
-            ctx.touch();
+            ctx.delivered(dir, piece.len());
         }
         if exhausted {
-            ctx.undelivered(dir, data.len() - written);
             return Err(Broken::ResetAfter(ctx.config.faults.reset_after.unwrap_or(0)));
         }
     }

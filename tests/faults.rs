@@ -523,6 +523,36 @@ fn reset_after_counts_both_directions_together() {
     assert_eq!(how, Some(ErrorKind::ConnectionReset), "and then a reset");
 }
 
+/// With a delay queue both ways, the totals are still what was delivered: the bytes read and
+/// queued when the reset came are cut off, not counted (it logged 1001 KiB in and 959 KiB out
+/// against a shared budget of 1,000,000 bytes).
+#[test]
+fn reset_after_with_a_delay_counts_only_what_was_delivered() {
+    let echo = tcp_echo();
+    let relay = tcp_relay(&echo.endpoint, &["--delay", "50", "--reset-after", "100000"]);
+    let s = tcp_within(&relay.addr(), PROMPT);
+    let mut reader = s.try_clone().unwrap();
+    let reading = std::thread::spawn(move || read_until_error(&mut reader));
+    let mut writer = &s;
+    // Until the reset: far more than the budget, both ways.
+    for _ in 0..100 {
+        if writer.write_all(&pattern(10_000)).is_err() {
+            break;
+        }
+    }
+    let (back, _) = reading.join().unwrap();
+    let line = relay.stderr.wait_for("the connection's line", |l| l.contains("reset after 100000 bytes"));
+    let total = |word: &str| -> f64 {
+        let at = line.find(&format!(" B {word}")).or_else(|| line.find(&format!(" KiB {word}"))).unwrap();
+        let kib = line[at..].starts_with(" KiB");
+        let n: f64 = line[..at].rsplit([' ', ':']).next().unwrap().parse().unwrap();
+        if kib { n * 1024.0 } else { n }
+    };
+    let (up, down) = (total("in"), total("out"));
+    assert!(up + down <= 100_000.0 + 1024.0, "{line}");
+    assert!(down >= back.len() as f64 - 1024.0, "{} bytes came back: {line}", back.len());
+}
+
 #[test]
 fn reset_after_zero_resets_both_sides_at_once() {
     let (target, server) = tcp_reader();
