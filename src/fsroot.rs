@@ -528,15 +528,16 @@ impl Upload {
     /// file stays for a later resume. The lock is released after the rename.
     pub fn publish(self) -> Result<(), FsError> {
         let map = |e: Errno| FsError::from_errno(&self.shown, e);
-        // What may have taken the name while the data arrived is refused as at the start; the
-        // partial file stays for a resume.
-        only_a_file_in_place(self.dir.as_fd(), &self.name, &self.shown)?;
         if let Err(e) = self.file.sync_all() {
             // The data may never reach the disk, while the page cache still shows it: a resume
             // could match a prefix that is not there. The partial file goes.
             let _ = rustix::fs::unlinkat(&self.dir, &self.partial, AtFlags::empty());
             return Err(FsError::from_io(&self.shown, e));
         }
+        // What may have taken the name while the data arrived (or was fsynced) is refused as at
+        // the start; the partial file stays for a resume. Checked just before the rename, which
+        // would replace any non-directory: a FIFO made in the moment between is not caught.
+        only_a_file_in_place(self.dir.as_fd(), &self.name, &self.shown)?;
         rustix::fs::renameat(&self.dir, &self.partial, &self.dir, &self.name).map_err(map)?;
         // The rename is on disk only once the directory is; an O_PATH descriptor cannot be
         // fsynced, so the directory is opened for reading. The file is published by now, so a

@@ -40,6 +40,17 @@ fn assert_parser_usage_error(ran: &Ran, needles: &[&str]) {
     assert!(ran.stderr.trim_end().ends_with(" --help`)"), "stderr: {:?}", ran.stderr);
 }
 
+/// An argument that is not UTF-8 is a usage error like any other (looking for the subcommand
+/// to name in the hint once panicked on it).
+#[test]
+fn an_argument_that_is_not_utf8_is_a_usage_error() {
+    use std::os::unix::ffi::OsStrExt;
+    for bad in [&b"caf\xe9"[..], b"serve\xff"] {
+        let ran = run(sockit().arg("-q").arg(std::ffi::OsStr::from_bytes(bad)), b"");
+        assert_parser_usage_error(&ran, &["unrecognized subcommand", "(see `sockit --help`)"]);
+    }
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
 fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -1578,7 +1578,17 @@ fn a_put_cut_by_a_reset_says_how_far_it_got_and_put_resume_finishes() {
         let d = run_in(&c, &["put", &relayed, name]);
         assert_fails(&d, &[words]);
         assert!(!d.stderr.contains("os error"), "{}", d.stderr);
-        assert_ok(&run_in(&c, &["put", &server.endpoint, name, "--resume"]));
+        // The server's session may still hold the partial file's lock for a moment after the
+        // reset: "being written by another upload" then, and the next try resumes.
+        let deadline = Instant::now() + PROMPT;
+        let resumed = loop {
+            let d = run_in(&c, &["put", &server.endpoint, name, "--resume"]);
+            if !d.stderr.contains("is being written by another upload") || Instant::now() > deadline {
+                break d;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_ok(&resumed);
         assert_file(&root.join(name), &data);
     }
 }

@@ -114,7 +114,10 @@ fn usage_line(text: &str) -> String {
     let mut lines = text.lines();
     let mut out = lines.next().unwrap_or_default().trim_start_matches("error: ").trim_end().to_owned();
     // Without a usage line to name it, the subcommand is the first argument that is one.
-    let sub = std::env::args().skip(1).find(|a| Cli::command().find_subcommand(a).is_some());
+    // (`args_os`: an argument that is not UTF-8 is no subcommand, and must not panic here.)
+    let sub = std::env::args_os()
+        .skip(1)
+        .find_map(|a| a.to_str().filter(|s| Cli::command().find_subcommand(s).is_some()).map(str::to_owned));
     let mut command = sub.map_or("sockit".to_owned(), |s| format!("sockit {s}"));
     let (mut listed, mut tips) = (Vec::new(), Vec::new());
     for line in lines.map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information")) {
