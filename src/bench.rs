@@ -749,11 +749,7 @@ impl Worker<'_> {
                 // right one (others may: the run goes on).
                 Ok(Ok(())) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    let error = match busy_notice(&answer) {
-                        Some(busy) => Failure::Other(busy),
-                        None => Failure::Misfit(Misfit::WrongAnswer),
-                    };
-                    return WorkerOutcome { hist, error: Some(error) };
+                    return WorkerOutcome { hist, error: Some(not_the_answer(&answer, Misfit::WrongAnswer)) };
                 }
                 Ok(Err(e)) => return self.failed(hist, e),
                 Err(_) => return self.failed(hist, "no answer within 5s"),
@@ -906,10 +902,7 @@ impl Worker<'_> {
                 // succeeds, the last failure is the run's error.
                 Ok(Ok(())) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    last_error = Some(match busy_notice(&answer) {
-                        Some(busy) => Failure::Other(busy),
-                        None => Failure::Misfit(Misfit::WrongAnswers),
-                    });
+                    last_error = Some(not_the_answer(&answer, Misfit::WrongAnswers));
                 }
                 Ok(Err(e)) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -1126,6 +1119,15 @@ async fn read_answer<R: AsyncRead + Unpin>(s: &mut R, answer: &mut [u8]) -> std:
 /// with it: a reason for this connection's failure, not a sign of the wrong kind of server.
 fn busy_notice(bytes: &[u8]) -> Option<String> {
     crate::server::busy_notice_in(bytes).map(|(notice, _)| format!("turned away: {notice}"))
+}
+
+/// What an answer that differs from the message says: the busy notice it may be, or else that
+/// the server may be the wrong kind (`misfit`).
+fn not_the_answer(answer: &[u8], misfit: Misfit) -> Failure {
+    match busy_notice(answer) {
+        Some(busy) => Failure::Other(busy),
+        None => Failure::Misfit(misfit),
+    }
 }
 
 /// How often a bulk stream's motion is checked.
