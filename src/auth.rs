@@ -256,9 +256,6 @@ impl From<io::Error> for HandshakeError {
 /// the server hold more than this before it is authenticated.
 const HANDSHAKE_MESSAGE: usize = 1024;
 
-/// The length of a `HELLO` frame's payload: type, version, service, auth and the nonce.
-const HELLO_LEN: usize = 4 + HASH_LEN;
-
 /// Whether `head`, the first bytes a server sent (up to five: the length and the type), can
 /// begin the frame a sockit server opens with: a `HELLO`, or an `ERROR` of at most
 /// [`HANDSHAKE_MESSAGE`] bytes that turns the client away.
@@ -276,7 +273,9 @@ fn may_begin_handshake(head: &[u8]) -> bool {
     let len = u32::from_be_bytes(*header) as usize;
     match head.get(4) {
         None => len >= 2,
-        Some(&kind) => (kind == proto::kind::HELLO && len == HELLO_LEN) || (kind == proto::kind::ERROR && len >= 2),
+        Some(&kind) => {
+            (kind == proto::kind::HELLO && len == proto::HELLO_LEN) || (kind == proto::kind::ERROR && len >= 2)
+        }
     }
 }
 
@@ -305,12 +304,9 @@ async fn preview<R: AsyncRead + Unpin>(r: &mut R, head: &[u8]) -> String {
     let line = &seen[..line_end.unwrap_or(seen.len())];
     let mut shown = &line[..line.len().min(PREVIEW)];
     let cut = shown.len() < line.len() || line_end.is_some_and(|end| end + 1 < seen.len());
-    if cut
-        && let Err(e) = std::str::from_utf8(shown)
-        && e.error_len().is_none()
-    {
+    if cut {
         // Cut inside a character: show none of it rather than its first bytes as escapes.
-        shown = &shown[..e.valid_up_to()];
+        shown = &shown[..crate::render::whole_chars(shown)];
     }
     let text = crate::render::escaped_line(shown);
     if cut { text + "…" } else { text }

@@ -111,9 +111,7 @@ fn handshake_hint(service: &str) -> &'static str {
 /// Only the first read is looked at (each of these comes in one write, so in one read), and an
 /// echo server that sends back exactly one of them is taken for what it echoes.
 fn foreign_protocol(first: &[u8]) -> Option<ClientError> {
-    use crate::proto::Msg;
-    /// A `HELLO`'s payload: its type, version, service and auth bytes, and the nonce.
-    const HELLO_LEN: usize = 4 + 32;
+    use crate::proto::{HELLO_LEN, Msg};
     if let Some((notice, took)) = crate::server::busy_notice_in(first)
         && took == first.len()
     {

@@ -24,6 +24,10 @@ pub const OUTPUT_CHUNK: usize = 64 * 1024;
 /// The length of nonces, MACs and BLAKE3 hashes.
 pub const HASH_LEN: usize = 32;
 
+/// The length of a `HELLO` frame's payload: type, version, service and auth bytes, and the
+/// nonce (what its length prefix says).
+pub(crate) const HELLO_LEN: usize = 4 + HASH_LEN;
+
 /// A 32-byte value: a nonce, a MAC or a BLAKE3 hash.
 pub type Hash = [u8; HASH_LEN];
 
