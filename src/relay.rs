@@ -131,7 +131,7 @@ impl TrafficLog {
     }
 
     fn data(&self, session: u64, dir: Direction, data: &[u8]) {
-        let s = if data.len() == 1 { "" } else { "s" };
+        let s = render::plural(data.len() as u64);
         let head = format!("{} #{session} {} {} byte{s}", Self::now(), dir.arrow(), data.len());
         if self.hex {
             self.write(&format!("{head}\n{}", render::hex_dump(data)));

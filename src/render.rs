@@ -42,6 +42,20 @@ pub fn escaped(data: &[u8]) -> String {
     out
 }
 
+/// How many of `bytes` to show now when the rest may still come: all of them, except a
+/// character cut short at the end (its other bytes may follow, or it is shown as escapes).
+pub fn whole_chars(bytes: &[u8]) -> usize {
+    match std::str::from_utf8(bytes) {
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        _ => bytes.len(),
+    }
+}
+
+/// The plural ending for a count of `n`: `""` for one, `"s"` otherwise (`1 byte`, `2 bytes`).
+pub fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// An I/O error in the words of the rest of sockit's messages: the system's text for an errno
 /// without its "(os error N)" and with a lower-case start (`no such file or directory`); any
 /// other error as it displays.

@@ -622,7 +622,7 @@ const BUSY_NOTICE: &str = "sockit: server busy";
 
 /// What a client over `max_conns` is told.
 fn busy_text(max: usize) -> String {
-    let s = if max == 1 { "" } else { "s" };
+    let s = crate::render::plural(max as u64);
     format!("{BUSY_NOTICE} ({max} client{s} connected), try again later")
 }
 

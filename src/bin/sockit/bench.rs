@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use sockit::bench::{self, BenchConfig, BenchError, BenchResult, Mode, Progress};
+use sockit::render::plural;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -99,9 +100,11 @@ fn progress_line(mode: Mode, p: &Progress) -> String {
 fn table(r: &BenchResult) -> String {
     let mut out = format!("{} {} for {:.1}s", r.mode, r.endpoint, r.duration_s);
     match r.mode {
-        Mode::Bulk => out += &format!(", {} stream{}, {} B writes\n", r.streams, plural(r.streams), r.size),
-        Mode::Udp => out += &format!(", {} socket{}, {} B datagrams\n", r.connections, plural(r.connections), r.size),
-        _ => out += &format!(", {} connection{}, {} B messages\n", r.connections, plural(r.connections), r.size),
+        Mode::Bulk => out += &format!(", {} stream{}, {} B writes\n", r.streams, plural(r.streams as u64), r.size),
+        Mode::Udp => {
+            out += &format!(", {} socket{}, {} B datagrams\n", r.connections, plural(r.connections as u64), r.size)
+        }
+        _ => out += &format!(", {} connection{}, {} B messages\n", r.connections, plural(r.connections as u64), r.size),
     }
     if let Some(h) = &r.hold {
         out += &format!("  held idle   {} of {} connections\n", h.established, h.requested);
@@ -132,8 +135,4 @@ fn table(r: &BenchResult) -> String {
     }
     out += &format!("  errors      {}\n", r.errors);
     out
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }

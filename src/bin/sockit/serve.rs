@@ -194,7 +194,7 @@ pub(crate) async fn run_logged(
     if !quiet {
         match summary {
             Some(s) => {
-                let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+                let plural = |n: u64, word: &str| format!("{n} {word}{}", render::plural(n));
                 let mut line = format!("sockit: stopped after {:.1}s: ", s.uptime.as_secs_f64());
                 if datagrams {
                     line += &format!("{} in, {} out", plural(s.datagrams_in, "datagram"), s.datagrams_out);
@@ -343,7 +343,7 @@ fn build_service(
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .map_err(|e| {
-                            Usage(format!("cannot read --dict {}: {}", path.display(), sockit::render::io_error(&e)))
+                            Usage(format!("cannot read --dict {}: {}", path.display(), render::io_error(&e)))
                         })?;
                     QaDict::parse(&text, &args.default_answer)
                         .map_err(|e| Usage(format!("--dict {}: {e}", path.display())))?
@@ -604,7 +604,7 @@ impl MessageSink for StdoutSink {
         }
         let when = humantime::format_rfc3339_millis(at);
         let text = if self.hex {
-            let s = if data.len() == 1 { "" } else { "s" };
+            let s = render::plural(data.len() as u64);
             format!("{when} {peer} {} byte{s}\n{}", data.len(), render::hex_dump(data))
         } else {
             format!("{when} {peer} {}\n", render::escaped_line(data))

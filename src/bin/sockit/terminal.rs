@@ -161,11 +161,7 @@ pub async fn interactive(
                 }
                 // A pause: show what came, but keep a character cut short for its other bytes.
                 None => {
-                    let whole = match std::str::from_utf8(&pending) {
-                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-                        _ => pending.len(),
-                    };
-                    let rest = pending.split_off(whole);
+                    let rest = pending.split_off(render::whole_chars(&pending));
                     if !pending.is_empty() {
                         show(render(&pending));
                     }

@@ -164,7 +164,7 @@ impl View {
         let title_text = format!(
             " sockit states · {} · {total} socket{} · watching {} · q quits",
             self.filter,
-            if total == 1 { "" } else { "s" },
+            sockit::render::plural(total as u64),
             humantime::format_duration(secs)
         );
         frame.render_widget(Paragraph::new(title_text).style(Style::new().add_modifier(Modifier::BOLD)), title);
