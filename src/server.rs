@@ -49,7 +49,8 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Serve one client (or one datagram) and stop.
     pub once: bool,
-    /// After shutdown is asked for, how long connections get to finish before they are cut.
+    /// After shutdown is asked for, how long connections get to finish the message they are on
+    /// (or a command, a transfer) before they are cut. One waiting for a new message ends at once.
     pub grace: Duration,
     /// Which peer addresses may connect (or send datagrams); deny wins.
     pub access: Arc<AccessList>,
@@ -849,6 +850,11 @@ impl<'a> Bounds<'a> {
         self.limit(fut, Stage::Shutdown)
     }
 
+    /// A read of the rest of a message: ends only when the grace period is over, or when idle.
+    fn read_rest<F: Future>(&mut self, fut: F) -> Limited<'_, F> {
+        self.limit(fut, Stage::Cut)
+    }
+
     /// A write: ends when the grace period is over (an answer is finished if there is time) or
     /// when idle (a client that stopped reading).
     fn write<F: Future>(&mut self, fut: F) -> Limited<'_, F> {
@@ -984,6 +990,13 @@ impl Messages {
         Step::AnswerMore
     }
 
+    /// Whether part of a message has come in and waits for the rest. Once a session has answered
+    /// what it could, its input buffer holds nothing else, so this is the whole test. At shutdown
+    /// such a session reads on until its message is whole (or the grace period is over).
+    fn mid_message(&self) -> bool {
+        !self.inbuf.is_empty()
+    }
+
     /// Gives the buffers that hold nothing back to `spares`, for a session that waits: an idle
     /// connection keeps no buffer, and the next one to wake takes them without an allocation.
     fn park(&mut self, spares: &mut Spares) {
@@ -1027,7 +1040,11 @@ async fn stream_session(mut stream: Stream, peer: &PeerAddr, shared: &Shared, io
             Step::AnswerMore => continue,
             Step::End(end) => break end,
         }
-        match bounds.read(read_some(&mut stream, &mut msgs)).await {
+        let read = match msgs.mid_message() {
+            true => bounds.read_rest(read_some(&mut stream, &mut msgs)),
+            false => bounds.read(read_some(&mut stream, &mut msgs)),
+        };
+        match read.await {
             Ok(Ok(0)) => msgs.eof = true,
             Ok(Ok(n)) => io.bytes_in += n as u64,
             Ok(Err(e)) => break End::Io(e.to_string()),
@@ -1621,6 +1638,42 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(300), "cut only after the grace period");
         assert_eq!(s.cut, 1);
         assert_eq!(*rec.0.lock().unwrap(), vec![End::Cut]);
+    }
+
+    /// At shutdown a connection between messages ends at once, but one in the middle of a
+    /// message is given the grace period to finish it, and its answer, on both paths.
+    #[tokio::test]
+    async fn shutdown_waits_for_a_message_begun_and_not_for_the_next() {
+        for own_threads in [false, true] {
+            let rec = Arc::new(Recorder::default());
+            let config = ServerConfig {
+                framing: Framing::Len,
+                grace: Duration::from_secs(10),
+                monitor: rec.clone(),
+                ..ServerConfig::new(Service::Echo)
+            };
+            let (addr, token, handle) = start_with(config, own_threads).await;
+            let mut idle = TcpStream::connect(&addr).await.unwrap();
+            let mut busy = TcpStream::connect(&addr).await.unwrap();
+            busy.write_all(b"\0\0\0\x0ahello").await.unwrap();
+            // Both are in: the idle one answered, the busy one halfway through its message.
+            idle.write_all(b"\0\0\0\x01x").await.unwrap();
+            let mut one = [0u8; 5];
+            idle.read_exact(&mut one).await.unwrap();
+            token.cancel();
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+            assert!(matches!(closed, Ok(Ok(0))), "the idle one is closed at once, own_threads {own_threads}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            busy.write_all(b"world").await.unwrap();
+            let mut answer = Vec::new();
+            let done = tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer)).await;
+            assert!(matches!(done, Ok(Ok(_))), "own_threads {own_threads}");
+            assert_eq!(answer, b"\0\0\0\x0ahelloworld", "own_threads {own_threads}");
+            let s = tokio::time::timeout(Duration::from_secs(5), handle).await.expect("stops").unwrap();
+            assert_eq!(s.cut, 0, "own_threads {own_threads}");
+            assert_eq!(*rec.0.lock().unwrap(), vec![End::Shutdown, End::Shutdown], "own_threads {own_threads}");
+        }
     }
 
     /// A broken frame ends the connection with a reset on the event loop as on tokio, and `qa`

@@ -313,7 +313,7 @@ impl Loop<'_> {
         self.shared.config.monitor.closed(&report);
     }
 
-    /// Stops accepting at shutdown, and ends every connection that is waiting for a message.
+    /// Stops accepting at shutdown, and ends every connection that is waiting for a new message.
     fn stop_accepting(&mut self, now: Instant) {
         // Closing it makes new clients fail fast instead of waiting in a backlog.
         self.listener = None;
@@ -448,8 +448,8 @@ impl Session {
             }
             if !self.readable {
                 // At shutdown a connection ends where it would wait for a message, as on tokio:
-                // what its client sent before is answered first.
-                if turn.stopping {
+                // what its client sent before is answered first, and a message begun is awaited.
+                if turn.stopping && !self.msgs.mid_message() {
                     return Progress::Ended(End::Shutdown);
                 }
                 self.msgs.park(spares);

@@ -587,7 +587,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub inetd: bool,
 
-    /// On shutdown, how long connections get to finish before they are cut.
+    /// On shutdown, how long connections get to finish what they are in the middle of (a message
+    /// half received and its answer, a command, a transfer) before they are cut. A connection
+    /// that is waiting for its next message is closed at once.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
 
