@@ -1329,7 +1329,9 @@ async fn seqpacket_session(sock: UnixSeqpacket, peer: &PeerAddr, shared: &Shared
 async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
     let config = &shared.config;
     let counters = &shared.counters;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // One byte more than a datagram may hold, so that a longer one (a Unix datagram can be as
+    // long as its sender's buffer) shows as too long instead of being answered cut short.
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut answers: Vec<Vec<u8>> = Vec::new();
     let mut last_refusal = None;
     let stop = shared.stop.watch();
@@ -1351,6 +1353,13 @@ async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
         counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         if !datagram_admitted(peer.as_ref(), &config.access, config.monitor.as_ref(), &mut last_refusal) {
             counters.refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if n > MAX_DATAGRAM {
+            config.monitor.problem(
+                peer.as_ref(),
+                &format!("a datagram longer than {MAX_DATAGRAM} bytes was dropped unanswered (that is the most a sockit server takes)"),
+            );
             continue;
         }
         let peer_for_service = peer.clone().unwrap_or(PeerAddr::UnixUnnamed { pid: None, uid: None });
@@ -1381,7 +1390,10 @@ async fn datagram_loop(socket: DatagramSocket, shared: &Shared) {
             }
         }
         if dropped > 0 {
-            config.monitor.problem(peer.as_ref(), &format!("{dropped} answer(s) dropped: the peer is not reading"));
+            config.monitor.problem(
+                peer.as_ref(),
+                &format!("{dropped} answer(s) dropped: the peer's receive queue was full (the server never waits for one peer)"),
+            );
         }
         if config.once {
             break;
