@@ -1610,6 +1610,17 @@ impl Stream {
         }
     }
 
+    /// Gets a connection whose peer broke the protocol ready to close: see [`close_after_error`].
+    /// A TLS stream is reset instead ([`Stream::set_linger_zero`]): its input is encrypted
+    /// records that cannot be dropped without reading them.
+    pub fn close_after_error(&self) {
+        match self {
+            Stream::Tls(_) => self.set_linger_zero(),
+            Stream::Tcp(s) => close_after_error(s),
+            Stream::Unix(s) => close_after_error(s),
+        }
+    }
+
     /// Closes the connection with a TCP reset instead of an orderly close (used when the peer
     /// broke the protocol and unread data would otherwise linger). A TLS stream then sends no
     /// `close_notify` either: a reset must not read as an orderly end.
@@ -1619,6 +1630,28 @@ impl Stream {
         }
         if !matches!(self, Stream::Unix(_)) {
             let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// The most [`close_after_error`] drops, in bytes.
+const DROP_ON_ERROR: usize = 1 << 20;
+
+/// Gets a stream whose peer broke the protocol ready to be closed without losing the answers
+/// already sent: shuts down the sending side (a FIN after everything written), then drops what
+/// the peer has already sent and is waiting unread, up to 1 MiB, without waiting for more.
+///
+/// Closing a socket with unread input makes the kernel send a reset, and a reset can make the
+/// peer lose what it has not read yet: netcat, say, printed none of the answers to the lines
+/// before a line too long. What arrives after the close still gets a reset, as it should.
+pub fn close_after_error(sock: impl std::os::fd::AsFd) {
+    let _ = rustix::net::shutdown(&sock, rustix::net::Shutdown::Write);
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let mut dropped = 0;
+    while dropped < DROP_ON_ERROR {
+        match rustix::net::recv(&sock, &mut scratch[..], rustix::net::RecvFlags::DONTWAIT) {
+            Ok((_, n)) if n > 0 => dropped += n,
+            _ => return,
         }
     }
 }

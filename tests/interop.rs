@@ -1177,6 +1177,21 @@ fn nc_against_sockit_echo_with_line_framing_answers_a_last_line_without_newline(
     assert_eq!(out, "first\nno newline at the end\n");
 }
 
+/// A line over `--max-frame` ends the connection, but the answers to the lines before it
+/// reach netcat: the server closes in order instead of with a reset, which made nc print none.
+#[test]
+fn nc_gets_the_answers_before_a_line_too_long() {
+    require!("nc");
+    let server = Server::start(&["127.0.0.1:0", "echo", "--framing", "line", "--max-frame", "10"]);
+    let out = tool(
+        "nc",
+        &["-N", "127.0.0.1", &server.port().to_string()],
+        b"short\n0123456789\n0123456789A\nafter\n",
+    );
+    assert_eq!(out, "short\n0123456789\n");
+    stop_expecting(server, &["17 B out", "protocol error"]);
+}
+
 #[test]
 fn nc_unix_against_sockit_unix_upper_with_line_framing() {
     require!("nc");

@@ -296,9 +296,7 @@ impl Loop<'_> {
             self.timers.remove(&at);
         }
         match &end {
-            End::Protocol(_) => {
-                let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
-            }
+            End::Protocol(_) => crate::net::close_after_error(&sock),
             // The client has closed: closing sends our FIN after everything written.
             End::PeerClosed => {}
             _ => {
