@@ -207,7 +207,20 @@ fn parse(s: &str) -> Result<Endpoint, String> {
         return Err("it contains a NUL byte".into());
     }
     if let Some((scheme, rest)) = split_scheme(s) {
-        return parse_with_scheme(&scheme.to_ascii_lowercase(), rest);
+        let scheme = scheme.to_ascii_lowercase();
+        // `unix://tmp/s` would read as the relative path `tmp/s`, which is rarely what was
+        // meant: after `://` a path starts with `/` (the third slash) or is an abstract `@name`.
+        if scheme.starts_with("unix")
+            && s[scheme.len()..].starts_with("://")
+            && !rest.is_empty()
+            && !rest.starts_with(['/', '@'])
+        {
+            return Err(format!(
+                "after {scheme}:// comes an absolute path: write {scheme}:///{rest} for /{rest}, or {scheme}:{rest} for a \
+                 path relative to here"
+            ));
+        }
+        return parse_with_scheme(&scheme, rest);
     }
     // Shorthands.
     if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
@@ -553,6 +566,8 @@ mod tests {
             ("unix:", "path is empty"),
             ("unix:@", "abstract name after '@' is empty"),
             ("unix-dgram:", "path is empty"),
+            ("unix://tmp/s.sock", "write unix:///tmp/s.sock for /tmp/s.sock, or unix:tmp/s.sock for a path relative"),
+            ("unix-seqpacket://run/x", "write unix-seqpacket:///run/x"),
             ("/tmp/a\0b", "NUL byte"),
             ("fd://", "no descriptor after fd://"),
             ("fd://-1", "'-1' is not a number"),

@@ -205,8 +205,18 @@ pub enum NetError {
         /// What does not fit.
         why: &'static str,
     },
+    /// A Unix socket file cannot be made: its directory does not exist.
+    #[error(
+        "cannot listen on {endpoint}: there is no directory {dir} (hint: create it, or choose a path in one that exists)"
+    )]
+    NoDirectory {
+        /// The endpoint, as written.
+        endpoint: String,
+        /// The directory that is missing (`'.'` for a bare relative name).
+        dir: String,
+    },
     /// Any other failure of a system call.
-    #[error("cannot {action} {endpoint}: {error}")]
+    #[error("cannot {action} {endpoint}: {}", crate::render::io_error(error))]
     Io {
         /// What was being done.
         action: &'static str,
@@ -243,6 +253,10 @@ impl NetError {
             Some(libc::ECONNREFUSED) => NetError::Refused { endpoint: endpoint_text },
             Some(libc::ECONNRESET) if action == "connect to" => NetError::ResetAtOnce { endpoint: endpoint_text },
             Some(libc::ENOENT) if !listening => NetError::NoSocketFile { endpoint: endpoint_text },
+            Some(libc::ENOENT) if let Endpoint::Unix { addr: UnixAddr::Path(path), .. } = endpoint => {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                NetError::NoDirectory { endpoint: endpoint_text, dir: format!("'{}'", dir.display()) }
+            }
             Some(libc::EPROTOTYPE) if !listening && let Endpoint::Unix { kind, addr } = endpoint => {
                 wrong_unix_kind(endpoint_text, *kind, addr)
             }
@@ -314,6 +328,11 @@ pub enum PeerAddr {
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // An IPv4 client of a dual-stack socket arrives as `::ffff:a.b.c.d`; it is an IPv4
+            // client, and is shown as one.
+            PeerAddr::Inet(SocketAddr::V6(a)) if let Some(v4) = a.ip().to_ipv4_mapped() => {
+                write!(f, "{v4}:{}", a.port())
+            }
             PeerAddr::Inet(a) => write!(f, "{a}"),
             PeerAddr::Unix(a) => write!(f, "unix:{a}"),
             PeerAddr::UnixUnnamed { pid: Some(pid), uid: Some(uid) } => write!(f, "unix(pid {pid}, uid {uid})"),
@@ -1659,6 +1678,14 @@ pub fn close_after_error(sock: impl std::os::fd::AsFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_socket_is_shown_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        assert_eq!(PeerAddr::Inet(mapped).to_string(), "127.0.0.1:5000");
+        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
+        assert_eq!(PeerAddr::Inet(v6).to_string(), "[::1]:5000");
+    }
 
     /// Empty packets queued behind the peer's shutdown are messages; only an empty queue after
     /// it is the end, which then stays the end.

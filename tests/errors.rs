@@ -130,6 +130,30 @@ fn dict_with_a_service_other_than_qa_is_a_usage_error() {
 }
 
 #[test]
+fn a_missing_address_list_file_or_socket_directory_is_said_in_words() {
+    let dir = temp_dir();
+    let missing = dir.path().join("nope.txt");
+    let ran = sockit_run(&["serve", "127.0.0.1:0", "--deny-file", missing.to_str().unwrap()], b"");
+    assert_one_line_error(&ran, 2, &["cannot read --deny-file", "nope.txt: no such file or directory"]);
+    assert!(!ran.stderr.contains("os error"), "{}", ran.stderr);
+
+    let sock = dir.path().join("no-such-dir").join("s.sock");
+    let ran = sockit_run(&["serve", &format!("unix://{}", sock.display()), "echo"], b"");
+    assert_one_line_error(&ran, 1, &["cannot listen on", "there is no directory", "no-such-dir'", "hint: create it"]);
+    assert!(!ran.stderr.contains("os error"), "{}", ran.stderr);
+}
+
+#[test]
+fn threads_on_a_unix_or_udp_endpoint_is_refused_not_ignored() {
+    let dir = temp_dir();
+    let unix = format!("unix://{}", dir.path().join("s.sock").display());
+    for endpoint in [unix.as_str(), "udp://127.0.0.1:0"] {
+        let ran = sockit_run(&["serve", endpoint, "echo", "--threads", "4"], b"");
+        assert_one_line_error(&ran, 2, &["--threads", "TCP listening socket", "leave --threads out"]);
+    }
+}
+
+#[test]
 fn unreadable_or_malformed_dict_file_is_a_usage_error() {
     let dir = temp_dir();
     let bad = dir.path().join("bad.txt");

@@ -921,7 +921,9 @@ print(len(data), data[:8])
         &[&path, &client_path],
     );
     assert_eq!(out, "4 b'next'\n");
-    server.stderr.wait_for("the long datagram reported", |l| l.contains("a datagram longer than 65536 bytes was dropped"));
+    server
+        .stderr
+        .wait_for("the long datagram reported", |l| l.contains("a datagram longer than 65536 bytes was dropped"));
     stop_expecting(server, &["2 datagrams in, 1 out"]);
 }
 
@@ -1183,11 +1185,7 @@ fn nc_against_sockit_echo_with_line_framing_answers_a_last_line_without_newline(
 fn nc_gets_the_answers_before_a_line_too_long() {
     require!("nc");
     let server = Server::start(&["127.0.0.1:0", "echo", "--framing", "line", "--max-frame", "10"]);
-    let out = tool(
-        "nc",
-        &["-N", "127.0.0.1", &server.port().to_string()],
-        b"short\n0123456789\n0123456789A\nafter\n",
-    );
+    let out = tool("nc", &["-N", "127.0.0.1", &server.port().to_string()], b"short\n0123456789\n0123456789A\nafter\n");
     assert_eq!(out, "short\n0123456789\n");
     stop_expecting(server, &["17 B out", "protocol error"]);
 }

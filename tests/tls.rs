@@ -143,8 +143,8 @@ fn token_file(dir: &Path) -> PathBuf {
     write_token(dir, "token", &fresh_token(), 0o600)
 }
 
-/// The connection lines of a server's log (its peers are on loopback: `127.0.0.1:PORT: …`, or
-/// `[::ffff:127.0.0.1]:PORT: …` on a dual-stack socket).
+/// The connection lines of a server's log (its peers are on loopback: `127.0.0.1:PORT: …`, on
+/// a dual-stack socket too).
 fn conn_lines(server: &Server) -> Vec<String> {
     server.stderr.snapshot().into_iter().filter(|l| l.starts_with("127.0.0.1:") || l.starts_with('[')).collect()
 }

@@ -52,6 +52,14 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
         ))
         .into());
     }
+    if args.threads.is_some()
+        && matches!(&endpoint, Endpoint::Unix { .. } | Endpoint::Ip { proto: sockit::endpoint::IpProto::Udp, .. })
+    {
+        return Err(Usage(format!(
+            "--threads gives each thread a TCP listening socket of its own; {endpoint} is served by one (leave --threads out)"
+        ))
+        .into());
+    }
     if endpoint.style() == SocketStyle::Datagram && args.service.as_deref() == Some("source") {
         return Err(Usage(format!("source streams to connected clients; {endpoint} is a datagram socket")).into());
     }
@@ -124,8 +132,8 @@ pub(crate) fn server_threads(threads: Option<u32>) -> usize {
 pub(crate) fn access_list(args: &AccessArgs, endpoint: &Endpoint) -> anyhow::Result<Arc<AccessList>> {
     let mut acl = AccessList::default();
     let read = |path: &std::path::PathBuf, flag: &str| -> anyhow::Result<Vec<sockit::acl::Cidr>> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Usage(format!("cannot read {flag} {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Usage(format!("cannot read {flag} {}: {}", path.display(), render::io_error(&e))))?;
         Ok(AccessList::parse_file(&text).map_err(|e| Usage(format!("{flag} {}: {e}", path.display())))?)
     };
     for rule in &args.allow {
