@@ -656,6 +656,17 @@ fn completions_and_man_page_are_printed() {
     let ran = sockit_run(&["man"], b"");
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(ran.stdout_text().contains(".TH sockit"), "{}", ran.stdout_text());
+    assert!(ran.stdout_text().contains("sockit\\-serve(1)"), "{}", ran.stdout_text());
+
+    // Every command the page points to has a page of its own.
+    let ran = sockit_run(&["man", "serve"], b"");
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let page = ran.stdout_text();
+    assert!(page.contains(".TH sockit-serve 1"), "{page}");
+    assert!(page.contains("sockit serve") && page.contains("\\-\\-grace"), "{page}");
+
+    let ran = sockit_run(&["man", "nope"], b"");
+    assert_one_line_error(&ran, 2, &["no command 'nope'", "serve, connect"]);
 
     let ran = sockit_run(&["completions", "tcsh"], b"");
     assert_parser_usage_error(&ran, &["tcsh"]);

@@ -81,8 +81,12 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff) on stdout.
-    Man,
+    /// Print the manual page (roff) on stdout: sockit(1), or a command's own, sockit-COMMAND(1).
+    #[command(after_help = "Examples:\n  sockit man | man -l -\n  sockit man serve > sockit-serve.1")]
+    Man {
+        /// The command whose page to print (serve, connect, …); without it, sockit(1).
+        command: Option<String>,
+    },
 }
 
 const SERVE_HELP: &str = "\

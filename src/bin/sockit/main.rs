@@ -165,9 +165,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_stdout(&out)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
+        Command::Man { command } => {
+            let mut cli = Cli::command();
+            // Built, so that a command's page gets its full name (sockit-serve, `sockit serve`).
+            cli.build();
+            let page = match command {
+                None => cli,
+                Some(name) => match cli.find_subcommand(&name) {
+                    Some(sub) => sub.clone(),
+                    None => {
+                        let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+                        return Err(Usage(format!(
+                            "no command '{name}'; sockit man takes one of: {}",
+                            names.join(", ")
+                        ))
+                        .into());
+                    }
+                },
+            };
             let mut out = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            clap_mangen::Man::new(page).render(&mut out)?;
             write_stdout(&out)?;
             Ok(ExitCode::SUCCESS)
         }
