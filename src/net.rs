@@ -138,6 +138,16 @@ pub enum NetError {
         /// `IPv4` or `IPv6`.
         family: &'static str,
     },
+    /// An abstract Unix socket name is longer than the kernel allows.
+    #[error(
+        "abstract unix socket name '{name}' is {len} bytes; the limit is {MAX_UNIX_PATH} (hint: use a shorter name)"
+    )]
+    NameTooLong {
+        /// The name, with its `@`.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// A Unix socket path is longer than the kernel allows.
     #[error(
         "unix socket path '{path}' is {len} bytes; the limit is {MAX_UNIX_PATH} (hint: use a shorter or relative path, or an abstract name like unix:@name)"
@@ -360,8 +370,8 @@ fn unix_sockaddr(endpoint: &Endpoint, addr: &UnixAddr) -> Result<SockAddr, NetEr
         }
         UnixAddr::Abstract(name) => {
             if name.len() > MAX_UNIX_PATH {
-                return Err(NetError::PathTooLong {
-                    path: format!("@{}", String::from_utf8_lossy(name)),
+                return Err(NetError::NameTooLong {
+                    name: format!("@{}", String::from_utf8_lossy(name)),
                     len: name.len(),
                 });
             }

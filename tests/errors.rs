@@ -415,6 +415,10 @@ fn unix_path_longer_than_the_kernel_limit_is_a_runtime_error() {
         let ran = sockit_run(&args, b"");
         assert_one_line_error(&ran, 1, &["limit is 107", "hint:"]);
     }
+    // An abstract name is not told to become an abstract name.
+    let ran = sockit_run(&["serve", &format!("unix:@{}", "x".repeat(200))], b"");
+    assert_one_line_error(&ran, 1, &["abstract unix socket name", "limit is 107", "hint: use a shorter name"]);
+    assert!(!ran.stderr.contains("unix:@name"), "{}", ran.stderr);
 }
 
 #[test]
