@@ -1672,6 +1672,9 @@ mod tests {
             idle.write_all(b"\0\0\0\x01x").await.unwrap();
             let mut one = [0u8; 5];
             idle.read_exact(&mut one).await.unwrap();
+            // Time for the busy one's half to be read too (it came first, so it is, but its task
+            // is another one's on tokio's path).
+            tokio::time::sleep(Duration::from_millis(100)).await;
             token.cancel();
             let mut rest = Vec::new();
             let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
