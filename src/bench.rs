@@ -682,15 +682,19 @@ impl Worker<'_> {
     }
 
     fn failed(&self, hist: Histogram<u64>, e: impl std::fmt::Display) -> WorkerOutcome {
+        self.ended(hist, Failure::Other(e.to_string()))
+    }
+
+    /// Ends this connection's part of the run with `failure`, counted as an error.
+    fn ended(&self, hist: Histogram<u64>, failure: Failure) -> WorkerOutcome {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        WorkerOutcome { hist, error: Some(Failure::Other(e.to_string())) }
+        WorkerOutcome { hist, error: Some(failure) }
     }
 
     /// Ends the whole run: the server is the wrong kind, and more of it would measure nothing.
     fn misfit(&self, hist: Histogram<u64>, misfit: Misfit) -> WorkerOutcome {
-        self.counters.errors.fetch_add(1, Ordering::Relaxed);
         self.stop.cancel();
-        WorkerOutcome { hist, error: Some(Failure::Misfit(misfit)) }
+        self.ended(hist, Failure::Misfit(misfit))
     }
 
     /// Closed loop (or, with a rate, open loop): send a message, read the whole answer, check
@@ -747,10 +751,7 @@ impl Worker<'_> {
                 // This connection's end: a busy notice in place of the answer says why, and a
                 // wrong answer says what kind of server this may be, if no connection gets a
                 // right one (others may: the run goes on).
-                Ok(Ok(())) => {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    return WorkerOutcome { hist, error: Some(not_the_answer(&answer, Misfit::WrongAnswer)) };
-                }
+                Ok(Ok(())) => return self.ended(hist, not_the_answer(&answer, Misfit::WrongAnswer)),
                 Ok(Err(e)) => return self.failed(hist, e),
                 Err(_) => return self.failed(hist, "no answer within 5s"),
             }

@@ -131,8 +131,7 @@ impl TrafficLog {
     }
 
     fn data(&self, session: u64, dir: Direction, data: &[u8]) {
-        let s = render::plural(data.len() as u64);
-        let head = format!("{} #{session} {} {} byte{s}", Self::now(), dir.arrow(), data.len());
+        let head = format!("{} #{session} {} {}", Self::now(), dir.arrow(), render::count(data.len() as u64, "byte"));
         if self.hex {
             self.write(&format!("{head}\n{}", render::hex_dump(data)));
         } else {
@@ -434,23 +433,17 @@ async fn relay_both(client: &Side, target: &Side, ctx: &Ctx<'_>, limits: &Sessio
     } else {
         // Which side ended its sending first: that one closed the connection.
         // (0: neither yet, 1: the client, 2: the target.)
-        let first = std::sync::atomic::AtomicU8::new(0);
-        let ended = |dir, r: &Result<(), Broken>| {
-            let side = if dir == Direction::Up { 1 } else { 2 };
+        let first = &std::sync::atomic::AtomicU8::new(0);
+        let watched = |from, to, dir| async move {
+            let r = direction(from, to, dir, ctx).await;
             if r.is_ok() {
+                let side = if dir == Direction::Up { 1 } else { 2 };
                 let _ = first.compare_exchange(0, side, Ordering::Relaxed, Ordering::Relaxed);
             }
-        };
-        let up = async {
-            let r = direction(client, target, Direction::Up, ctx).await;
-            ended(Direction::Up, &r);
             r
         };
-        let down = async {
-            let r = direction(target, client, Direction::Down, ctx).await;
-            ended(Direction::Down, &r);
-            r
-        };
+        let up = watched(client, target, Direction::Up);
+        let down = watched(target, client, Direction::Down);
         tokio::select! {
             r = async { tokio::try_join!(up, down) } => match r {
                 Ok(_) if first.load(Ordering::Relaxed) == 2 => return End::TargetClosed,

@@ -51,9 +51,10 @@ pub fn whole_chars(bytes: &[u8]) -> usize {
     }
 }
 
-/// The plural ending for a count of `n`: `""` for one, `"s"` otherwise (`1 byte`, `2 bytes`).
-pub fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
+/// A count of `n` things called `word`, with the plural ending when it is not one: `1 byte`,
+/// `2 bytes`, `0 clients`.
+pub fn count(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// An I/O error in the words of the rest of sockit's messages: the system's text for an errno
@@ -168,6 +169,13 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(escaped_line(input), *want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn counts_take_the_plural_unless_one() {
+        assert_eq!(count(1, "byte"), "1 byte");
+        assert_eq!(count(0, "client"), "0 clients");
+        assert_eq!(count(2, "stream"), "2 streams");
     }
 
     #[test]

@@ -623,8 +623,7 @@ const BUSY_NOTICE: &str = "sockit: server busy";
 
 /// What a client over `max_conns` is told.
 fn busy_text(max: usize) -> String {
-    let s = crate::render::plural(max as u64);
-    format!("{BUSY_NOTICE} ({max} client{s} connected), try again later")
+    format!("{BUSY_NOTICE} ({} connected), try again later", crate::render::count(max as u64, "client"))
 }
 
 /// The notice at the start of `bytes`, as `refuse` sends it on a stream (a line, or a frame of

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use sockit::bench::{self, BenchConfig, BenchError, BenchResult, Mode, Progress};
-use sockit::render::plural;
+use sockit::render::count;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -100,11 +100,9 @@ fn progress_line(mode: Mode, p: &Progress) -> String {
 fn table(r: &BenchResult) -> String {
     let mut out = format!("{} {} for {:.1}s", r.mode, r.endpoint, r.duration_s);
     match r.mode {
-        Mode::Bulk => out += &format!(", {} stream{}, {} B writes\n", r.streams, plural(r.streams as u64), r.size),
-        Mode::Udp => {
-            out += &format!(", {} socket{}, {} B datagrams\n", r.connections, plural(r.connections as u64), r.size)
-        }
-        _ => out += &format!(", {} connection{}, {} B messages\n", r.connections, plural(r.connections as u64), r.size),
+        Mode::Bulk => out += &format!(", {}, {} B writes\n", count(r.streams as u64, "stream"), r.size),
+        Mode::Udp => out += &format!(", {}, {} B datagrams\n", count(r.connections as u64, "socket"), r.size),
+        _ => out += &format!(", {}, {} B messages\n", count(r.connections as u64, "connection"), r.size),
     }
     if let Some(h) = &r.hold {
         out += &format!("  held idle   {} of {} connections\n", h.established, h.requested);

@@ -202,12 +202,11 @@ pub(crate) async fn run_logged(
     if !quiet {
         match summary {
             Some(s) => {
-                let plural = |n: u64, word: &str| format!("{n} {word}{}", render::plural(n));
                 let mut line = format!("sockit: stopped after {:.1}s: ", s.uptime.as_secs_f64());
                 if datagrams {
-                    line += &format!("{} in, {} out", plural(s.datagrams_in, "datagram"), s.datagrams_out);
+                    line += &format!("{} in, {} out", render::count(s.datagrams_in, "datagram"), s.datagrams_out);
                 } else {
-                    line += &plural(s.connections, "connection");
+                    line += &render::count(s.connections, "connection");
                 }
                 if s.refused > 0 {
                     line += &format!(", {} refused", s.refused);
@@ -612,8 +611,7 @@ impl MessageSink for StdoutSink {
         }
         let when = humantime::format_rfc3339_millis(at);
         let text = if self.hex {
-            let s = render::plural(data.len() as u64);
-            format!("{when} {peer} {} byte{s}\n{}", data.len(), render::hex_dump(data))
+            format!("{when} {peer} {}\n{}", render::count(data.len() as u64, "byte"), render::hex_dump(data))
         } else {
             format!("{when} {peer} {}\n", render::escaped_line(data))
         };

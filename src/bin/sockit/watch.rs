@@ -162,9 +162,9 @@ impl View {
         let secs = Duration::from_secs(self.elapsed.as_secs());
         let total: usize = self.counts.iter().map(|(_, n)| n).sum();
         let title_text = format!(
-            " sockit states · {} · {total} socket{} · watching {} · q quits",
+            " sockit states · {} · {} · watching {} · q quits",
             self.filter,
-            sockit::render::plural(total as u64),
+            sockit::render::count(total as u64, "socket"),
             humantime::format_duration(secs)
         );
         frame.render_widget(Paragraph::new(title_text).style(Style::new().add_modifier(Modifier::BOLD)), title);
