@@ -217,12 +217,12 @@ pub enum NetError {
     },
     /// A Unix socket file cannot be made: its directory does not exist.
     #[error(
-        "cannot listen on {endpoint}: there is no directory {dir} (hint: create it, or choose a path in one that exists)"
+        "cannot listen on {endpoint}: there is no directory '{dir}' (hint: create it, or choose a path in one that exists)"
     )]
     NoDirectory {
         /// The endpoint, as written.
         endpoint: String,
-        /// The directory that is missing (`'.'` for a bare relative name).
+        /// The directory that is missing (`.` for a bare relative name).
         dir: String,
     },
     /// Any other failure of a system call.
@@ -265,7 +265,7 @@ impl NetError {
             Some(libc::ENOENT) if !listening => NetError::NoSocketFile { endpoint: endpoint_text },
             Some(libc::ENOENT) if let Endpoint::Unix { addr: UnixAddr::Path(path), .. } = endpoint => {
                 let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-                NetError::NoDirectory { endpoint: endpoint_text, dir: format!("'{}'", dir.display()) }
+                NetError::NoDirectory { endpoint: endpoint_text, dir: dir.display().to_string() }
             }
             Some(libc::EPROTOTYPE) if !listening && let Endpoint::Unix { kind, addr } = endpoint => {
                 wrong_unix_kind(endpoint_text, *kind, addr)
