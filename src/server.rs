@@ -318,6 +318,14 @@ async fn accept_loop(listener: Listener, shared: &Arc<Shared>) {
     drain(tracker, shared).await;
 }
 
+/// What one of [`serve_on_threads`]'s threads runs, made before the thread starts.
+enum ThreadLoop {
+    /// The server's own event loop ([`evloop`]).
+    Events(evloop::Setup),
+    /// A single-threaded runtime, and the listening socket to register with it there.
+    Tokio(tokio::runtime::Runtime, crate::net::Unregistered),
+}
+
 /// Serves a TCP listener with a thread and a single-threaded runtime for each of its sockets
 /// ([`crate::net::BindOptions::listeners`]), so that a connection's work never crosses threads:
 /// the kernel spreads new connections over the sockets, and each thread accepts from its own
@@ -332,10 +340,26 @@ async fn serve_on_threads(listener: Listener, shared: &Arc<Shared>) {
     };
     let accepting = Arc::new(Accepting::new(&shared.config));
     let event_loop = evloop::serves(shared);
+    // Every thread's own descriptors are made here, before any thread accepts: once the
+    // connections have used the descriptors up, a thread that still had to make its own could
+    // not start, and the clients queued on its listener would be reset.
+    let loops: Vec<ThreadLoop> = parts
+        .into_iter()
+        .filter_map(|part| {
+            let made = match event_loop {
+                true => evloop::setup(part.into_socket()).map(ThreadLoop::Events),
+                false => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|runtime| ThreadLoop::Tokio(runtime, part)),
+            };
+            made.map_err(|e| shared.config.monitor.problem(None, &format!("cannot start a server thread: {e}"))).ok()
+        })
+        .collect();
     // The tracker is closed when the last accept loop stops: only then can no task be added.
-    let accepting_loops = Arc::new(AtomicU64::new(parts.len() as u64));
-    let mut done = Vec::with_capacity(parts.len());
-    for (i, part) in parts.into_iter().enumerate() {
+    let accepting_loops = Arc::new(AtomicU64::new(loops.len() as u64));
+    let mut done = Vec::with_capacity(loops.len());
+    for (i, thread_loop) in loops.into_iter().enumerate() {
         let (t_shared, t_accepting, loops) = (shared.clone(), accepting.clone(), accepting_loops.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let worker = move || {
@@ -346,18 +370,12 @@ async fn serve_on_threads(listener: Listener, shared: &Arc<Shared>) {
                     accepting.tracker.close();
                 }
             };
-            if event_loop {
-                if let Err(e) = evloop::run(part.into_socket(), &shared, &accepting) {
-                    shared.config.monitor.problem(None, &format!("cannot start a server thread: {e}"));
-                }
-                return stopped();
-            }
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    shared.config.monitor.problem(None, &format!("cannot start a server thread: {e}"));
+            let (runtime, part) = match thread_loop {
+                ThreadLoop::Events(setup) => {
+                    evloop::run(setup, &shared, &accepting);
                     return stopped();
                 }
+                ThreadLoop::Tokio(runtime, part) => (runtime, part),
             };
             runtime.block_on(async {
                 match part.register() {

@@ -51,15 +51,31 @@ pub(super) fn serves(shared: &Shared) -> bool {
     shared.tls.is_none() && !shared.config.once && answers_messages(&shared.config.service)
 }
 
-/// Serves one listening socket on this thread until shutdown, then finishes its connections.
-/// Fails only when the loop cannot be set up.
-pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Accepting) -> io::Result<()> {
+/// A loop's own descriptors, its epoll set and its waker, with its listening socket registered:
+/// made by [`setup`] before any of the server's threads accepts, since a thread that found the
+/// descriptors used up by the connections of the others could not start, and its listener's
+/// queued clients would be reset.
+pub(super) struct Setup {
+    poll: Poll,
+    listener: TcpListener,
+    /// Wakes the loop for the server's stop signal.
+    waker: Arc<WakeLoop>,
+}
+
+/// Makes a loop's descriptors for `socket`; see [`Setup`].
+pub(super) fn setup(socket: std::net::TcpListener) -> io::Result<Setup> {
     socket.set_nonblocking(true)?;
     let poll = Poll::new()?;
-    // The server's stop signal wakes this loop through a waker of its own.
-    let waker = Waker::from(Arc::new(WakeLoop(mio::Waker::new(poll.registry(), WAKE)?)));
+    let waker = Arc::new(WakeLoop(mio::Waker::new(poll.registry(), WAKE)?));
     let mut listener = TcpListener::from_std(socket);
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    Ok(Setup { poll, listener, waker })
+}
+
+/// Serves one listening socket on this thread until shutdown, then finishes its connections.
+pub(super) fn run(setup: Setup, shared: &Shared, accepting: &Accepting) {
+    let Setup { poll, listener, waker } = setup;
+    let waker = Waker::from(waker);
     let stop = shared.stop.watch();
     let mut cx = Context::from_waker(&waker);
     let mut events = Events::with_capacity(1024);
@@ -93,7 +109,7 @@ pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Ac
                 l.cut_all();
             }
             if l.conns.is_empty() {
-                return Ok(());
+                return;
             }
         }
         if l.accept_retry.is_some_and(|at| now >= at) {
@@ -117,7 +133,7 @@ pub(super) fn run(socket: std::net::TcpListener, shared: &Shared, accepting: &Ac
                 shared.config.monitor.problem(None, &format!("the event loop failed: {e}"));
                 l.listener = None;
                 l.cut_all();
-                return Ok(());
+                return;
             }
         }
         std::mem::swap(&mut l.again, &mut turn);
