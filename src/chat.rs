@@ -190,7 +190,9 @@ pub async fn session(stream: Stream, room: Arc<Room>, limits: SessionLimits<'_>,
                     // The codec bounds the buffer: past the limit it drops the line's bytes.
                     match limits.between_requests(rd.read_buf(&mut inbuf)).await {
                         Ok(Ok(0)) => eof = true,
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(n)) => {
+                            bytes_in.fetch_add(n as u64, Relaxed);
+                        }
                         Ok(Err(e)) => return End::Io(e.to_string()),
                         Err(end) => return end,
                     }
@@ -205,7 +207,6 @@ pub async fn session(stream: Stream, room: Arc<Room>, limits: SessionLimits<'_>,
                 }
                 Err(AnyDelimiterCodecError::Io(e)) => return End::Io(e.to_string()),
             };
-            bytes_in.fetch_add(chunk.len() as u64 + 1, Relaxed);
             let text = chunk.strip_suffix(b"\r").unwrap_or(&chunk);
             if let Some(command) = text.strip_prefix(b"/") {
                 let command = String::from_utf8_lossy(command);

@@ -99,6 +99,14 @@ fn a_line_over_the_limit_is_refused_and_the_session_goes_on() {
     assert_eq!(a.line(), "* line too long (the limit is 100 bytes); not sent");
     a.send("short");
     assert_eq!(b.line(), "<guest1> short", "nothing of the long line reached anyone");
+    // The log counts every byte that came in, the refused line's too, and a last line that
+    // never got its newline.
+    a.writer.write_all(b"/quit").unwrap();
+    a.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    let local = a.writer.local_addr().unwrap().to_string();
+    let line = srv.stderr.wait_for("a's log line", |l| l.starts_with(&local));
+    // 5,001 + 6 + 5 = 5,012 bytes; without the refused line it would be 11 B.
+    assert!(line.starts_with(&format!("{local}: 4.9 KiB in, ")), "{line}");
 }
 
 /// 200 clients each send 10 lines at once: every client gets every other client's lines
@@ -250,8 +258,10 @@ fn nc_and_python_clients_chat_with_each_other() {
 
 #[test]
 fn chat_refuses_len_framing_and_datagrams() {
-    let r = support::sockit_run(&["serve", "127.0.0.1:0", "chat", "--framing", "len"], b"");
-    assert_eq!(r.code, Some(2));
+    for framing in ["len", "raw"] {
+        let r = support::sockit_run(&["serve", "127.0.0.1:0", "chat", "--framing", framing], b"");
+        support::assert_fails(&r, 2, &["chat is line-based"]);
+    }
     let r = support::sockit_run(&["serve", "udp://127.0.0.1:0", "chat"], b"");
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("stream socket"), "{}", r.stderr);

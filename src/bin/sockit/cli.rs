@@ -532,14 +532,36 @@ pub struct RelayArgs {
 
 #[derive(Debug, Args)]
 pub struct FramingArgs {
-    /// How messages are delimited on stream sockets: raw (each read), line (\n), or len (4-byte
-    /// big-endian length prefix). Datagram and seqpacket sockets keep their own boundaries.
-    #[arg(long, value_name = "raw|line|len", default_value = "raw")]
-    pub framing: Framing,
+    /// How messages are delimited on stream sockets: raw (each read; the default), line (\n),
+    /// or len (4-byte big-endian length prefix). Datagram and seqpacket sockets keep their own
+    /// boundaries.
+    #[arg(long, value_name = "raw|line|len")]
+    pub framing: Option<Framing>,
 
     /// The largest frame accepted under line or len framing.
     #[arg(long, value_name = "BYTES", default_value_t = sockit::framing::DEFAULT_MAX_FRAME, value_parser = parse_size)]
     pub max_frame: usize,
+}
+
+impl FramingArgs {
+    /// The framing asked for: raw unless `--framing` says otherwise.
+    pub fn framing(&self) -> Framing {
+        self.framing.unwrap_or(Framing::Raw)
+    }
+
+    /// The framing for `endpoint`, refusing line or len on a socket that keeps its own message
+    /// boundaries.
+    pub fn for_endpoint(&self, endpoint: &sockit::endpoint::Endpoint) -> Result<Framing, crate::Usage> {
+        match self.framing {
+            Some(framing) if framing != Framing::Raw && endpoint.style() != sockit::endpoint::SocketStyle::Stream => {
+                Err(crate::Usage(format!(
+                    "--framing {framing} applies to stream sockets; {endpoint} keeps its own message boundaries \
+                     (leave --framing out)"
+                )))
+            }
+            _ => Ok(self.framing()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -20,15 +20,8 @@ fn options(
     args: &ClientArgs,
     answer_timeout: Option<std::time::Duration>,
 ) -> anyhow::Result<ClientOptions> {
-    if endpoint.style() != SocketStyle::Stream && args.framing.framing != Framing::Raw {
-        return Err(Usage(format!(
-            "--framing {} applies to stream sockets; {endpoint} keeps its own message boundaries (leave --framing out)",
-            args.framing.framing
-        ))
-        .into());
-    }
     Ok(ClientOptions {
-        framing: args.framing.framing,
+        framing: args.framing.for_endpoint(endpoint)?,
         max_frame: args.framing.max_frame,
         answer_timeout,
         packet_per_read: false,

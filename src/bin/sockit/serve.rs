@@ -45,13 +45,7 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
         crate::STDERR_IS_THE_PEER.store(true, Ordering::Relaxed);
     }
     let endpoint = serve_endpoint(&mut args)?;
-    if endpoint.style() != SocketStyle::Stream && args.framing.framing != Framing::Raw {
-        return Err(Usage(format!(
-            "--framing {} applies to stream sockets; {endpoint} keeps its own message boundaries (leave --framing out)",
-            args.framing.framing
-        ))
-        .into());
-    }
+    let framing = args.framing.for_endpoint(&endpoint)?;
     if args.threads.is_some()
         && matches!(&endpoint, Endpoint::Unix { .. } | Endpoint::Ip { proto: sockit::endpoint::IpProto::Udp, .. })
     {
@@ -95,7 +89,7 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
                 format!("a new {} for each client, raw bytes{handshake}", prog.to_string_lossy())
             }
             SocketStyle::Stream if service.needs_stream() => "sockit messages, PROTOCOL.md".to_owned(),
-            SocketStyle::Stream => format!("framing {}", args.framing.framing),
+            SocketStyle::Stream => format!("framing {framing}"),
             SocketStyle::Seqpacket => "one message per packet".to_owned(),
             SocketStyle::Datagram => "one message per datagram".to_owned(),
         };
@@ -107,7 +101,7 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     }
     let config = ServerConfig {
         service,
-        framing: args.framing.framing,
+        framing,
         max_frame: args.framing.max_frame,
         max_conns: args.max_conns.map(|n| n as usize),
         idle_timeout: args.idle_timeout,
@@ -331,6 +325,19 @@ fn build_service(
     if args.hex && name != "print" {
         return Err(Usage("--hex belongs to the print service".into()).into());
     }
+    if let Some(framing) = args.framing.framing {
+        let refusal = match (name, framing) {
+            ("chat", Framing::Line) | ("discard" | "source" | "spawn", Framing::Raw) => None,
+            ("chat", _) => Some("is line-based: leave --framing out (or use line)"),
+            ("exec" | "files", _) => Some("speaks sockit messages (PROTOCOL.md) of its own: leave --framing out"),
+            ("discard" | "source", _) => Some("moves bytes, not messages: leave --framing out"),
+            ("spawn", _) => Some("passes raw bytes to and from the program: leave --framing out"),
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            return Err(Usage(format!("{name} {refusal}")).into());
+        }
+    }
     match name {
         "echo" => no_args(Service::Echo),
         "upper" => no_args(Service::Upper),
@@ -378,9 +385,6 @@ fn build_service(
             no_args(Service::Exec(Arc::new(ExecConfig { policy, max_timeout: args.timeout, child_nofile })))
         }
         "chat" => {
-            if args.framing.framing == Framing::Len {
-                return Err(Usage("chat is line-based: leave --framing out (or use line)".into()).into());
-            }
             let max_line = args.framing.max_frame.min(sockit::chat::MAX_LINE);
             no_args(Service::Chat(Arc::new(sockit::chat::Room::new(max_line))))
         }
@@ -391,9 +395,6 @@ fn build_service(
             let Some(prog) = args.program.first() else {
                 return Err(Usage("spawn needs the program to run: serve ENDPOINT spawn -- PROG ARGS…".into()).into());
             };
-            if args.framing.framing != Framing::Raw {
-                return Err(Usage("spawn passes raw bytes to and from the program: leave --framing out".into()).into());
-            }
             // Checked once here, as execvp would find it, rather than failing for every client.
             let program = sockit::spawn::resolve_program(prog).map_err(|e| Usage(e.to_string()))?;
             let policy = server_policy(auth, endpoint, name)?;
