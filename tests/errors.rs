@@ -668,6 +668,10 @@ fn completions_and_man_page_are_printed() {
     let page = ran.stdout_text();
     assert!(page.contains(".TH sockit-serve 1"), "{page}");
     assert!(page.contains("sockit serve") && page.contains("\\-\\-grace"), "{page}");
+    // The examples are a section of their own, each on its own line as in --help: roff would
+    // otherwise fill them into one paragraph.
+    assert!(page.contains("\n.SH EXAMPLES\n.nf\n"), "{page}");
+    assert!(page.contains("\n  sockit serve 127.0.0.1:7000 reply Hi \\-\\-once\n"), "{page}");
 
     let ran = sockit_run(&["man", "nope"], b"");
     assert_one_line_error(&ran, 2, &["no command 'nope'", "serve, connect"]);

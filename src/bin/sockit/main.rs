@@ -26,6 +26,7 @@ mod cli;
 mod connect;
 mod exec;
 mod files;
+mod man;
 mod ping;
 mod relay;
 mod serve;
@@ -183,9 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 },
             };
-            let mut out = Vec::new();
-            clap_mangen::Man::new(page).render(&mut out)?;
-            write_stdout(&out)?;
+            write_stdout(&man::page(page)?)?;
             Ok(ExitCode::SUCCESS)
         }
     }
