@@ -173,6 +173,11 @@ impl FrameCodec {
         let found = match self.framing {
             Framing::Raw => (!src.is_empty()).then(|| Found { msg: 0..src.len(), consumed: src.len() }),
             Framing::Line => {
+                // A buffer that shrank is not the one scanned before (the caller cleared it, or
+                // decodes another stream): search it whole.
+                if self.scanned > src.len() {
+                    self.scanned = 0;
+                }
                 if let Some(i) = src[self.scanned..].iter().position(|&b| b == b'\n') {
                     let end = self.scanned + i;
                     if end > self.max_frame {
@@ -375,6 +380,18 @@ mod tests {
         check(Framing::Line, b"x\ntail", Ok(vec![b"x", b"tail"]));
         check(Framing::Line, b"0123456789abcdef\n", Ok(vec![b"0123456789abcdef"]));
         check(Framing::Line, b"0123456789abcdefg\n", Err("line longer than the maximum of 16 bytes"));
+    }
+
+    /// A codec handed a buffer shorter than the one it searched before (the caller cleared it
+    /// after a partial line) searches the new one whole instead of slicing past its end.
+    #[test]
+    fn a_line_codec_survives_a_buffer_that_shrank() {
+        let mut codec = FrameCodec::new(Framing::Line, 64);
+        let mut buf = BytesMut::from(&b"partial line"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        buf.clear();
+        buf.extend_from_slice(b"ok\n");
+        assert_eq!(codec.decode(&mut buf).unwrap().as_deref(), Some(&b"ok"[..]));
     }
 
     #[test]
