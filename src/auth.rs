@@ -320,7 +320,7 @@ async fn first<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
     service: ServiceKind,
-    heard: &std::cell::Cell<bool>,
+    heard: &std::sync::atomic::AtomicBool,
 ) -> Result<Msg, HandshakeError> {
     let mut head = [0u8; 5];
     let mut got = 0;
@@ -333,7 +333,7 @@ async fn first<R: AsyncRead + Unpin>(
                 ProtoError::Truncated.into()
             });
         }
-        heard.set(true);
+        heard.store(true, std::sync::atomic::Ordering::Relaxed);
         got += n;
         if !may_begin_handshake(&head[..got]) {
             let sent = preview(r, &head[..got]).await;
@@ -424,7 +424,7 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     token: Option<&Token>,
     server_uid: Option<u32>,
 ) -> Result<(), HandshakeError> {
-    let heard = std::cell::Cell::new(false);
+    let heard = std::sync::atomic::AtomicBool::new(false);
     let work = async {
         let mut buf = Vec::new();
         let (server_nonce, auth) = match first(stream, &mut buf, service, &heard).await? {
@@ -483,7 +483,9 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     };
     match tokio::time::timeout(HANDSHAKE_DEADLINE, work).await {
         Ok(done) => done,
-        Err(_) if !heard.get() => Err(HandshakeError::Silent { service: service.name() }),
+        Err(_) if !heard.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(HandshakeError::Silent { service: service.name() })
+        }
         Err(_) => Err(HandshakeError::Deadline),
     }
 }

@@ -9,7 +9,8 @@
 //! them in.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -197,9 +198,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let sent = std::cell::Cell::new(0u64);
-    let received = std::cell::Cell::new(0u64);
-    let reset = std::cell::Cell::new(None);
+    // Shared by the two directions; atomics rather than cells keep the future `Send`.
+    let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
+    let reset = OnceLock::new();
     let upstream = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -215,10 +216,10 @@ where
                 Err(e) => Err(e),
             };
             if let Err(e) = wrote {
-                reset.set(was_reset(e));
+                reset_by_peer(&reset, e);
                 return Ok(());
             }
-            sent.set(sent.get() + n as u64);
+            sent.fetch_add(n as u64, Relaxed);
         }
         let _ = wr.shutdown().await;
         Ok(())
@@ -230,19 +231,20 @@ where
             if n == 0 {
                 return Ok(());
             }
-            if received.get() == 0
+            if received.load(Relaxed) == 0
                 && let Some(e) = foreign_protocol(&buf[..n])
             {
                 return Err(e);
             }
             output.write_all(&buf[..n]).await.map_err(ClientError::Output)?;
             output.flush().await.map_err(ClientError::Output)?;
-            received.set(received.get() + n as u64);
+            received.fetch_add(n as u64, Relaxed);
         }
     };
     both_directions(upstream, downstream, opts.answer_timeout, true).await?;
-    unanswered_reset(reset.take(), received.get())?;
-    Ok(PipeReport { sent: sent.get(), received: received.get() })
+    let received = received.into_inner();
+    unanswered_reset(reset.into_inner(), received)?;
+    Ok(PipeReport { sent: sent.into_inner(), received })
 }
 
 /// Whether a failed send says that the peer closed.
@@ -250,9 +252,11 @@ fn closed_by_peer(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected)
 }
 
-/// `e` if it is the peer's reset.
-fn was_reset(e: io::Error) -> Option<io::Error> {
-    (e.kind() == io::ErrorKind::ConnectionReset).then_some(e)
+/// Keeps `e` in `reset` if it is the peer's reset.
+fn reset_by_peer(reset: &OnceLock<io::Error>, e: io::Error) {
+    if e.kind() == io::ErrorKind::ConnectionReset {
+        let _ = reset.set(e);
+    }
 }
 
 /// A reset that a send ran into is an error when nothing at all came back. The kernel reports
@@ -487,9 +491,9 @@ where
     } else {
         (MAX_DATAGRAM, "the datagram size")
     };
-    let sent = std::cell::Cell::new(0u64);
-    let received = std::cell::Cell::new(0u64);
-    let reset = std::cell::Cell::new(None);
+    // Shared by the two directions; atomics rather than cells keep the future `Send`.
+    let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
+    let reset = OnceLock::new();
     // Each read is one message only where messages keep their boundaries.
     let per_read = opts.packet_per_read && !matches!(writer.inner, WriterInner::Stream(_));
     let upstream = async {
@@ -513,13 +517,13 @@ where
                 line.strip_suffix(b"\n").unwrap_or(&line)
             };
             match writer.send(body).await {
-                Ok(()) => sent.set(sent.get() + body.len() as u64),
+                Ok(()) => _ = sent.fetch_add(body.len() as u64, Relaxed),
                 // Nothing listens, or our own input is at fault: say so.
                 Err(e @ (ClientError::DatagramRefused | ClientError::MessageTooLarge(_))) => return Err(e),
                 Err(ClientError::Io(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => return Err(ClientError::Io(e)),
                 // The server went away; what it sent before is still read below.
                 Err(ClientError::Io(e)) => {
-                    reset.set(was_reset(e));
+                    reset_by_peer(&reset, e);
                     return Ok(());
                 }
                 Err(_) => return Ok(()),
@@ -532,7 +536,7 @@ where
     };
     let downstream = async {
         while let Some(msg) = reader.recv().await? {
-            received.set(received.get() + msg.len() as u64);
+            received.fetch_add(msg.len() as u64, Relaxed);
             if per_read {
                 output.write_all(&msg).await.map_err(ClientError::Output)?;
                 output.flush().await.map_err(ClientError::Output)?;
@@ -545,8 +549,9 @@ where
     let wait =
         if peer_can_close { opts.answer_timeout } else { Some(opts.answer_timeout.unwrap_or(DEFAULT_DATAGRAM_WAIT)) };
     both_directions(upstream, downstream, wait, peer_can_close).await?;
-    unanswered_reset(reset.take(), received.get())?;
-    Ok(PipeReport { sent: sent.get(), received: received.get() })
+    let received = received.into_inner();
+    unanswered_reset(reset.into_inner(), received)?;
+    Ok(PipeReport { sent: sent.into_inner(), received })
 }
 
 /// Reads one line (up to and including `\n`) into `line`, refusing lines longer than `limit`
