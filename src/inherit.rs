@@ -20,11 +20,13 @@
 //! safe once threads run. The systemd descriptors are made close-on-exec when they are read, as
 //! `sd_listen_fds` does, so that commands sockit runs do not inherit them.
 //!
-//! Only descriptors that really were inherited can be named: a descriptor this process opened
-//! itself (the runtime's own sockets, for one) carries the close-on-exec flag, which an
-//! inherited one cannot have had (it would not have survived `exec`), and is refused.
+//! Only descriptors that really were inherited can be named: those open without close-on-exec
+//! when [`init`] ran, at the start of `main`, and systemd's. A descriptor the program opened
+//! itself has an owner already, and two owners of one descriptor means one closes it under the
+//! other; the close-on-exec flag alone cannot tell (every descriptor Rust opens has it, but one
+//! from `libc::socket` or a C library need not), so without `init` no number is taken at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -98,9 +100,13 @@ impl Activation {
     }
 }
 
-/// The process-wide record: what systemd passed, and which descriptors are taken.
+/// The process-wide record: what systemd passed, what else was inherited, and which
+/// descriptors are taken.
 struct Registry {
     activation: Activation,
+    /// The descriptors open without close-on-exec when [`init`] ran: the ones the parent left
+    /// open. `None` when the registry was made by a first use instead, too late to tell.
+    inherited: Mutex<Option<HashSet<RawFd>>>,
     /// Taken descriptors, with what they were, so that a second use fails and a later
     /// [`probe`] still answers after the socket is closed.
     taken: Mutex<HashMap<RawFd, Inherited>>,
@@ -109,7 +115,11 @@ struct Registry {
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
 fn registry() -> &'static Registry {
-    REGISTRY.get_or_init(|| {
+    REGISTRY.get_or_init(|| Registry::new(None))
+}
+
+impl Registry {
+    fn new(inherited: Option<HashSet<RawFd>>) -> Registry {
         let activation = Activation::from_env();
         for fd in activation.systemd_fds() {
             // SAFETY: F_GETFD/F_SETFD on a descriptor number only change its flags; one that is
@@ -121,14 +131,36 @@ fn registry() -> &'static Registry {
                 }
             }
         }
-        Registry { activation, taken: Mutex::new(HashMap::new()) }
-    })
+        Registry { activation, inherited: Mutex::new(inherited), taken: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether `fd` was open without close-on-exec when [`init`] ran.
+    fn was_inherited(&self, fd: RawFd) -> Option<bool> {
+        self.inherited.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|set| set.contains(&fd))
+    }
 }
 
-/// Reads the systemd variables now. Call it before starting threads, so that what is read is
-/// the environment the process started with; later calls do nothing.
+/// Records what the process inherited: the systemd variables, and the descriptors open without
+/// close-on-exec. Call it first thing in `main`, before opening anything or starting threads:
+/// `fd://N` names only a descriptor recorded here (or one systemd passed). Later calls do
+/// nothing.
 pub fn init() {
-    registry();
+    REGISTRY.get_or_init(|| Registry::new(Some(open_without_cloexec())));
+}
+
+/// The descriptors now open without close-on-exec, from `/proc/self/fd` (or by trying each
+/// number below 1024 where `/proc` is not mounted).
+fn open_without_cloexec() -> HashSet<RawFd> {
+    let inheritable = |fd: RawFd| {
+        // SAFETY: F_GETFD only reads a descriptor's flags; a number that is not open is EBADF.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        flags >= 0 && flags & libc::FD_CLOEXEC == 0
+    };
+    let listed: Option<Vec<RawFd>> = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect());
+    // The directory's own descriptor is in the list, and close-on-exec: the flag leaves it out.
+    listed.unwrap_or_else(|| (0..1024).collect()).into_iter().filter(|&fd| inheritable(fd)).collect()
 }
 
 /// What systemd socket activation passed to this process.
@@ -246,6 +278,15 @@ pub enum InheritError {
          leave the socket open across exec, without close-on-exec)"
     )]
     NotInherited {
+        /// The endpoint.
+        endpoint: FdRef,
+    },
+    /// The program never called [`init`], so no descriptor can be told to be inherited.
+    #[error(
+        "{endpoint}: the program did not record its inherited descriptors (sockit::inherit::init() must run at the \
+         start of main), so no descriptor number can be taken as inherited"
+    )]
+    NotRecorded {
         /// The endpoint.
         endpoint: FdRef,
     },
@@ -452,8 +493,16 @@ fn probe_fd(fd: RawFd, source: &FdRef, activation: &Activation) -> Result<Inheri
             _ => source_err("inspect it", e),
         });
     }
-    if flags & libc::FD_CLOEXEC != 0 && !activation.systemd_fds().contains(&fd) {
-        return Err(InheritError::NotInherited { endpoint: source.clone() });
+    if !activation.systemd_fds().contains(&fd) {
+        match registry().was_inherited(fd) {
+            None => return Err(InheritError::NotRecorded { endpoint: source.clone() }),
+            Some(false) => return Err(InheritError::NotInherited { endpoint: source.clone() }),
+            // Closed and opened again since (by nothing of ours: only `take` closes one).
+            Some(true) if flags & libc::FD_CLOEXEC != 0 => {
+                return Err(InheritError::NotInherited { endpoint: source.clone() });
+            }
+            Some(true) => {}
+        }
     }
     // SAFETY: the descriptor is open (checked above) and nothing in this process closes an
     // inherited descriptor it has not taken, so it stays open while borrowed here.
@@ -590,6 +639,8 @@ pub(crate) fn passed(fd: impl Into<OwnedFd>) -> RawFd {
     // SAFETY: F_DUPFD makes a new descriptor without close-on-exec, which the caller then names.
     let moved = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_DUPFD, at) };
     assert_eq!(moved, at, "descriptor {at} is taken");
+    // As if it had been open when `init` ran: the tests' registry is made by a first use.
+    registry().inherited.lock().unwrap().get_or_insert_default().insert(moved);
     moved
 }
 
