@@ -88,7 +88,7 @@ pub struct BenchConfig {
     pub reverse: bool,
     /// Echo: idle connections to open (and keep) before measuring.
     pub hold: usize,
-    /// How often to report progress and record an interval.
+    /// How often to report progress and record an interval (at least [`MIN_INTERVAL`]).
     pub interval: Duration,
     /// The limit on each connect.
     pub connect_timeout: Duration,
@@ -374,7 +374,7 @@ pub async fn run(
     };
 
     let start = Instant::now();
-    let deadline = start + config.duration;
+    let deadline = crate::later(start, config.duration);
     let stop = cancel.child_token();
     let mut workers = tokio::task::JoinSet::new();
     let worker_count = match config.mode {
@@ -478,6 +478,9 @@ pub async fn run(
     })
 }
 
+/// The shortest [`BenchConfig::interval`]: each interval is a record and a progress report.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 fn check(config: &BenchConfig) -> Result<(), BenchError> {
     let bad = |m: &str| Err(BenchError::Config(m.to_owned()));
     let style = config.endpoint.style();
@@ -523,6 +526,9 @@ fn check(config: &BenchConfig) -> Result<(), BenchError> {
     }
     if config.duration > crate::MAX_DURATION {
         return bad("the duration must be at most a year");
+    }
+    if config.interval < MIN_INTERVAL {
+        return bad("the interval must be at least 100ms");
     }
     Ok(())
 }
@@ -636,7 +642,7 @@ async fn sample(
     let mut intervals = Vec::new();
     let mut last = (start, 0u64, 0u64);
     loop {
-        let next = (last.0 + config.interval).min(deadline);
+        let next = crate::later(last.0, config.interval).min(deadline);
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = stop.cancelled() => break,

@@ -251,7 +251,7 @@ impl StreamDelay {
     /// When a chunk read at `now` is delivered: after the delay and jitter, and never before
     /// the chunk read before it (a stream keeps its order).
     pub fn deliver_at(&mut self, now: Instant) -> Instant {
-        let mut at = now + self.faults.sample_delay(&mut self.rng);
+        let mut at = crate::later(now, self.faults.sample_delay(&mut self.rng));
         if let Some(last) = self.last_delivery {
             at = at.max(last);
         }
@@ -381,11 +381,11 @@ impl DatagramShaper {
             self.stats.overflowed += 1;
             return;
         }
-        let mut at = now + self.faults.sample_delay(&mut self.delays);
+        let mut at = crate::later(now, self.faults.sample_delay(&mut self.delays));
         if let Some(rate) = self.faults.rate {
             // Paced in the order they are scheduled: a datagram waits for the link to be free.
             at = self.next_send.map_or(at, |t| t.max(at));
-            self.next_send = Some(at + transmit_time(data.len(), rate));
+            self.next_send = Some(crate::later(at, transmit_time(data.len(), rate)));
         }
         self.seq += 1;
         self.queue.push(Reverse(Scheduled { at, seq: self.seq, data }));

@@ -42,6 +42,29 @@
 /// socket, and the bound keeps every deadline computable (`now + duration` cannot overflow).
 pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
+/// `t` after `at`, on either clock. A library caller's configuration may say `Duration::MAX`
+/// for "never": past what an instant can hold, that is [`MAX_DURATION`] after `at`, not a panic.
+pub(crate) fn later<I: Clock>(at: I, t: std::time::Duration) -> I {
+    at.checked(t).unwrap_or(at + MAX_DURATION)
+}
+
+/// The instants [`later`] works with: std's and tokio's.
+pub(crate) trait Clock: Copy + std::ops::Add<std::time::Duration, Output = Self> {
+    fn checked(self, t: std::time::Duration) -> Option<Self>;
+}
+
+impl Clock for std::time::Instant {
+    fn checked(self, t: std::time::Duration) -> Option<Self> {
+        self.checked_add(t)
+    }
+}
+
+impl Clock for tokio::time::Instant {
+    fn checked(self, t: std::time::Duration) -> Option<Self> {
+        self.checked_add(t)
+    }
+}
+
 pub mod acl;
 pub mod auth;
 pub mod bench;

@@ -761,9 +761,9 @@ impl Pinger {
                     }
                     let now = tokio::time::Instant::now();
                     // Keep to the schedule, but never send a burst to catch up.
-                    next_send = (next_send + config.interval).max(now);
+                    next_send = crate::later(next_send, config.interval).max(now);
                     if config.count.is_some_and(|c| tracker.transmitted >= c) {
-                        linger_until = Some(now + config.timeout);
+                        linger_until = Some(crate::later(now, config.timeout));
                     }
                 }
                 () = tokio::time::sleep_until(linger_until.unwrap_or(next_send)), if linger_until.is_some() => break,

@@ -268,7 +268,7 @@ impl Side {
             Side::Tls(t) => Side::lock(t).as_raw_fd(),
             _ => return,
         };
-        let deadline = Instant::now() + limit;
+        let deadline = crate::later(Instant::now(), limit);
         while Instant::now() < deadline {
             let mut queued: libc::c_int = 0;
             // SAFETY: SIOCOUTQ writes one int to the pointer; the descriptor is open (the side
@@ -370,7 +370,7 @@ impl Ctx<'_> {
                 self.touch();
             }
             let last = self.started + Duration::from_nanos(self.last_activity.load(Ordering::Relaxed));
-            let deadline = last.checked_add(limit).unwrap_or(last + crate::MAX_DURATION);
+            let deadline = crate::later(last, limit);
             if deadline <= Instant::now() {
                 return;
             }
@@ -806,7 +806,7 @@ impl DatagramSession {
                     Err(e) => tracing::debug!("relay session {}: answer to {peer} lost: {e}", self.id),
                 }
             }
-            let quiet_until = last_activity + self.idle;
+            let quiet_until = crate::later(last_activity, self.idle);
             let wake = [up.next_wake(), down.next_wake(), Some(quiet_until)].into_iter().flatten().min();
             let wake = wake.unwrap_or(quiet_until);
             tokio::select! {
@@ -836,7 +836,7 @@ impl DatagramSession {
                     }
                 },
                 _ = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= last_activity + self.idle && up.is_idle() && down.is_idle() {
+                    if Instant::now() >= crate::later(last_activity, self.idle) && up.is_idle() && down.is_idle() {
                         break End::IdleTimeout;
                     }
                 }

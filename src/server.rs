@@ -211,7 +211,8 @@ impl Counters {
 struct Shared {
     config: ServerConfig,
     counters: Counters,
-    /// Cancelled when shutdown is asked for: stop reading, finish, close.
+    /// Cancelled when shutdown is asked for: stop reading, finish, close. A child of the
+    /// caller's token, so that [`StopOnDrop`] can cancel it without cancelling theirs.
     shutdown: CancellationToken,
     /// Cancelled when the grace period is over: stop even in the middle of a write.
     cut: CancellationToken,
@@ -226,6 +227,10 @@ struct Shared {
 /// connections for up to `config.grace` and returns the totals.
 ///
 /// The socket is dropped before this returns, which removes a Unix socket file it created.
+///
+/// Dropping the future before it returns (a `select!` that took another branch, a `timeout`,
+/// an aborted task) stops the server at once, as at the end of the grace period: it stops
+/// accepting, and every connection it was serving is closed, on its own threads too.
 pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: CancellationToken) -> Summary {
     let started = Instant::now();
     let tls = match &socket {
@@ -235,11 +240,12 @@ pub async fn run(socket: ServerSocket, config: ServerConfig, shutdown: Cancellat
     let shared = Arc::new(Shared {
         config,
         counters: Counters::default(),
-        shutdown,
+        shutdown: shutdown.child_token(),
         cut: CancellationToken::new(),
         tls,
         stop: Arc::default(),
     });
+    let _stop_on_drop = StopOnDrop(shared.clone());
     let serve = async {
         match (socket, &shared.config.service) {
             // A listener of several sockets has no other way to serve them all at once.
@@ -316,6 +322,21 @@ async fn accept_loop(listener: Listener, shared: &Arc<Shared>) {
         }
     }
     drain(tracker, shared).await;
+}
+
+/// Stops whatever a server still runs when [`run`] ends. After a normal return nothing is left
+/// to stop; when `run`'s future is dropped early, the connection tasks it spawned and its own
+/// threads would otherwise serve on with nobody to stop them.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        shared.shutdown.cancel();
+        shared.stop.raise(Stage::Shutdown);
+        shared.cut.cancel();
+        shared.stop.raise(Stage::Cut);
+    }
 }
 
 /// What one of [`serve_on_threads`]'s threads runs, made before the thread starts.
@@ -855,9 +876,7 @@ impl<'a> Bounds<'a> {
 
     fn limit<F: Future>(&mut self, fut: F, stage: Stage) -> Limited<'_, F> {
         if let (Some(timer), Some(t)) = (&mut self.idle, self.shared.config.idle_timeout) {
-            // Checked: an absurd timeout means "never", not a panic.
-            let now = tokio::time::Instant::now();
-            timer.as_mut().reset(now.checked_add(t).unwrap_or(now + crate::MAX_DURATION));
+            timer.as_mut().reset(crate::later(tokio::time::Instant::now(), t));
         }
         Limited { fut, idle: self.idle.as_mut(), stop: &self.stop, stage }
     }

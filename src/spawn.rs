@@ -302,7 +302,7 @@ async fn wire(
     };
 
     let idle = limits.idle_timeout;
-    let time_limit = config.timeout.map(|t| started + t);
+    let time_limit = config.timeout.map(|t| crate::later(started, t));
     let mut input_done = false;
     let mut output_done = false;
     let mut exited = false;
@@ -330,7 +330,7 @@ async fn wire(
                     End::SessionEnded
                 };
             }
-            let idle_at = idle.map(|t| started + Duration::from_millis(last_moved.load(Relaxed)) + t);
+            let idle_at = idle.map(|t| crate::later(started + Duration::from_millis(last_moved.load(Relaxed)), t));
             let last_chance = !exited && !last_chance_over && ((input_done && output_done) || client_left);
             // A client that is not being read could leave unnoticed; ask the kernel now and then.
             let watch = !client_left && !output_closed.load(Relaxed) && (input_done || stdin_full.load(Relaxed));

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use crate::later;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -373,11 +374,6 @@ impl Loop<'_> {
         let idle = self.timers.first_key_value().map(|(&(at, _), _)| at);
         [idle, self.accept_retry, self.drain_until].into_iter().flatten().min()
     }
-}
-
-/// `t` after `at`; an absurd timeout means "never", not a panic.
-fn later(at: Instant, t: Duration) -> Instant {
-    at.checked_add(t).unwrap_or(at + crate::MAX_DURATION)
 }
 
 /// How many reads a connection makes before the others get their turn.

@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use sockit::bench::{self, BenchConfig, BenchError, BenchResult, Mode, Progress};
 use sockit::render::count;
@@ -29,7 +28,7 @@ pub async fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if let Some(why) = misplaced {
         return Err(Usage(format!("{why} (this is {mode})")).into());
     }
-    if args.interval < Duration::from_millis(100) {
+    if args.interval < sockit::bench::MIN_INTERVAL {
         return Err(Usage("--interval must be at least 100ms".into()).into());
     }
     let mut config = BenchConfig::new(endpoint, mode);
