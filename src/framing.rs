@@ -247,10 +247,11 @@ impl Decoder for FrameCodec {
     }
 }
 
-impl Encoder<&[u8]> for FrameCodec {
+/// Any bytes: `&[u8]`, `&[u8; N]`, `Vec<u8>`, `Bytes`, so that `Framed::send(b"hi")` works.
+impl<T: AsRef<[u8]>> Encoder<T> for FrameCodec {
     type Error = FrameError;
-    fn encode(&mut self, msg: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
-        self.encode_into(msg, dst)
+    fn encode(&mut self, msg: T, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode_into(msg.as_ref(), dst)
     }
 }
 
@@ -392,6 +393,16 @@ mod tests {
         buf.clear();
         buf.extend_from_slice(b"ok\n");
         assert_eq!(codec.decode(&mut buf).unwrap().as_deref(), Some(&b"ok"[..]));
+    }
+
+    #[test]
+    fn any_bytes_encode() {
+        let mut codec = FrameCodec::new(Framing::Len, 64);
+        let mut dst = BytesMut::new();
+        codec.encode(b"ab", &mut dst).unwrap();
+        codec.encode(vec![b'c'], &mut dst).unwrap();
+        codec.encode(bytes::Bytes::from_static(b""), &mut dst).unwrap();
+        assert_eq!(&dst[..], b"\0\0\0\x02ab\0\0\0\x01c\0\0\0\0");
     }
 
     #[test]

@@ -10,9 +10,8 @@
 //! Bind any endpoint (port 0 picks a free port), run a service on it, and stop it with a token:
 //!
 //! ```
-//! use sockit::{endpoint::Endpoint, net, server, service::Service};
+//! use sockit::{CancellationToken, endpoint::Endpoint, net, server, service::Service};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! use tokio_util::sync::CancellationToken;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +36,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![warn(missing_docs)]
 
 /// The longest duration any sockit option or configuration takes: a year is "forever" for a
 /// socket, and the bound keeps every deadline computable (`now + duration` cannot overflow).
@@ -64,6 +65,10 @@ impl Clock for tokio::time::Instant {
         self.checked_add(t)
     }
 }
+
+/// What every entry point (a server, a relay, a bench run) stops on: tokio-util's token,
+/// re-exported so that a program needs no tokio-util of its own to start and stop one.
+pub use tokio_util::sync::CancellationToken;
 
 pub mod acl;
 pub mod auth;

@@ -729,9 +729,13 @@ impl NoDelay {
 /// What one receive on a `unix-seqpacket:` connection found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packet {
-    /// A message of `len` bytes, which may be zero: an empty packet is a message. `truncated`
-    /// says it was longer than the buffer and the rest of it is lost.
-    Message { len: usize, truncated: bool },
+    /// A message, which may be empty: an empty packet is a message.
+    Message {
+        /// Its length in the buffer.
+        len: usize,
+        /// It was longer than the buffer, and the rest of it is lost.
+        truncated: bool,
+    },
     /// The peer shut down its sending side (or closed) and every message it sent has been read.
     End,
 }

@@ -130,8 +130,10 @@ pub mod code {
     pub const CORRUPT: u8 = 6;
 }
 
-/// One protocol message.
+/// One protocol message. Each variant's line says what its fields hold; PROTOCOL.md gives
+/// their encoding, field by field.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub enum Msg {
     /// Server, first: who it is, whether it wants a token, and a fresh nonce.
     Hello { version: u8, service: ServiceKind, auth: bool, nonce: Hash },

@@ -5,13 +5,13 @@
 //!
 //! The relay is a [`Service`](crate::service::Service) of the server ([`crate::server`]), which
 //! gives it accepting, `--max-conns`, the idle timeout, shutdown and the per-connection report.
-//! On connected sockets [`session`] connects to the target once per client and moves bytes both
+//! On connected sockets `session` connects to the target once per client and moves bytes both
 //! ways at once. A half-close is carried across: when one side shuts down its sending side,
 //! the relay shuts down its own toward the other and keeps relaying the other way. A reset or
 //! error on one side resets the other. Between two byte streams with nothing to look at (no
 //! faults, no log), the bytes move with `splice(2)` through a pipe, never entering user space.
 //!
-//! On datagram sockets [`datagram_relay`] keeps a session per client address: its own socket
+//! On datagram sockets `datagram_relay` keeps a session per client address: its own socket
 //! connected to the target, so that answers find their way back, ended after a quiet spell.
 
 use std::collections::HashMap;

@@ -100,7 +100,7 @@ pub fn bytes(n: u64) -> String {
     ByteCount(n).to_string()
 }
 
-/// A byte count that displays as [`bytes`] formats it, without allocating (for a log line
+/// A byte count that displays as [`bytes()`] formats it, without allocating (for a log line
 /// written per connection).
 #[derive(Debug, Clone, Copy)]
 pub struct ByteCount(pub u64);
