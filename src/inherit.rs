@@ -284,7 +284,8 @@ pub enum InheritError {
     /// The program never called [`init`], so no descriptor can be told to be inherited.
     #[error(
         "{endpoint}: the program did not record its inherited descriptors (sockit::inherit::init() must run at the \
-         start of main), so no descriptor number can be taken as inherited"
+         start of main), so no descriptor number can be taken as inherited; serve a socket the program made itself \
+         with sockit::net::ServerSocket::from_socket"
     )]
     NotRecorded {
         /// The endpoint.
@@ -506,7 +507,14 @@ fn probe_fd(fd: RawFd, source: &FdRef, activation: &Activation) -> Result<Inheri
     }
     // SAFETY: the descriptor is open (checked above) and nothing in this process closes an
     // inherited descriptor it has not taken, so it stays open while borrowed here.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    describe(unsafe { BorrowedFd::borrow_raw(fd) }, source)
+}
+
+/// Reads what the socket `borrowed` is: its family, type, state and address. `source` is how
+/// it was named, for what is said of it.
+pub(crate) fn describe(borrowed: BorrowedFd<'_>, source: &FdRef) -> Result<Inherited, InheritError> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&borrowed);
+    let source_err = |action, error| InheritError::Io { endpoint: source.clone(), action, error };
     let meta = fstat(borrowed).map_err(|e| source_err("inspect it", e))?;
     if meta.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(InheritError::NotASocket { endpoint: source.clone(), what: not_a_socket(fd, meta.st_mode) });

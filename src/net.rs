@@ -535,6 +535,37 @@ pub enum ServerSocket {
 }
 
 impl ServerSocket {
+    /// Serves a socket the program made itself: a listening `std::net::TcpListener`,
+    /// `UnixListener` or `socket2::Socket`, a bound `UdpSocket`, or a connected socket (served as
+    /// the one client, as from inetd). Ownership passes to the server, which makes it
+    /// non-blocking and closes it when done; the family, type and state are read from the socket.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mine = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let socket = sockit::net::ServerSocket::from_socket(mine)?;
+    /// assert!(socket.local_endpoint().starts_with("tcp://127.0.0.1:"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_socket(socket: impl Into<OwnedFd>) -> Result<ServerSocket, NetError> {
+        let fd: OwnedFd = socket.into();
+        let named = FdRef::Number(fd.as_raw_fd());
+        let endpoint = Endpoint::Fd(named.clone());
+        let info = crate::inherit::describe(std::os::fd::AsFd::as_fd(&fd), &named)?;
+        socket2::SockRef::from(&fd).set_nonblocking(true).map_err(|e| NetError::from_io("listen on", &endpoint, e))?;
+        let mut socket = serve_socket(&endpoint, &named, fd, &info)?;
+        // Its own address, without the "(fd://N)" of a socket that was passed down.
+        if let Some(address) = info.address {
+            match &mut socket {
+                ServerSocket::Listener(l) => l.local = address,
+                ServerSocket::Datagram(d) => d.local = address,
+            }
+        }
+        Ok(socket)
+    }
+
     /// The address the socket is bound to, as an endpoint string (with the real port when 0
     /// was asked for). For an inherited socket, where it came from follows in brackets:
     /// `tcp://127.0.0.1:7000 (fd://3)`, `fd://0 (an unnamed unix stream socket)`; the first word
@@ -956,8 +987,13 @@ pub async fn bind(endpoint: &Endpoint, opts: &BindOptions) -> Result<ServerSocke
 /// Serves on an inherited socket: as it is, with its own backlog and address (`opts` does not
 /// apply).
 fn bind_inherited(endpoint: &Endpoint, r: &FdRef) -> Result<ServerSocket, NetError> {
-    let err = |e| NetError::from_io("listen on", endpoint, e);
     let (fd, info) = crate::inherit::take(r)?;
+    serve_socket(endpoint, r, fd, &info)
+}
+
+/// A server socket made of a socket that exists already (`info` says what it is), non-blocking.
+fn serve_socket(endpoint: &Endpoint, r: &FdRef, fd: OwnedFd, info: &Inherited) -> Result<ServerSocket, NetError> {
+    let err = |e| NetError::from_io("listen on", endpoint, e);
     let local = info.local_endpoint();
     let listener = |inner| {
         Ok(ServerSocket::Listener(Listener {
@@ -970,8 +1006,8 @@ fn bind_inherited(endpoint: &Endpoint, r: &FdRef) -> Result<ServerSocket, NetErr
         }))
     };
     match (info.style, info.state) {
-        (SocketStyle::Datagram, _) => Ok(ServerSocket::Datagram(inherited_datagram(fd, &info).map_err(err)?)),
-        (_, SockState::Connected) => listener(ListenerInner::Single(Some(inherited_conn(fd, &info).map_err(err)?))),
+        (SocketStyle::Datagram, _) => Ok(ServerSocket::Datagram(inherited_datagram(fd, info).map_err(err)?)),
+        (_, SockState::Connected) => listener(ListenerInner::Single(Some(inherited_conn(fd, info).map_err(err)?))),
         (SocketStyle::Stream, SockState::Listening) if info.is_unix() => {
             listener(ListenerInner::Unix(UnixListener::from_std(fd.into()).map_err(err)?))
         }

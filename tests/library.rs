@@ -178,6 +178,36 @@ async fn fd_n_never_takes_a_descriptor_that_has_an_owner() {
     assert!(listener.local_addr().is_ok());
 }
 
+/// A socket the program made itself is served through `ServerSocket::from_socket`, which takes
+/// ownership of it (the safe way to do what `fd://N` refuses): any family, listening or
+/// datagram; anything that is not a socket is refused in a line.
+#[tokio::test]
+async fn a_socket_the_program_made_is_served_from_socket() {
+    let shutdown = CancellationToken::new();
+    let mine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at: Endpoint = format!("tcp://{}", mine.local_addr().unwrap()).parse().unwrap();
+    let socket = net::ServerSocket::from_socket(mine).unwrap();
+    assert_eq!(socket.local_endpoint(), at.to_string());
+    tokio::spawn(server::run(socket, ServerConfig::new(Service::Upper), shutdown.clone()));
+    assert_eq!(exchange(&at, b"mine", WAIT).await, Ok(b"MINE".to_vec()));
+
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_at = udp.local_addr().unwrap();
+    let socket = net::ServerSocket::from_socket(udp).unwrap();
+    assert_eq!(socket.local_endpoint(), format!("udp://{udp_at}"));
+    tokio::spawn(server::run(socket, ServerConfig::new(Service::Echo), shutdown.clone()));
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(b"dgram", udp_at).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, client.recv(&mut buf)).await.expect("an answer").unwrap();
+    assert_eq!(&buf[..n], b"dgram");
+
+    let file = tempfile::tempfile().unwrap();
+    let e = net::ServerSocket::from_socket(file).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("is not a socket (it is a regular file"), "{e}");
+    shutdown.cancel();
+}
+
 /// Every future a caller may want to spawn on a multi-threaded runtime is `Send`. `client::pipe`
 /// and the client's handshake were not: their two directions shared counters in `Cell`s.
 #[allow(dead_code)]
