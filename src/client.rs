@@ -252,9 +252,9 @@ fn closed_by_peer(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected)
 }
 
-/// Keeps `e` in `reset` if it is the peer's reset.
+/// Keeps `e` in `reset` if it says the peer has gone (a reset, or a broken pipe after one).
 fn reset_by_peer(reset: &OnceLock<io::Error>, e: io::Error) {
-    if e.kind() == io::ErrorKind::ConnectionReset {
+    if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) {
         let _ = reset.set(e);
     }
 }
@@ -271,10 +271,12 @@ fn unanswered_reset(reset: Option<io::Error>, received: u64) -> Result<(), Clien
     }
 }
 
-/// Runs a pipe's two directions together until the server is done: at once if it closes first
-/// (like netcat, whatever input is left), otherwise, once the input has ended, after waiting at
-/// most `wait` for it to finish. A server that can close and does not within `wait` is an error;
-/// one that cannot (datagrams) has simply said all it had to say.
+/// Runs a pipe's two directions together until both are done. A server that closes its side
+/// first may still be reading (it half-closed, as `shutdown(SHUT_WR)` does), so the rest of the
+/// input still goes to it, as netcat sends it, until the input ends or a send fails because the
+/// server has gone. Once the input has ended, the server gets at most `wait` to finish: one
+/// that can close and does not within `wait` is an error; one that cannot (datagrams) has simply
+/// said all it had to say.
 async fn both_directions(
     upstream: impl Future<Output = Result<(), ClientError>>,
     downstream: impl Future<Output = Result<(), ClientError>>,
@@ -283,7 +285,10 @@ async fn both_directions(
 ) -> Result<(), ClientError> {
     tokio::pin!(upstream, downstream);
     tokio::select! {
-        down = &mut downstream => return down,
+        down = &mut downstream => {
+            down?;
+            return upstream.await;
+        }
         up = &mut upstream => up?,
     }
     match within(wait, downstream).await {

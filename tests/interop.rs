@@ -1199,3 +1199,49 @@ fn nc_unix_against_sockit_unix_upper_with_line_framing() {
     let out = tool("nc", &["-N", "-U", &path], b"a\nbb\nccc\n");
     assert_eq!(out, "A\nBB\nCCC\n");
 }
+
+/// A server that half-closes first (`shutdown(SHUT_WR)`) may still read: `connect` goes on
+/// sending what stdin brings, as netcat does, instead of stopping when the server's side ends.
+/// It used to stop, and the line typed after the server's end was lost with exit status 0.
+#[test]
+fn connect_keeps_sending_to_a_server_that_half_closed_first() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        s.write_all(b"hi\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let mut cmd = sockit();
+    cmd.args(["connect", &addr]);
+    let mut child = spawn_piped(cmd);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"line1\n").unwrap();
+    // The server's end has surely arrived by the time the second line comes.
+    let mut out = [0u8; 3];
+    child.stdout.as_mut().unwrap().read_exact(&mut out).unwrap();
+    assert_eq!(&out, b"hi\n");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stdin.write_all(b"line2\n").unwrap();
+    drop(stdin);
+    let status = wait_bounded(&mut child, std::time::Duration::from_secs(20)).expect("connect exits");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(server.join().unwrap(), b"line1\nline2\n");
+}
+
+/// A server that closes without reading, while stdin still has megabytes for it: the data
+/// cannot be delivered, and `connect` says so with exit status 1 (it exited 0 in silence).
+#[test]
+fn connect_to_a_server_that_closes_unread_reports_the_loss() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || drop(listener.accept().unwrap()));
+    let ran = sockit_run(&["connect", &addr], &vec![0u8; 16 << 20]);
+    server.join().unwrap();
+    assert_fails(&ran, 1, &[&addr, "the server"]);
+}

@@ -190,7 +190,8 @@ Example:
 const CONNECT_HELP: &str = "\
 On a terminal: a '>> ' prompt with line editing and history; answers appear as they arrive;
 Ctrl-D ends. Otherwise stdin goes to the server and the server's answers to stdout; when stdin
-ends the sending side is closed and sockit exits once the server closes.
+ends the sending side is closed and sockit exits once the server closes. A server that closes
+first still gets the rest of stdin, as from nc: it may be reading on.
 
 A `spawn` server with a token wants the sockit handshake first: --token-file FILE (or --auth, with
 the token in $SOCKIT_TOKEN) does it, then everything is as above. Without either, connect never

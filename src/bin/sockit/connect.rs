@@ -39,6 +39,9 @@ fn client_error(e: ClientError, endpoint: &Endpoint) -> anyhow::Error {
         ClientError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => anyhow::anyhow!(
             "{endpoint}: the server reset the connection (hint: access rules, a connection limit or a relay's unreachable target do this at once, and a message the server cannot take, in another --framing or over its --max-frame, after it; the server's log says why)"
         ),
+        ClientError::Io(e) if e.kind() == std::io::ErrorKind::BrokenPipe => anyhow::anyhow!(
+            "{endpoint}: the server closed the connection before it had read everything sent, and answered nothing (hint: the server's log says why)"
+        ),
         other => anyhow::Error::new(other).context(format!("{endpoint}")),
     }
 }

@@ -171,8 +171,7 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
         out = serde_json::to_string_pretty(&list)? + "\n";
     } else {
         for e in &entries {
-            let when = UNIX_EPOCH.checked_add(Duration::from_secs(e.mtime.max(0) as u64)).unwrap_or(UNIX_EPOCH);
-            let when = humantime::format_rfc3339_seconds(when).to_string();
+            let when = file_time(e.mtime);
             let suffix = match e.kind {
                 EntryKind::Dir => "/",
                 EntryKind::Symlink => "@",
@@ -180,11 +179,24 @@ pub async fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
             };
             // Names come from the server: escaped, so that none can move the cursor or fake lines.
             let name = render::escaped_line(e.name.as_bytes());
-            out += &format!("{:>12}  {}  {name}{suffix}\n", e.size, when.replace('T', " ").trim_end_matches('Z'));
+            out += &format!("{:>12}  {when}  {name}{suffix}\n", e.size);
         }
     }
     crate::write_stdout(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A modification time (seconds since 1970, from the server) as `ls` shows it: `2026-11-22
+/// 10:50:32`, in UTC. One outside the years 1970 to 9999, which RFC 3339 cannot write, is shown
+/// as its count of seconds, `@253402300800`.
+fn file_time(mtime: i64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let when = u64::try_from(mtime).ok().and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+    match when.map(|w| write!(out, "{}", humantime::format_rfc3339_seconds(w))) {
+        Some(Ok(())) => out.replace('T', " ").trim_end_matches('Z').to_owned(),
+        _ => format!("@{mtime}"),
+    }
 }
 
 /// The entries of directory `path`; or, as ls(1) does, for a path that names something else, that
@@ -217,6 +229,16 @@ fn kind_name(k: EntryKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A time RFC 3339 cannot write (the year 10000 and on, or before 1970) panicked `ls`.
+    #[test]
+    fn file_times_of_any_year() {
+        assert_eq!(file_time(0), "1970-01-01 00:00:00");
+        assert_eq!(file_time(253_402_300_799), "9999-12-31 23:59:59");
+        assert_eq!(file_time(253_402_300_800), "@253402300800");
+        assert_eq!(file_time(i64::MAX), format!("@{}", i64::MAX));
+        assert_eq!(file_time(-1), "@-1");
+    }
 
     #[test]
     fn names_of_paths() {
