@@ -773,6 +773,42 @@ pub(crate) fn clear_nonblock(fd: impl AsFd) -> Result<(), Errno> {
     rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
 }
 
+/// The most [`read_config_file`] reads: far more than any dictionary, rule list or certificate.
+pub const MAX_CONFIG_FILE: u64 = 64 << 20;
+
+/// Reads a file the user named for configuration (a dictionary, rules, certificates): a regular
+/// file, or a pipe (`<(…)`), of at most [`MAX_CONFIG_FILE`] bytes. A device such as
+/// `/dev/zero`, a directory or a socket is refused at once, a FIFO with no writer reads as
+/// empty instead of blocking the open, and one larger than the limit is refused, not read into
+/// memory without end.
+pub fn read_config_file(path: &Path) -> io::Result<Vec<u8>> {
+    let refuse = |kind: FileType| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("it is {}, not a regular file", kind_name(kind)))
+    };
+    let readable = |kind: FileType| matches!(kind, FileType::RegularFile | FileType::Fifo);
+    // Looked at before it is opened: opening a socket fails, and a device may do anything.
+    let kind = FileType::from_raw_mode(rustix::fs::stat(path)?.st_mode);
+    if !readable(kind) {
+        return Err(refuse(kind));
+    }
+    let file = open_read_nonblocking(path)?;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&file)?.st_mode);
+    if !readable(kind) {
+        return Err(refuse(kind));
+    }
+    // The open did not wait for a writer; the reads do (a pipe with none ends at once).
+    clear_nonblock(&file)?;
+    let mut content = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(file, MAX_CONFIG_FILE + 1), &mut content)?;
+    if content.len() as u64 > MAX_CONFIG_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it is larger than {} MiB, more than such a file can need", MAX_CONFIG_FILE >> 20),
+        ));
+    }
+    Ok(content)
+}
+
 /// Opens a local file for reading without waiting: a FIFO with no writer would block the open,
 /// before the caller could see it is no regular file. [`clear_nonblock`] once it has looked.
 pub(crate) fn open_read_nonblocking(path: &Path) -> io::Result<File> {

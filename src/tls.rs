@@ -118,7 +118,7 @@ impl std::str::FromStr for Fingerprint {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {what} {}: {error}", path.display())]
+    #[error("cannot read {what} {}: {}", path.display(), crate::render::io_error(error))]
     Read {
         /// `certificate`, `key` or `CA file`.
         what: &'static str,
@@ -249,7 +249,8 @@ enum BuildError {
 }
 
 fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let text = std::fs::read(path).map_err(|error| TlsError::Read { what, path: path.into(), error })?;
+    let text =
+        crate::fsroot::read_config_file(path).map_err(|error| TlsError::Read { what, path: path.into(), error })?;
     let mut certs = Vec::new();
     for item in CertificateDer::pem_slice_iter(&text) {
         match item {
@@ -264,7 +265,11 @@ fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateD
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let text = std::fs::read(path).map_err(|error| TlsError::Read { what: "key", path: path.into(), error })?;
+    let text = crate::fsroot::read_config_file(path).map_err(|error| TlsError::Read {
+        what: "key",
+        path: path.into(),
+        error,
+    })?;
     PrivateKeyDer::from_pem_slice(&text).map_err(|e| {
         let why = match e {
             rustls::pki_types::pem::Error::NoItemsFound => None,

@@ -165,6 +165,16 @@ fn unreadable_or_malformed_dict_file_is_a_usage_error() {
     let ran = sockit_run(&["serve", "127.0.0.1:0", "qa", "--dict", missing.to_str().unwrap()], b"");
     assert_one_line_error(&ran, 2, &["cannot read --dict", "missing.txt: no such file or directory"]);
     assert!(!ran.stderr.contains("os error"), "{}", ran.stderr);
+
+    // Files that never end, or would fill memory, are refused instead of read.
+    let huge = dir.path().join("huge.txt");
+    std::fs::File::create(&huge).unwrap().set_len(65 << 20).unwrap();
+    for (option, service) in [("--dict", "qa"), ("--allow-file", "echo"), ("--deny-file", "echo")] {
+        let ran = sockit_run(&["serve", "127.0.0.1:0", service, option, "/dev/zero"], b"");
+        assert_one_line_error(&ran, 2, &[&format!("cannot read {option} /dev/zero: it is a character device")]);
+        let ran = sockit_run(&["serve", "127.0.0.1:0", service, option, huge.to_str().unwrap()], b"");
+        assert_one_line_error(&ran, 2, &["it is larger than 64 MiB"]);
+    }
 }
 
 #[test]

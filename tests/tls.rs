@@ -443,6 +443,19 @@ fn cert_and_key_from_files_and_every_way_they_can_be_wrong() {
     assert!(ran.stderr.contains("is not a SHA-256 fingerprint"), "{:?}", ran.stderr);
     let ran = home.run(&["connect", "tls://127.0.0.1:9", "--ca", s(&missing)], b"");
     assert_fails(&ran, 2, &["--ca: cannot read CA file"]);
+    assert!(!ran.stderr.contains("os error"), "{}", ran.stderr);
+    // A device is refused without reading it (/dev/zero never ends), and a FIFO with no writer
+    // reads as empty instead of blocking: it holds no certificate.
+    let ran = home.run(&["connect", "tls://127.0.0.1:9", "--ca", "/dev/zero"], b"");
+    assert_fails(&ran, 2, &["cannot read CA file /dev/zero: it is a character device, not a regular file"]);
+    assert_fails(
+        &serve(Path::new("/dev/zero"), &a.key()),
+        2,
+        &["cannot read certificate /dev/zero: it is a character"],
+    );
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert_fails(&serve(&a.cert(), &fifo), 2, &["holds no usable PEM private key"]);
     let ran = home.run(&["connect", "tls://127.0.0.1:9", "--ca", s(&a.cert()), "--tls-insecure"], b"");
     assert_eq!(ran.code, Some(2), "{:?}", ran.stderr);
     let ran = home.run(&["relay", "127.0.0.1:0", "127.0.0.1:9", "--ca", s(&a.cert())], b"");

@@ -121,12 +121,19 @@ pub(crate) fn server_threads(threads: Option<u32>) -> usize {
     threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize)
 }
 
+/// A text file the user named (`--dict`, `--allow-file`), read as the library reads any such
+/// file: a regular file or a pipe, of a bounded size.
+fn read_text_file(path: &std::path::Path) -> std::io::Result<String> {
+    String::from_utf8(sockit::fsroot::read_config_file(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
 /// The access list from `--allow`, `--deny` and their files. Rules need IP peers: on a Unix
 /// socket they are a usage error rather than rules that silently never match.
 pub(crate) fn access_list(args: &AccessArgs, endpoint: &Endpoint) -> anyhow::Result<Arc<AccessList>> {
     let mut acl = AccessList::default();
     let read = |path: &std::path::PathBuf, flag: &str| -> anyhow::Result<Vec<sockit::acl::Cidr>> {
-        let text = std::fs::read_to_string(path)
+        let text = read_text_file(path)
             .map_err(|e| Usage(format!("cannot read {flag} {}: {}", path.display(), render::io_error(&e))))?;
         Ok(AccessList::parse_file(&text).map_err(|e| Usage(format!("{flag} {}: {e}", path.display())))?)
     };
@@ -355,7 +362,7 @@ fn build_service(
                     d
                 }
                 Some(path) => {
-                    let text = std::fs::read_to_string(path)
+                    let text = read_text_file(path)
                         .map_err(|e| {
                             Usage(format!("cannot read --dict {}: {}", path.display(), render::io_error(&e)))
                         })?;
