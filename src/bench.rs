@@ -225,9 +225,12 @@ pub enum BenchError {
     /// The server could not be reached at the start.
     #[error(transparent)]
     Connect(#[from] NetError),
-    /// Every connection failed during the run.
+    /// Every connection failed during the run (in bulk: every stream).
     #[error("every connection failed; the last error: {0}")]
     AllFailed(String),
+    /// The run was cancelled while connecting, before it began: there are no figures.
+    #[error("cancelled while connecting, before the run began")]
+    Cancelled,
     /// The server is not the kind the mode measures: what it did, and which server to use.
     #[error("{mode}: {misfit} (hint: {hint})")]
     WrongServer {
@@ -366,11 +369,18 @@ pub async fn run(
     let counters = Arc::new(Counters::default());
 
     // Connect everything first, so that connection set-up is not part of the measurement.
-    let (held, hold_error) = if config.hold > 0 { hold_connections(&config).await? } else { (Vec::new(), None) };
-    let sockets = match config.mode {
-        Mode::Connect => Vec::new(),
-        Mode::Bulk => connect_all(&config, config.streams).await?,
-        Mode::Echo | Mode::Udp => connect_all(&config, config.connections).await?,
+    let connecting = async {
+        let (held, hold_error) = if config.hold > 0 { hold_connections(&config).await? } else { (Vec::new(), None) };
+        let sockets = match config.mode {
+            Mode::Connect => Vec::new(),
+            Mode::Bulk => connect_all(&config, config.streams).await?,
+            Mode::Echo | Mode::Udp => connect_all(&config, config.connections).await?,
+        };
+        Ok::<_, BenchError>((held, hold_error, sockets))
+    };
+    let (held, hold_error, sockets) = tokio::select! {
+        connected = connecting => connected?,
+        () = cancel.cancelled() => return Err(BenchError::Cancelled),
     };
 
     let start = Instant::now();
@@ -401,12 +411,15 @@ pub async fn run(
     let intervals = sample(&config, &counters, start, deadline, &stop, progress).await;
     stop.cancel();
     let mut hist = new_histogram();
-    let (mut last_error, mut misfit, mut refused) = (None, None, false);
+    let (mut last_error, mut misfit, mut refused, mut failed) = (None, None, false, 0);
     while let Some(done) = workers.join_next().await {
         if let Ok(outcome) = done {
             let _ = hist.add(&outcome.hist);
             match outcome.error {
-                Some(Failure::Other(e)) => last_error = Some(e),
+                Some(Failure::Other(e)) => {
+                    last_error = Some(e);
+                    failed += 1;
+                }
                 Some(Failure::Refused) => refused = true,
                 Some(Failure::Misfit(m)) => misfit = Some(m),
                 None => {}
@@ -438,10 +451,13 @@ pub async fn run(
         let hint = server_hint(&config, misfit);
         return Err(BenchError::WrongServer { mode: config.mode, misfit, hint });
     }
-    if requests == 0
-        && bytes == 0
-        && let Some(e) = last_error
-    {
+    // A bulk stream counts the bytes its socket took before the server was found gone; its end
+    // says whether they arrived.
+    let all_failed = match config.mode {
+        Mode::Bulk => failed == worker_count,
+        _ => requests == 0 && bytes == 0,
+    };
+    if all_failed && let Some(e) = last_error {
         return Err(BenchError::AllFailed(e));
     }
     let latency = (!hist.is_empty()).then(|| {

@@ -216,6 +216,22 @@ fn bulk_reverse_from_a_server_that_sends_nothing_is_an_error() {
     }
 }
 
+/// Streams into a server that accepts and closes at once: the first writes fill the socket
+/// buffers, so some bytes count as sent, but every stream fails. It printed 0.00 Gbit/s and
+/// exited 0.
+#[test]
+fn bulk_where_every_stream_fails_is_an_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // Closes each connection unread (a reset to the sender), for both runs of bench_fails.
+        for c in listener.incoming().take(6) {
+            drop(c);
+        }
+    });
+    bench_fails(&[&endpoint, "bulk", "-P", "3", "-d", "2s"], &["every connection failed; the last error:"]);
+}
+
 #[test]
 fn bulk_into_a_server_that_sends_back_is_an_error() {
     let echo = Server::start(&["127.0.0.1:0", "echo"]);

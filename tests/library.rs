@@ -157,6 +157,39 @@ async fn a_bench_interval_below_100ms_is_refused() {
     assert_eq!(e.to_string(), "the interval must be at least 100ms");
 }
 
+/// Cancelling a bench while it is still connecting ends it at once: it used to wait out the
+/// connect timeout, deaf to Ctrl-C. (A Unix listener whose queue is full keeps a connect
+/// waiting.)
+#[tokio::test]
+async fn a_bench_cancelled_while_connecting_ends_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.sock");
+    let listener = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    listener.listen(0).unwrap();
+    // Never accepted: connect without waiting until the queue is full.
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        if s.connect(&socket2::SockAddr::unix(&path).unwrap()).is_err() {
+            break;
+        }
+        queued.push(s);
+    }
+    assert!(!queued.is_empty() && queued.len() < 8, "{} connects got in", queued.len());
+    let mut config = BenchConfig::new(format!("unix:{}", path.display()).parse().unwrap(), Mode::Echo);
+    config.connect_timeout = Duration::from_secs(60);
+    let cancel = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let run = tokio::spawn(bench::run(config, None, cancel.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cancel.cancel();
+    let outcome = tokio::time::timeout(WAIT, run).await.expect("ends").unwrap();
+    assert!(matches!(outcome, Err(bench::BenchError::Cancelled)), "{:?}", outcome.map(|r| r.requests));
+    assert!(started.elapsed() < WAIT);
+}
+
 /// `fd://N` takes ownership of descriptor N, so it names only a descriptor the process
 /// inherited, as recorded by `inherit::init()` at the start of `main`. One the program opened
 /// itself has an owner already: taking it closed it under that owner (and Rust aborts the

@@ -77,6 +77,8 @@ pub async fn run(args: BenchArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let result = match outcome {
         Ok(r) => r,
         Err(BenchError::Config(m)) => return Err(Usage(m).into()),
+        // Ctrl-C before the run began: no figures, and the status a shell gives an interrupt.
+        Err(BenchError::Cancelled) => return Ok(ExitCode::from(130)),
         Err(e) => return Err(e.into()),
     };
     let out = if args.json { serde_json::to_string(&result)? + "\n" } else { table(&result) };
