@@ -494,16 +494,21 @@ fn probe_fd(fd: RawFd, source: &FdRef, activation: &Activation) -> Result<Inheri
             _ => source_err("inspect it", e),
         });
     }
-    if !activation.systemd_fds().contains(&fd) {
-        match registry().was_inherited(fd) {
-            None => return Err(InheritError::NotRecorded { endpoint: source.clone() }),
-            Some(false) => return Err(InheritError::NotInherited { endpoint: source.clone() }),
-            // Closed and opened again since (by nothing of ours: only `take` closes one).
-            Some(true) if flags & libc::FD_CLOEXEC != 0 => {
-                return Err(InheritError::NotInherited { endpoint: source.clone() });
-            }
-            Some(true) => {}
+    let from_systemd = activation.systemd_fds().contains(&fd);
+    match registry().was_inherited(fd) {
+        // systemd's descriptors are made close-on-exec when they are read.
+        Some(true) if from_systemd => {}
+        // Closed and opened again since (by nothing of ours: only `take` closes one).
+        Some(true) if flags & libc::FD_CLOEXEC != 0 => {
+            return Err(InheritError::NotInherited { endpoint: source.clone() });
         }
+        Some(true) => {}
+        // LISTEN_FDS counts it, but it was not open when the process started: the number is
+        // some descriptor of the process's own now.
+        Some(false) if from_systemd => return Err(InheritError::NotOpen { endpoint: source.clone() }),
+        Some(false) => return Err(InheritError::NotInherited { endpoint: source.clone() }),
+        None if from_systemd => {}
+        None => return Err(InheritError::NotRecorded { endpoint: source.clone() }),
     }
     // SAFETY: the descriptor is open (checked above) and nothing in this process closes an
     // inherited descriptor it has not taken, so it stays open while borrowed here.

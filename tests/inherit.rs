@@ -468,3 +468,17 @@ fn relay_inetd_usage_errors() {
     assert!(ran.stderr.contains("stdin is not a socket (it is a pipe)"), "{}", ran.stderr);
     assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
 }
+
+/// `LISTEN_FDS` counts a descriptor that was never passed: sockit's own epoll set may have taken
+/// the number by the time it is used, and was then reported as "not a socket (it is
+/// anon_inode:[eventpoll])". It is a descriptor that was not open when sockit started.
+#[test]
+fn a_systemd_descriptor_that_was_not_passed_is_not_open() {
+    const EXEC_AS_ACTIVATED: &str = "import os, sys
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='web')
+os.execv(sys.argv[1], sys.argv[1:])";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", EXEC_AS_ACTIVATED, env!("CARGO_BIN_EXE_sockit"), "serve", "fd://web", "echo"]);
+    let ran = support::run(&mut cmd, b"");
+    support::assert_fails(&ran, 2, &["fd://web is not open"]);
+}
