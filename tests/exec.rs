@@ -1064,6 +1064,12 @@ fn shell_reads_commands_from_stdin() {
     assert_eq!(r.code, Some(0), "{:?}", r.stderr);
     assert_eq!(r.stdout_text(), "b\n");
     assert_eq!(r.stderr, "2\n");
+    // A line that is not UTF-8 is not guessed at: what came before ran, and the shell says
+    // where it stopped (it used to stop there in silence, with status 0).
+    let r = run(&mut srv.client("shell"), b"echo before\necho \xff\xfe\necho after\n");
+    assert_eq!(r.stdout_text(), "before\n");
+    assert_eq!(r.code, Some(1), "{:?}", r.stderr);
+    assert!(r.stderr.contains("line 2 of the input is not UTF-8 text"), "{:?}", r.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------

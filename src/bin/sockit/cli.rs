@@ -628,9 +628,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub dict: Option<PathBuf>,
 
-    /// qa: the answer to questions the dictionary does not know.
-    #[arg(long, value_name = "TEXT", default_value = "no")]
-    pub default_answer: String,
+    /// qa: the answer to questions the dictionary does not know [default: no].
+    #[arg(long, value_name = "TEXT")]
+    pub default_answer: Option<String>,
 
     /// print: show each message as a hex dump.
     #[arg(long)]

@@ -147,6 +147,7 @@ pub async fn shell(args: ShellArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut signals = forward_interrupts(false);
     let mut last = 0u8;
     while let Some(line) = lines.next().await {
+        let line = line.map_err(anyhow::Error::msg)?;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -191,13 +192,14 @@ pub async fn shell(args: ShellArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 
 /// Lines to run: from a rustyline prompt on a terminal (asked for one at a time, so that the
 /// prompt appears only after a command's output), or from stdin.
+/// The lines to run, or why the input cannot give them.
 struct Lines {
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<Result<String, String>>,
     ask: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Lines {
-    async fn next(&mut self) -> Option<String> {
+    async fn next(&mut self) -> Option<Result<String, String>> {
         if let Some(ask) = &self.ask {
             ask.send(()).ok()?;
         }
@@ -211,8 +213,18 @@ fn read_lines(interactive: bool, prompt: String) -> Lines {
         tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt;
             let mut input = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-            while let Ok(Some(line)) = input.next_line().await {
-                if tx.send(line).await.is_err() {
+            for n in 1.. {
+                let line = match input.next_line().await {
+                    Ok(Some(line)) => Ok(line),
+                    Ok(None) => return,
+                    // A command is never guessed at: the lines before this one ran, and it ends here.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        Err(format!("line {n} of the input is not UTF-8 text; it and the lines after it did not run"))
+                    }
+                    Err(e) => Err(format!("cannot read the input: {}", sockit::render::io_error(&e))),
+                };
+                let failed = line.is_err();
+                if tx.send(line).await.is_err() || failed {
                     return;
                 }
             }
@@ -227,13 +239,13 @@ fn read_lines(interactive: bool, prompt: String) -> Lines {
             match editor.readline(&prompt) {
                 Ok(line) => {
                     let _ = editor.add_history_entry(line.as_str());
-                    if tx.blocking_send(line).is_err() {
+                    if tx.blocking_send(Ok(line)).is_err() {
                         return;
                     }
                 }
                 // Ctrl-C at the prompt clears the line, as in a shell.
                 Err(rustyline::error::ReadlineError::Interrupted) => {
-                    if tx.blocking_send(String::new()).is_err() {
+                    if tx.blocking_send(Ok(String::new())).is_err() {
                         return;
                     }
                 }

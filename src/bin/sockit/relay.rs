@@ -48,6 +48,7 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
         ))
         .into());
     }
+    crate::serve::threads_apply(args.threads, &from)?;
     let access = crate::serve::access_list(&args.access, &from)?;
     let tls_server = crate::tls::server(&args.tls_server, &from)?;
     let tls_client = crate::tls::client(&args.tls, &to)?;

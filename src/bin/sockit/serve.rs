@@ -46,14 +46,7 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     }
     let endpoint = serve_endpoint(&mut args)?;
     let framing = args.framing.for_endpoint(&endpoint)?;
-    if args.threads.is_some()
-        && matches!(&endpoint, Endpoint::Unix { .. } | Endpoint::Ip { proto: sockit::endpoint::IpProto::Udp, .. })
-    {
-        return Err(Usage(format!(
-            "--threads gives each thread a TCP listening socket of its own; {endpoint} is served by one (leave --threads out)"
-        ))
-        .into());
-    }
+    threads_apply(args.threads, &endpoint)?;
     if endpoint.style() == SocketStyle::Datagram && args.service.as_deref() == Some("source") {
         return Err(Usage(format!("source streams to connected clients; {endpoint} is a datagram socket")).into());
     }
@@ -117,6 +110,18 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
 }
 
 /// How many threads serve a TCP address: `--threads`, or one per CPU.
+/// Refuses `--threads` where each thread cannot have a listening socket of its own.
+pub(crate) fn threads_apply(threads: Option<u32>, endpoint: &Endpoint) -> Result<(), Usage> {
+    if threads.is_some()
+        && matches!(endpoint, Endpoint::Unix { .. } | Endpoint::Ip { proto: sockit::endpoint::IpProto::Udp, .. })
+    {
+        return Err(Usage(format!(
+            "--threads gives each thread a TCP listening socket of its own; {endpoint} is served by one (leave --threads out)"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn server_threads(threads: Option<u32>) -> usize {
     threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize)
 }
@@ -326,8 +331,8 @@ fn build_service(
             None => Ok(svc),
         }
     };
-    if args.dict.is_some() && name != "qa" {
-        return Err(Usage("--dict belongs to the qa service".into()).into());
+    if (args.dict.is_some() || args.default_answer.is_some()) && name != "qa" {
+        return Err(Usage("--dict and --default-answer belong to the qa service".into()).into());
     }
     if args.hex && name != "print" {
         return Err(Usage("--hex belongs to the print service".into()).into());
@@ -358,7 +363,7 @@ fn build_service(
             let dict = match &args.dict {
                 None => {
                     let mut d = QaDict::default();
-                    d.set_default_answer(&args.default_answer);
+                    d.set_default_answer(args.default_answer.as_deref().unwrap_or("no"));
                     d
                 }
                 Some(path) => {
@@ -366,7 +371,7 @@ fn build_service(
                         .map_err(|e| {
                             Usage(format!("cannot read --dict {}: {}", path.display(), render::io_error(&e)))
                         })?;
-                    QaDict::parse(&text, &args.default_answer)
+                    QaDict::parse(&text, args.default_answer.as_deref().unwrap_or("no"))
                         .map_err(|e| Usage(format!("--dict {}: {e}", path.display())))?
                 }
             };
