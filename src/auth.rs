@@ -91,28 +91,16 @@ impl Token {
     /// Reads a token from a file that only its owner may read. A pipe works too (`--token-file
     /// <(pass show sockit)`); a directory, a socket or a device is refused for what it is.
     pub fn from_file(path: &Path) -> Result<Token, TokenError> {
-        use rustix::fs::FileType;
-        use std::os::unix::fs::MetadataExt;
+        use crate::fsroot::NamedFileError;
         let shown = path.display().to_string();
         let read_err = |why| TokenError::Read { path: shown.clone(), why };
-        // A pipe is read like a file; anything else that is not one is named.
-        let not_a_file = |meta: &std::fs::Metadata| match FileType::from_raw_mode(meta.mode()) {
-            FileType::RegularFile | FileType::Fifo => None,
-            other => Some(TokenError::NotAFile { path: shown.clone(), kind: crate::fsroot::kind_name(other) }),
-        };
-        // Looked at before it is opened: a socket cannot be opened at all, and a named pipe
-        // would block the open until someone writes to it.
-        if let Some(e) = std::fs::metadata(path).ok().as_ref().and_then(not_a_file) {
-            return Err(e);
-        }
-        let file = crate::fsroot::open_read_nonblocking(path).map_err(read_err)?;
-        let meta = file.metadata().map_err(read_err)?;
-        if let Some(e) = not_a_file(&meta) {
-            return Err(e);
-        }
-        // The open did not wait for a writer; the reads do (a pipe with none ends at once).
-        crate::fsroot::clear_nonblock(&file).map_err(|e| read_err(e.into()))?;
-        let mode = meta.mode() & 0o777;
+        let (file, stat) = crate::fsroot::open_named_file(path).map_err(|e| match e {
+            NamedFileError::NotAFile(kind) => {
+                TokenError::NotAFile { path: shown.clone(), kind: crate::fsroot::kind_name(kind) }
+            }
+            NamedFileError::Io(e) => read_err(e),
+        })?;
+        let mode = stat.st_mode & 0o777;
         if mode & 0o077 != 0 {
             return Err(TokenError::Exposed { path: shown, mode });
         }

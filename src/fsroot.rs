@@ -782,22 +782,12 @@ pub const MAX_CONFIG_FILE: u64 = 64 << 20;
 /// empty instead of blocking the open, and one larger than the limit is refused, not read into
 /// memory without end.
 pub fn read_config_file(path: &Path) -> io::Result<Vec<u8>> {
-    let refuse = |kind: FileType| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("it is {}, not a regular file", kind_name(kind)))
-    };
-    let readable = |kind: FileType| matches!(kind, FileType::RegularFile | FileType::Fifo);
-    // Looked at before it is opened: opening a socket fails, and a device may do anything.
-    let kind = FileType::from_raw_mode(rustix::fs::stat(path)?.st_mode);
-    if !readable(kind) {
-        return Err(refuse(kind));
-    }
-    let file = open_read_nonblocking(path)?;
-    let kind = FileType::from_raw_mode(rustix::fs::fstat(&file)?.st_mode);
-    if !readable(kind) {
-        return Err(refuse(kind));
-    }
-    // The open did not wait for a writer; the reads do (a pipe with none ends at once).
-    clear_nonblock(&file)?;
+    let (file, _) = open_named_file(path).map_err(|e| match e {
+        NamedFileError::NotAFile(kind) => {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("it is {}, not a regular file", kind_name(kind)))
+        }
+        NamedFileError::Io(e) => e,
+    })?;
     let mut content = Vec::new();
     io::Read::read_to_end(&mut io::Read::take(file, MAX_CONFIG_FILE + 1), &mut content)?;
     if content.len() as u64 > MAX_CONFIG_FILE {
@@ -807,6 +797,34 @@ pub fn read_config_file(path: &Path) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(content)
+}
+
+/// Why [`open_named_file`] could not open a file.
+pub(crate) enum NamedFileError {
+    /// It is not a regular file or a pipe: what it is.
+    NotAFile(FileType),
+    /// It could not be looked at or opened.
+    Io(io::Error),
+}
+
+/// Opens a file the user named for the program to read (a token, a dictionary, certificates):
+/// a regular file, or a pipe (`<(…)`). Anything else (a directory, a socket, a device such as
+/// `/dev/zero`) is refused for what it is, before it is opened: opening a socket fails, and a
+/// device may do anything. A FIFO with no writer does not block the open; the reads then wait
+/// for one, and one with none ends at once. Returns the file and what `fstat` says of it.
+pub(crate) fn open_named_file(path: &Path) -> Result<(File, Stat), NamedFileError> {
+    let readable = |stat: &Stat| match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile | FileType::Fifo => Ok(()),
+        other => Err(NamedFileError::NotAFile(other)),
+    };
+    let io = |e: io::Error| NamedFileError::Io(e);
+    readable(&rustix::fs::stat(path).map_err(|e| io(e.into()))?)?;
+    let file = open_read_nonblocking(path).map_err(io)?;
+    // Looked at again: it may have been replaced between the look and the open.
+    let stat = rustix::fs::fstat(&file).map_err(|e| io(e.into()))?;
+    readable(&stat)?;
+    clear_nonblock(&file).map_err(|e| io(e.into()))?;
+    Ok((file, stat))
 }
 
 /// Opens a local file for reading without waiting: a FIFO with no writer would block the open,

@@ -191,8 +191,8 @@ pub async fn shell(args: ShellArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Lines to run: from a rustyline prompt on a terminal (asked for one at a time, so that the
-/// prompt appears only after a command's output), or from stdin.
-/// The lines to run, or why the input cannot give them.
+/// prompt appears only after a command's output), or from stdin; or why the input cannot give
+/// them.
 struct Lines {
     rx: mpsc::Receiver<Result<String, String>>,
     ask: Option<std::sync::mpsc::Sender<()>>,

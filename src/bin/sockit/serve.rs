@@ -109,7 +109,6 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || stdout_closed.load(Ordering::Relaxed)).await
 }
 
-/// How many threads serve a TCP address: `--threads`, or one per CPU.
 /// Refuses `--threads` where each thread cannot have a listening socket of its own.
 pub(crate) fn threads_apply(threads: Option<u32>, endpoint: &Endpoint) -> Result<(), Usage> {
     if threads.is_some()
@@ -122,6 +121,7 @@ pub(crate) fn threads_apply(threads: Option<u32>, endpoint: &Endpoint) -> Result
     Ok(())
 }
 
+/// How many threads serve a TCP address: `--threads`, or one per CPU.
 pub(crate) fn server_threads(threads: Option<u32>) -> usize {
     threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize)
 }
@@ -360,10 +360,11 @@ fn build_service(
             }
         },
         "qa" => {
+            let default_answer = args.default_answer.as_deref().unwrap_or("no");
             let dict = match &args.dict {
                 None => {
                     let mut d = QaDict::default();
-                    d.set_default_answer(args.default_answer.as_deref().unwrap_or("no"));
+                    d.set_default_answer(default_answer);
                     d
                 }
                 Some(path) => {
@@ -371,7 +372,7 @@ fn build_service(
                         .map_err(|e| {
                             Usage(format!("cannot read --dict {}: {}", path.display(), render::io_error(&e)))
                         })?;
-                    QaDict::parse(&text, args.default_answer.as_deref().unwrap_or("no"))
+                    QaDict::parse(&text, default_answer)
                         .map_err(|e| Usage(format!("--dict {}: {e}", path.display())))?
                 }
             };
