@@ -609,6 +609,32 @@ fn serve_print_piped_into_head_exits_quietly_and_successfully() {
     assert!(!path.exists(), "the socket file was left behind");
 }
 
+/// A reader that went away is a quiet end; a write that fails (a full disk) is not: `print`
+/// stops, says why once, and exits 1.
+#[test]
+fn serve_print_into_a_full_disk_fails() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipping: this machine has no /dev/full");
+        return;
+    };
+    let mut child = sockit()
+        .args(["serve", "127.0.0.1:0", "print"])
+        .stdin(Stdio::null())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Lines::collect(child.stderr.take().unwrap());
+    let banner = stderr.wait_for("the server's banner", |l| l.starts_with("sockit: serving "));
+    let addr = banner.split("tcp://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    tcp(&addr).write_all(b"to a full disk\n").unwrap();
+    let status = wait_bounded(&mut child, LIMIT).expect("the server did not stop when stdout failed");
+    let err = stderr.finish();
+    assert_eq!(status.code(), Some(1), "stderr: {err:#?}");
+    let said: Vec<_> = err.iter().filter(|l| l.contains("cannot write to stdout")).collect();
+    assert_eq!(said, ["sockit: cannot write to stdout: no space left on device"], "stderr: {err:#?}");
+}
+
 #[test]
 fn connect_piped_into_head_exits_quietly_and_successfully() {
     // A server that sends as much as it can until the client goes away.

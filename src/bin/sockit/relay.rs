@@ -109,7 +109,7 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
         own_threads: true,
         ..ServerConfig::new(Service::Relay(Arc::new(relay)))
     };
-    crate::serve::run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || false).await
+    crate::serve::run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || Ok(())).await
 }
 
 /// Whether `to` is the relay's own listening address (`local`, as the bound socket names it):

@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -51,8 +51,8 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
         return Err(Usage(format!("source streams to connected clients; {endpoint} is a datagram socket")).into());
     }
     let shutdown = CancellationToken::new();
-    let stdout_closed = Arc::new(AtomicBool::new(false));
-    let service = build_service(&args, &shutdown, &stdout_closed, &endpoint)?;
+    let stdout_end = Arc::new(OnceLock::new());
+    let service = build_service(&args, &shutdown, &stdout_end, &endpoint)?;
     if service.needs_stream() && endpoint.style() != SocketStyle::Stream {
         return Err(
             Usage(format!("{} needs a stream socket (tcp or unix:); {endpoint} is not one", service.name())).into()
@@ -106,7 +106,12 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
         own_threads: !args.once,
     };
     let datagrams = endpoint.style() == SocketStyle::Datagram;
-    run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || stdout_closed.load(Ordering::Relaxed)).await
+    run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || match stdout_end.get() {
+        None => Ok(()),
+        Some(StdoutEnd::Closed) => Err(OutputClosed.into()),
+        Some(StdoutEnd::Failed(e)) => Err(anyhow::anyhow!("cannot write to stdout: {}", render::io_error(e))),
+    })
+    .await
 }
 
 /// Refuses `--threads` where each thread cannot have a listening socket of its own.
@@ -169,8 +174,9 @@ pub(crate) fn access_list(args: &AccessArgs, endpoint: &Endpoint) -> anyhow::Res
 }
 
 /// Runs a bound server with a per-connection log on stderr until it stops, then prints the
-/// summary. `output_closed` says, once the server has stopped, whether it stopped because its
-/// stdout went away (a quiet, successful end).
+/// summary. `output`, asked once the server has stopped, says whether it stopped because its
+/// stdout went away: [`OutputClosed`] for a reader that left (a quiet, successful end), another
+/// error for a write that failed (the command's error).
 pub(crate) async fn run_logged(
     socket: net::ServerSocket,
     mut config: ServerConfig,
@@ -178,7 +184,7 @@ pub(crate) async fn run_logged(
     cut_now: CancellationToken,
     datagrams: bool,
     quiet: bool,
-    output_closed: impl Fn() -> bool,
+    output: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
     let monitor = Arc::new(LogMonitor::new(quiet));
     config.monitor = monitor.clone();
@@ -202,9 +208,7 @@ pub(crate) async fn run_logged(
     }
     flusher.abort();
     monitor.flush();
-    if output_closed() {
-        return Err(OutputClosed.into());
-    }
+    output()?;
     if !quiet {
         match summary {
             Some(s) => {
@@ -293,7 +297,7 @@ pub(crate) fn stderr_is_stdin_socket() -> bool {
 fn build_service(
     args: &ServeArgs,
     shutdown: &CancellationToken,
-    stdout_closed: &Arc<AtomicBool>,
+    stdout_end: &Arc<OnceLock<StdoutEnd>>,
     endpoint: &Endpoint,
 ) -> anyhow::Result<Service> {
     let name = args.service.as_deref().unwrap_or("echo");
@@ -386,7 +390,7 @@ fn build_service(
         .into()),
         "print" => no_args(Service::Print(Arc::new(StdoutSink {
             hex: args.hex,
-            closed: stdout_closed.clone(),
+            end: stdout_end.clone(),
             shutdown: shutdown.clone(),
         }))),
         "discard" => no_args(Service::Discard),
@@ -607,11 +611,20 @@ fn closed_line(out: &mut String, r: &ConnReport) {
 }
 
 /// The `print` service's output: one line per message on stdout (or a hex dump). When stdout's
-/// reader goes away, the server stops quietly, as `… | head -1` expects.
+/// reader goes away, the server stops quietly, as `… | head -1` expects; when a write fails
+/// otherwise (a full disk), it stops and the command fails.
 struct StdoutSink {
     hex: bool,
-    closed: Arc<AtomicBool>,
+    end: Arc<OnceLock<StdoutEnd>>,
     shutdown: CancellationToken,
+}
+
+/// Why `print` stopped writing to stdout.
+enum StdoutEnd {
+    /// Its reader went away.
+    Closed,
+    /// A write failed.
+    Failed(std::io::Error),
 }
 
 impl MessageSink for StdoutSink {
@@ -620,7 +633,7 @@ impl MessageSink for StdoutSink {
     }
 
     fn message(&self, peer: &PeerAddr, at: SystemTime, data: &[u8]) {
-        if self.closed.load(Ordering::Relaxed) {
+        if self.end.get().is_some() {
             return;
         }
         let when = humantime::format_rfc3339_millis(at);
@@ -631,11 +644,8 @@ impl MessageSink for StdoutSink {
         };
         let mut out = std::io::stdout().lock();
         if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                self.closed.store(true, Ordering::Relaxed);
-            } else {
-                note!("sockit: cannot write to stdout: {e}");
-            }
+            let end = if e.kind() == std::io::ErrorKind::BrokenPipe { StdoutEnd::Closed } else { StdoutEnd::Failed(e) };
+            let _ = self.end.set(end);
             self.shutdown.cancel();
         }
     }
