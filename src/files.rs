@@ -174,6 +174,46 @@ enum SendStop {
 /// two halves of the work run on two cores. (If the file changes meanwhile, what was sent and
 /// what was hashed may differ; the receiver then finds a mismatch and publishes nothing.) A TLS
 /// connection must encrypt the bytes, so they are read and written through it instead.
+/// The most of a kernel file that `put` reads before sending it.
+pub const KERNEL_FILE_MAX: u64 = 64 << 20;
+
+/// Why a kernel file could not be copied.
+enum KernelFile {
+    TooBig,
+    Io(io::Error),
+}
+
+/// A file whose size the kernel makes up rather than stores: procfs gives 0 for `/proc/version`,
+/// sysfs 4096 for a six-byte attribute. PUT announces a size before the data, so such a file is
+/// read whole first (at most [`KERNEL_FILE_MAX`], into a memory file) and the copy is sent.
+/// `None` for an ordinary file, sent as it is; an empty one is read too, to learn it is empty.
+fn kernel_file_copy(file: &File, size: u64) -> Result<Option<(File, u64)>, KernelFile> {
+    let made_up = size == 0
+        || rustix::fs::fstatfs(file).is_ok_and(|fs| {
+            [
+                libc::PROC_SUPER_MAGIC,
+                libc::SYSFS_MAGIC,
+                libc::DEBUGFS_MAGIC,
+                libc::TRACEFS_MAGIC,
+                libc::SECURITYFS_MAGIC,
+                libc::CGROUP_SUPER_MAGIC,
+                libc::CGROUP2_SUPER_MAGIC,
+            ]
+            .contains(&(fs.f_type as libc::c_long))
+        });
+    if !made_up {
+        return Ok(None);
+    }
+    let copy: File = rustix::fs::memfd_create(c"sockit-put", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| KernelFile::Io(e.into()))?
+        .into();
+    let copied = io::copy(&mut file.take(KERNEL_FILE_MAX + 1), &mut &copy).map_err(KernelFile::Io)?;
+    if copied > KERNEL_FILE_MAX {
+        return Err(KernelFile::TooBig);
+    }
+    Ok(Some((copy, copied)))
+}
+
 fn send_range(
     sock: &mut BlockingStream,
     file: &File,
@@ -736,8 +776,20 @@ impl FilesClient {
             let kind = crate::fsroot::kind_name(rustix::fs::FileType::from_raw_mode(meta.mode()));
             return Err(LocalError::read(&shown, Problem::NotAFile(kind)).into());
         }
-        crate::fsroot::clear_nonblock(&file).map_err(|e| unreadable(e.into()))?;
-        let size = meta.len();
+        // A kernel file is read whole now, while the descriptor does not wait: one that would
+        // block (/proc/kmsg) is then an error rather than a hang.
+        let (file, size) = match kernel_file_copy(&file, meta.len()) {
+            Ok(Some(copy)) => copy,
+            Ok(None) => {
+                crate::fsroot::clear_nonblock(&file).map_err(|e| unreadable(e.into()))?;
+                (file, meta.len())
+            }
+            Err(KernelFile::TooBig) => return Err(LocalError::read(&shown, Problem::KernelFileTooBig).into()),
+            Err(KernelFile::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(LocalError::read(&shown, Problem::KernelFileWaits).into());
+            }
+            Err(KernelFile::Io(e)) => return Err(unreadable(e).into()),
+        };
         self.send(&Msg::Put { path: remote.to_string(), size, resume })?;
         let (have, theirs) = match self.recv()? {
             Msg::Ready { have, prefix } => (have, prefix),
@@ -890,5 +942,60 @@ impl FilesClient {
             return Err(FilesError::CorruptOutput(remote.to_string()));
         }
         Ok(Report { size, resumed: 0, elapsed: began.elapsed() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipe's read end as a `File`, with `data` written and the write end closed (or left open,
+    /// with nothing in it, when `data` is `None`).
+    fn pipe_with(data: Option<Vec<u8>>) -> (File, Option<std::thread::JoinHandle<()>>) {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let r = File::from(r);
+        match data {
+            Some(data) => {
+                // A reader that stops early closes the pipe under the writer: not a failure here.
+                let writer = std::thread::spawn(move || {
+                    let _ = File::from(w).write_all(&data);
+                });
+                (r, Some(writer))
+            }
+            None => {
+                rustix::io::ioctl_fionbio(&r, true).unwrap();
+                std::mem::forget(w);
+                (r, None)
+            }
+        }
+    }
+
+    #[test]
+    fn a_kernel_file_is_copied_whole_with_the_size_read() {
+        let (file, writer) = pipe_with(Some(b"Linux\n".to_vec()));
+        let (copy, size) = kernel_file_copy(&file, 0).ok().unwrap().unwrap();
+        writer.unwrap().join().unwrap();
+        assert_eq!(size, 6);
+        // Read where sending reads, by offset.
+        let mut all = vec![0u8; 6];
+        copy.read_exact_at(&mut all, 0).unwrap();
+        assert_eq!(all, b"Linux\n");
+    }
+
+    #[test]
+    fn a_kernel_file_that_would_wait_or_never_ends_is_refused() {
+        let (file, _) = pipe_with(None);
+        assert!(matches!(kernel_file_copy(&file, 0), Err(KernelFile::Io(e)) if e.kind() == io::ErrorKind::WouldBlock));
+        let (file, writer) = pipe_with(Some(vec![7u8; KERNEL_FILE_MAX as usize + 1]));
+        assert!(matches!(kernel_file_copy(&file, 0), Err(KernelFile::TooBig)));
+        drop(file);
+        writer.unwrap().join().unwrap();
+    }
+
+    #[test]
+    fn an_ordinary_file_is_sent_as_it_is() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"on disk").unwrap();
+        assert!(matches!(kernel_file_copy(&file, 7), Ok(None)));
     }
 }

@@ -315,6 +315,13 @@ pub enum Problem {
     /// The file exists and its mode has no write bit: someone meant it not to change.
     #[error("it is read-only; remove it or choose another name")]
     ReadOnly,
+    /// A kernel file (procfs, sysfs) that reads as more than [`crate::files::KERNEL_FILE_MAX`]:
+    /// its size is not known until it is read, and it is read whole before it is sent.
+    #[error("it is a kernel file larger than 64 MiB; copy it to a regular file and send that")]
+    KernelFileTooBig,
+    /// A kernel file that waits for the kernel to say more (`/proc/kmsg`): it has no end.
+    #[error("it is a kernel file that waits for more to read, so it has no end to send")]
+    KernelFileWaits,
     /// Any other file-system error.
     #[error("{0}")]
     Fs(FsError),

@@ -1255,6 +1255,28 @@ fn put_of_a_fifo_is_refused_at_once() {
     assert_eq!(names(&p.root()), Vec::<String>::new());
 }
 
+// procfs says /proc/version is 0 bytes long and sysfs says an attribute is 4096: put sent an
+// empty file for the first and failed with "changed while it was being sent" on the second. A
+// kernel file is now read whole first and what was read is sent.
+#[test]
+fn put_of_a_kernel_file_sends_what_it_reads() {
+    let p = Place::new();
+    let server = p.serve(&[]);
+    let ep = server.endpoint.as_str();
+    let mut sent = 0;
+    for file in ["/proc/version", "/proc/sys/kernel/ostype", "/sys/kernel/mm/transparent_hugepage/enabled"] {
+        let Ok(want) = fs::read(file) else {
+            eprintln!("skipping {file}: this machine has none to read");
+            continue;
+        };
+        let name = file.rsplit('/').next().unwrap();
+        assert_ok(&run_in(&p.client(), &["put", ep, file]));
+        assert_file(&p.root().join(name), &want);
+        sent += 1;
+    }
+    assert!(sent > 0, "no kernel file to try");
+}
+
 // A put renamed its file over whatever had the name in the root: a FIFO or socket became a
 // regular file, and a symbolic link was replaced by one. Only a regular file is replaced now; the
 // rest is refused before any data moves and left as it was.
