@@ -75,10 +75,10 @@ pub enum ClientError {
     #[error("cannot send: {0} (hint: --max-frame raises the limit)")]
     MessageTooLarge(FrameError),
     /// Reading our own input failed.
-    #[error("cannot read input: {0}")]
+    #[error("cannot read input: {}", crate::render::io_error(.0))]
     Input(io::Error),
     /// Writing our own output failed.
-    #[error("cannot write output: {0}")]
+    #[error("cannot write output: {}", crate::render::io_error(.0))]
     Output(io::Error),
     /// A plain client met a TLS server, which answered its bytes with an alert.
     #[error("the server speaks TLS: it answered with a TLS alert (hint: connect to tls://HOST:PORT)")]

@@ -311,8 +311,8 @@ impl UnixSocket {
 #[derive(Debug, thiserror::Error)]
 pub enum DiagError {
     /// The netlink socket could not be opened or used.
-    #[error("cannot talk to the kernel's sock_diag: {0}")]
-    Netlink(#[source] io::Error),
+    #[error("cannot talk to the kernel's sock_diag: {}", crate::render::io_error(.0))]
+    Netlink(io::Error),
     /// The kernel answered the request with an error.
     #[error("the kernel refused the sock_diag request: {0}")]
     Refused(#[source] io::Error),

@@ -366,8 +366,13 @@ pub enum ExecError {
     #[error("unexpected {0} from the server")]
     Unexpected(&'static str),
     /// Writing the output here failed.
-    #[error("cannot write the output: {0}")]
+    #[error("cannot write the output: {}", crate::render::io_error(.0))]
     Output(io::Error),
+    /// Reading the command's input here failed. The command did not get an end of input: it
+    /// would have taken what it had for all of it. The connection is left as it is; drop it, and
+    /// the server stops the command.
+    #[error("cannot read the input: {}", crate::render::io_error(.0))]
+    Input(io::Error),
 }
 
 impl ExecError {
@@ -412,7 +417,8 @@ impl ExecClient {
 
     /// Runs a command: `input` feeds its stdin (when the request asks for it), its output goes to
     /// `out` and `err` as it arrives, and each signal number from `signals` is delivered to it.
-    /// Returns how it ended.
+    /// Returns how it ended, or [`ExecError::Input`] at once if `input` fails to read (the
+    /// command is not told its input ended).
     pub async fn run<I, O, E>(
         &mut self,
         req: &Request,
@@ -451,8 +457,10 @@ impl ExecClient {
             while input_open || signals_open {
                 tokio::select! {
                     n = input.read(&mut chunk), if input_open => match n {
-                        Ok(0) | Err(_) => { input_open = false; Msg::StdinEof.encode(unsent) }
+                        Ok(0) => { input_open = false; Msg::StdinEof.encode(unsent) }
                         Ok(n) => Msg::Stdin(Bytes::copy_from_slice(&chunk[..n])).encode(unsent),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return ExecError::Input(e),
                     },
                     sig = signals.recv(), if signals_open => match sig {
                         Some(sig) => Msg::Signal(sig).encode(unsent),
@@ -464,11 +472,11 @@ impl ExecClient {
                 }
             }
             // Nothing more to send; keep the receive side going.
-            std::future::pending::<()>().await
+            std::future::pending::<ExecError>().await
         };
         tokio::select! {
             r = receive => r,
-            _ = send => unreachable!("the sender never finishes"),
+            e = send => Err(e),
         }
     }
 }

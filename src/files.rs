@@ -123,7 +123,7 @@ pub enum FilesError {
     },
     /// Writing a streamed-out file failed ([`FilesClient::get_to`]); a closed pipe is
     /// `BrokenPipe`.
-    #[error("cannot write the output: {0}")]
+    #[error("cannot write the output: {}", crate::render::io_error(.0))]
     Output(io::Error),
     /// The local file changed while it was being sent.
     #[error("{0} changed size while it was being sent")]

@@ -544,6 +544,31 @@ fn send_to_a_udp_print_server_that_never_answers_says_no_answer() {
     server.stdout.wait_for("the printed message", |l| l.ends_with(" hello?"));
 }
 
+/// A stdin that cannot be read is said in words, without "(os error 21)", on a stream and on a
+/// datagram socket.
+#[test]
+fn connect_with_an_unreadable_stdin_says_so_in_words() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = temp_dir();
+    for target in [format!("tcp://{}", listener.local_addr().unwrap()), format!("udp://{}", udp.local_addr().unwrap())]
+    {
+        let mut child = sockit()
+            .args(["connect", &target])
+            .stdin(std::fs::File::open(dir.path()).unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (out, err) = (drain(child.stdout.take().unwrap()), drain(child.stderr.take().unwrap()));
+        let status = wait_bounded(&mut child, LIMIT).expect("connect did not end");
+        let stderr = String::from_utf8(err.join().unwrap()).unwrap();
+        let ran = Ran { code: status.code(), stdout: out.join().unwrap(), stderr };
+        assert_one_line_error(&ran, 1, &[&format!("{target}: cannot read input: is a directory")]);
+        assert!(!ran.stderr.contains("os error"), "{}", ran.stderr);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A closed stdout
 

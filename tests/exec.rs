@@ -20,7 +20,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
@@ -388,6 +388,26 @@ fn stdin_is_forwarded_byte_exact() {
     // A command that never reads its input does not make the client hang.
     let r = srv.run(&["--", "true"], &vec![b'x'; 4 << 20]);
     assert_eq!(r.code, Some(0), "stderr {:?}", r.stderr);
+}
+
+/// An input that fails to read (here a directory) was taken for its end: the command finished
+/// on what it had, exit 0. It is now the client's error, and the command is not told its input
+/// ended.
+#[test]
+fn an_input_that_cannot_be_read_is_an_error_not_its_end() {
+    let srv = ExecServer::start(&[]);
+    let mut cmd = srv.exec(&["--", "sh", "-c", "cat >/dev/null; echo took it all"]);
+    cmd.stdin(std::fs::File::open(srv.dir.path()).unwrap()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let (out, err) = (drain(child.stdout.take().unwrap()), drain(child.stderr.take().unwrap()));
+    let status = wait_bounded(&mut child, LIMIT).expect("exec did not end");
+    let r = Ran {
+        code: status.code(),
+        stdout: out.join().unwrap(),
+        stderr: String::from_utf8(err.join().unwrap()).unwrap(),
+    };
+    assert_fails(&r, 255, &["sockit: cannot read the input: is a directory"]);
+    assert!(r.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&r.stdout));
 }
 
 #[test]
