@@ -191,8 +191,9 @@ pub enum HandshakeError {
         /// What came.
         got: &'static str,
     },
-    /// The server refused us, with its reason.
-    #[error("{0}")]
+    /// The server refused us, with its reason (as it sent it; shown with control characters
+    /// escaped).
+    #[error("{}", crate::render::printable(.0))]
     Refused(String),
     /// The client's token was wrong, or its uid is not allowed.
     #[error("{0}")]

@@ -351,8 +351,9 @@ pub enum ExecError {
     /// The connection or the protocol failed.
     #[error(transparent)]
     Proto(#[from] ProtoError),
-    /// The server could not start the command; the code says why ([`code`]).
-    #[error("{message}")]
+    /// The server could not start the command; the code says why ([`code`]). The message is
+    /// as the server sent it; it is shown with control characters escaped.
+    #[error("{}", crate::render::printable(message))]
     Refused {
         /// The error code.
         code: u8,

@@ -83,8 +83,9 @@ pub enum FilesError {
     /// The file asked for does not exist on the server.
     #[error("the server has no file {0:?}")]
     NoRemoteFile(String),
-    /// The server refused the request for another reason.
-    #[error("server: {0}")]
+    /// The server refused the request for another reason (its words, shown with control
+    /// characters escaped).
+    #[error("server: {}", crate::render::printable(.0))]
     Refused(String),
     /// What arrived does not hash to what was sent; nothing was published.
     #[error("{0}: the content arrived damaged (BLAKE3 mismatch); nothing was published")]

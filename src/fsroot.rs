@@ -129,8 +129,9 @@ pub enum FsError {
         /// The operating system's error (shown in the message, so not a `source`).
         error: io::Error,
     },
-    /// An error a peer reported over the wire: its code and message, as received.
-    #[error("{message}")]
+    /// An error a peer reported over the wire: its code and message, as received (shown with
+    /// control characters escaped).
+    #[error("{}", crate::render::printable(message))]
     Remote {
         /// The peer's code (see the table above; unknown codes are kept as they are).
         code: u8,

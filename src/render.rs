@@ -42,6 +42,30 @@ pub fn escaped(data: &[u8]) -> String {
     out
 }
 
+/// Text from a peer (an error message a server sent) made safe for a terminal line: every
+/// control character escaped as [`escaped`] does, the rest (backslashes too) as it is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// How many of `bytes` to show now when the rest may still come: all of them, except a
 /// character cut short at the end (its other bytes may follow, or it is shown as escapes).
 pub fn whole_chars(bytes: &[u8]) -> usize {
@@ -168,6 +192,20 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(escaped_line(input), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn printable_text_escapes_control_characters_only() {
+        let cases = [
+            ("no such file \"a\\b\"", "no such file \"a\\b\""),
+            ("\x1b[2Jclear\x07", "\\x1b[2Jclear\\x07"),
+            ("two\r\nlines\ttab", "two\\r\\nlines\\ttab"),
+            ("c1 \u{9b}31m", "c1 \\u{9b}31m"),
+            ("grüße", "grüße"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(printable(input), want, "input {input:?}");
         }
     }
 

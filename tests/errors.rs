@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
@@ -566,6 +566,49 @@ fn connect_with_an_unreadable_stdin_says_so_in_words() {
         let ran = Ran { code: status.code(), stdout: out.join().unwrap(), stderr };
         assert_one_line_error(&ran, 1, &[&format!("{target}: cannot read input: is a directory")]);
         assert!(!ran.stderr.contains("os error"), "{}", ran.stderr);
+    }
+}
+
+/// An `exec` or `files` server on `socket` for one client: HELLO (no token asked), then an ERROR
+/// with `code` and terminal escapes, a bell and a line break in its message, whatever is asked.
+fn hostile_server(socket: &std::path::Path, service: u8, code: u8) -> std::thread::JoinHandle<()> {
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let frame = |kind: u8, body: &[u8]| [&((body.len() + 1) as u32).to_be_bytes()[..], &[kind], body].concat();
+        s.write_all(&frame(0x01, &[&[1, service, 0][..], &[0; 32]].concat())).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        s.read_exact(&mut vec![0u8; u32::from_be_bytes(len) as usize]).unwrap();
+        let hostile = b"\x1b[2J\x1b[31mred\x07\nsockit: a second line\x1b]0;title\x07";
+        s.write_all(&frame(0x7F, &[&[code][..], hostile].concat())).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+    })
+}
+
+/// A server's error text reached the terminal as it came: its escapes cleared the screen and
+/// coloured it, its newline made a second "sockit:" line. Control characters are now escaped.
+#[test]
+fn a_servers_error_text_cannot_drive_the_terminal() {
+    let dir = temp_dir();
+    let cases: &[(u8, u8, &[&str])] = &[
+        (1, 1, &["exec", "--", "true"]),  // exec: the command was not found
+        (2, 3, &["ls"]),                  // files: a protocol error
+        (2, 16 + 11, &["get", "x", "-"]), // files: a file-system error
+    ];
+    for (i, &(service, code, args)) in cases.iter().enumerate() {
+        let socket = dir.path().join(format!("hostile-{i}.sock"));
+        let server = hostile_server(&socket, service, code);
+        let endpoint = format!("unix:{}", socket.display());
+        let mut cmd = sockit();
+        cmd.env_remove("SOCKIT_TOKEN").arg(args[0]).arg(&endpoint).args(&args[1..]);
+        let ran = run(&mut cmd, b"");
+        server.join().unwrap();
+        assert!(!ran.stderr.contains(['\x1b', '\x07']), "{args:?}: {:?}", ran.stderr);
+        assert_eq!(ran.stderr.lines().count(), 1, "{args:?}: {:?}", ran.stderr);
+        assert!(ran.stderr.contains("\\x1b[2J\\x1b[31mred\\x07\\nsockit: a second line"), "{args:?}: {:?}", ran.stderr);
+        assert_ne!(ran.code, Some(0), "{args:?}");
     }
 }
 
