@@ -118,7 +118,7 @@ impl TrafficLog {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             self.failed.store(true, Ordering::Relaxed);
-            tracing::warn!("the traffic log cannot be written, and stops: {e}");
+            tracing::warn!("the traffic log cannot be written, and stops: {}", render::io_error(&e));
         }
     }
 

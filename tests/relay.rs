@@ -376,6 +376,63 @@ fn the_traffic_log_shows_time_direction_and_bytes() {
     relay.stop();
 }
 
+/// `--log -` into a stderr whose reader went away (`2>&1 | head -1`): the first write failed,
+/// tracing-subscriber reported that with `eprintln!`, which panicked on the same stderr, and the
+/// session that logged was reset. Every client is now relayed, log or no log.
+#[test]
+fn a_traffic_log_on_a_closed_stderr_loses_no_client() {
+    let target = Server::start(&["127.0.0.1:0", "upper"]);
+    let mut relay = support::sockit()
+        .args(["relay", "127.0.0.1:0", &target.endpoint, "--log", "-", "-v"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(relay.stderr.take().unwrap()), &mut banner).unwrap();
+    // The reader was dropped with the BufReader: stderr is now a pipe with no reader.
+    let addr = banner.split("tcp://").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    for i in 0..3 {
+        let mut c = tcp(&addr);
+        c.write_all(format!("client {i}\n").as_bytes()).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(answer, format!("CLIENT {i}\n"));
+    }
+    assert!(relay.try_wait().unwrap().is_none(), "the relay stopped");
+    let _ = relay.kill();
+    let _ = relay.wait();
+}
+
+/// A log that cannot be written stops with one warning, in words and without terminal colours
+/// on a stderr that is no terminal; the relaying goes on.
+#[test]
+fn a_traffic_log_that_cannot_be_written_warns_once_in_plain_words() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("skipping: this machine has no /dev/full");
+        return;
+    }
+    let target = Server::start(&["127.0.0.1:0", "upper"]);
+    let relay = Server::relay(&["127.0.0.1:0", &target.endpoint, "--log", "/dev/full"]);
+    for i in 0..2 {
+        let mut c = tcp(&relay.addr());
+        c.write_all(format!("client {i}\n").as_bytes()).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, format!("CLIENT {i}\n"));
+    }
+    let done = relay.stop();
+    let warned: Vec<_> = done.stderr.iter().filter(|l| l.contains("traffic log")).collect();
+    assert_eq!(warned.len(), 1, "{:#?}", done.stderr);
+    assert!(
+        warned[0].ends_with("WARN the traffic log cannot be written, and stops: no space left on device"),
+        "{warned:?}"
+    );
+    assert!(!done.stderr.iter().any(|l| l.contains('\x1b')), "{:#?}", done.stderr);
+}
+
 /// The seed programs through the relay: their upper-case client and server, and a UDP
 /// sender, unchanged.
 #[test]

@@ -209,7 +209,18 @@ fn init_logging(verbose: u8, silent: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("SOCKIT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colours only for a person at a terminal (and not with NO_COLOR set). A write that fails (a
+    // stderr whose reader went away) is dropped: tracing-subscriber would otherwise report it
+    // with `eprintln!`, which panics on that same stderr and takes down the task that logged.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .log_internal_errors(false)
+        .init();
 }
 
 /// The soft limit on open files, as it is now.
