@@ -127,7 +127,9 @@ pub async fn interactive(
         let mut show = |text: String| {
             let line = text + "\n";
             if prompt_closed.load(Ordering::SeqCst) || printer.print(line.clone()).is_err() {
-                print!("{line}");
+                // A terminal that hung up is not worth a panic (`print!` would panic).
+                let mut out = std::io::stdout();
+                let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
             }
         };
         // Raw bytes wait here until their line is complete, or until no more come
@@ -179,8 +181,8 @@ pub async fn interactive(
     async fn fail(terminal: TerminalGuard, e: ClientError) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(PRINTER_FLUSH).await;
         drop(terminal);
-        print!("\r\x1b[K");
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"\r\x1b[K").and_then(|()| out.flush());
         Err(e.into())
     }
     tokio::pin!(sending, receiving);
