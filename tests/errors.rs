@@ -153,6 +153,35 @@ fn threads_on_a_unix_or_udp_endpoint_is_refused_not_ignored() {
     }
 }
 
+/// `--max-frame` and `--backlog` where they do nothing were accepted and ignored; they are
+/// usage errors that say why, and still work where they apply.
+#[test]
+fn max_frame_and_backlog_where_they_do_nothing_are_refused_not_ignored() {
+    let dir = temp_dir();
+    let dgram = format!("unix-dgram://{}", dir.path().join("d.sock").display());
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["serve", "127.0.0.1:0", "echo", "--max-frame", "10"], &["--max-frame does nothing here", "raw framing"]),
+        (&["serve", "127.0.0.1:0", "files", "--max-frame", "10"], &["--max-frame does nothing here: files"]),
+        (&["serve", "127.0.0.1:0", "discard", "--max-frame", "10"], &["--max-frame does nothing here: discard"]),
+        (&["serve", "udp://127.0.0.1:0", "echo", "--max-frame", "10"], &["--max-frame", "leave --max-frame out"]),
+        (&["connect", "udp://127.0.0.1:9", "--max-frame", "10"], &["--max-frame", "leave --max-frame out"]),
+        (&["send", "udp://127.0.0.1:9", "hi", "--max-frame", "10"], &["--max-frame", "leave --max-frame out"]),
+        (&["serve", "udp://127.0.0.1:0", "echo", "--backlog", "5"], &["--backlog", "receives datagrams"]),
+        (&["serve", &dgram, "echo", "--backlog", "5"], &["--backlog", "receives datagrams"]),
+        (&["relay", "udp://127.0.0.1:0", "udp://127.0.0.1:9", "--backlog", "5"], &["--backlog", "receives datagrams"]),
+    ];
+    for (args, needles) in cases {
+        let ran = sockit_run(args, b"");
+        assert_one_line_error(&ran, 2, needles);
+    }
+    // Where they apply, they are taken.
+    let server = Server::start(&["127.0.0.1:0", "echo", "--framing", "line", "--max-frame", "10", "--backlog", "5"]);
+    let ran = sockit_run(&["connect", &server.addr(), "--framing", "line", "--max-frame", "10"], b"short\n");
+    assert_eq!(ran.stdout_text(), "short\n", "{}", ran.stderr);
+    let chat = Server::start(&["127.0.0.1:0", "chat", "--max-frame", "100"]);
+    drop(chat);
+}
+
 #[test]
 fn unreadable_or_malformed_dict_file_is_a_usage_error() {
     let dir = temp_dir();

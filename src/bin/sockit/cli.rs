@@ -124,8 +124,7 @@ Examples:
 
 Inherited sockets: a listening socket is served like any other (its socket file is not removed
 on exit); a connected one (inetd, systemd Accept=yes) is one client, and sockit exits when it
-leaves. fd://NAME needs LISTEN_PID to be sockit's pid; --backlog does not apply, and --mode is
-refused.
+leaves. fd://NAME needs LISTEN_PID to be sockit's pid; --backlog and --mode are refused.
 With --inetd, stdout and stderr may be the client's socket: no banner, log or summary unless -v,
 and not even an error when stderr is that socket (the exit code tells).
 
@@ -452,9 +451,10 @@ pub struct RelayArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
 
-    /// The listen backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    pub backlog: u32,
+    /// The listen backlog (connections the kernel queues before they are accepted) [default:
+    /// 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub backlog: Option<u32>,
 
     /// Threads that accept and serve connections on a TCP address, each with its own listening
     /// socket (SO_REUSEPORT) that the kernel spreads new connections over [default: one per CPU].
@@ -539,9 +539,10 @@ pub struct FramingArgs {
     #[arg(long, value_name = "raw|line|len")]
     pub framing: Option<Framing>,
 
-    /// The largest frame accepted under line or len framing.
-    #[arg(long, value_name = "BYTES", default_value_t = sockit::framing::DEFAULT_MAX_FRAME, value_parser = parse_size)]
-    pub max_frame: usize,
+    /// The largest frame accepted under line or len framing (and, for a client on a stream, the
+    /// longest line of input) [default: 1MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub max_frame: Option<usize>,
 }
 
 impl FramingArgs {
@@ -550,14 +551,25 @@ impl FramingArgs {
         self.framing.unwrap_or(Framing::Raw)
     }
 
+    /// `--max-frame`, or its default.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame.unwrap_or(sockit::framing::DEFAULT_MAX_FRAME)
+    }
+
     /// The framing for `endpoint`, refusing line or len on a socket that keeps its own message
-    /// boundaries.
+    /// boundaries, and `--max-frame` there too: a datagram's size is its own.
     pub fn for_endpoint(&self, endpoint: &sockit::endpoint::Endpoint) -> Result<Framing, crate::Usage> {
         match self.framing {
             Some(framing) if framing != Framing::Raw && endpoint.style() != sockit::endpoint::SocketStyle::Stream => {
                 Err(crate::Usage(format!(
                     "--framing {framing} applies to stream sockets; {endpoint} keeps its own message boundaries \
                      (leave --framing out)"
+                )))
+            }
+            _ if self.max_frame.is_some() && endpoint.style() != sockit::endpoint::SocketStyle::Stream => {
+                Err(crate::Usage(format!(
+                    "--max-frame limits frames on stream sockets; {endpoint} keeps its own message boundaries \
+                     (leave --max-frame out)"
                 )))
             }
             _ => Ok(self.framing()),
@@ -591,9 +603,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns: Option<u32>,
 
-    /// The listen backlog (connections the kernel queues before they are accepted).
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    pub backlog: u32,
+    /// The listen backlog (connections the kernel queues before they are accepted) [default:
+    /// 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub backlog: Option<u32>,
 
     /// Threads that accept and serve connections on a TCP address, each with its own listening
     /// socket (SO_REUSEPORT) that the kernel spreads new connections over [default: one per CPU].

@@ -22,7 +22,7 @@ fn options(
 ) -> anyhow::Result<ClientOptions> {
     Ok(ClientOptions {
         framing: args.framing.for_endpoint(endpoint)?,
-        max_frame: args.framing.max_frame,
+        max_frame: args.framing.max_frame(),
         answer_timeout,
         packet_per_read: false,
     })

@@ -49,6 +49,7 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
         .into());
     }
     crate::serve::threads_apply(args.threads, &from)?;
+    let backlog = crate::serve::backlog_apply(args.backlog, &from)?;
     let access = crate::serve::access_list(&args.access, &from)?;
     let tls_server = crate::tls::server(&args.tls_server, &from)?;
     let tls_client = crate::tls::client(&args.tls, &to)?;
@@ -59,7 +60,7 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
     crate::serve::spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
     crate::raise_fd_limit();
     let bind_opts = BindOptions {
-        backlog: args.backlog,
+        backlog,
         unix_mode: crate::serve::unix_mode(args.mode, &from)?,
         tls: tls_server.as_ref().map(|(t, _)| t.clone()),
         listeners: crate::serve::server_threads(args.threads),

@@ -47,6 +47,7 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     let endpoint = serve_endpoint(&mut args)?;
     let framing = args.framing.for_endpoint(&endpoint)?;
     threads_apply(args.threads, &endpoint)?;
+    let backlog = backlog_apply(args.backlog, &endpoint)?;
     if endpoint.style() == SocketStyle::Datagram && args.service.as_deref() == Some("source") {
         return Err(Usage(format!("source streams to connected clients; {endpoint} is a datagram socket")).into());
     }
@@ -66,7 +67,7 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     spawn_signal_watch(shutdown.clone(), cut_now.clone(), args.grace, quiet)?;
     crate::raise_fd_limit();
     let bind_opts = BindOptions {
-        backlog: args.backlog,
+        backlog,
         unix_mode: unix_mode(args.mode, &endpoint)?,
         tls: tls.as_ref().map(|(t, _)| t.clone()),
         listeners: if args.once { 1 } else { server_threads(args.threads) },
@@ -95,7 +96,7 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     let config = ServerConfig {
         service,
         framing,
-        max_frame: args.framing.max_frame,
+        max_frame: args.framing.max_frame(),
         max_conns: args.max_conns.map(|n| n as usize),
         idle_timeout: args.idle_timeout,
         once: args.once,
@@ -125,6 +126,28 @@ pub(crate) fn threads_apply(threads: Option<u32>, endpoint: &Endpoint) -> Result
     }
     Ok(())
 }
+
+/// The listen backlog: `--backlog`, or 1024. Refused where nothing listens with one: a datagram
+/// socket, and an inherited socket, which its parent already set listening.
+pub(crate) fn backlog_apply(backlog: Option<u32>, endpoint: &Endpoint) -> Result<u32, Usage> {
+    if backlog.is_some() {
+        if matches!(endpoint, Endpoint::Fd(_)) {
+            return Err(Usage(format!(
+                "--backlog applies to a socket sockit listens on; {endpoint} is inherited, and its backlog is the \
+                 one it was given (leave --backlog out)"
+            )));
+        }
+        if endpoint.style() == SocketStyle::Datagram {
+            return Err(Usage(format!(
+                "--backlog is the queue of connections to accept; {endpoint} receives datagrams (leave --backlog out)"
+            )));
+        }
+    }
+    Ok(backlog.unwrap_or(DEFAULT_BACKLOG))
+}
+
+/// The listen backlog when `--backlog` is left out.
+pub(crate) const DEFAULT_BACKLOG: u32 = 1024;
 
 /// How many threads serve a TCP address: `--threads`, or one per CPU.
 pub(crate) fn server_threads(threads: Option<u32>) -> usize {
@@ -354,6 +377,21 @@ fn build_service(
             return Err(Usage(format!("{name} {refusal}")).into());
         }
     }
+    if args.framing.max_frame.is_some() {
+        let refusal = match name {
+            "chat" => None,
+            "exec" | "files" => Some("speaks sockit messages (PROTOCOL.md) with limits of its own"),
+            "discard" | "source" => Some("moves bytes, not messages"),
+            "spawn" => Some("passes raw bytes to and from the program"),
+            _ if args.framing.framing() == Framing::Raw => Some(
+                "answers each read under raw framing, which --max-frame does not limit (add --framing line or len)",
+            ),
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            return Err(Usage(format!("--max-frame does nothing here: {name} {refusal}")).into());
+        }
+    }
     match name {
         "echo" => no_args(Service::Echo),
         "upper" => no_args(Service::Upper),
@@ -402,7 +440,7 @@ fn build_service(
             no_args(Service::Exec(Arc::new(ExecConfig { policy, max_timeout: args.timeout, child_nofile })))
         }
         "chat" => {
-            let max_line = args.framing.max_frame.min(sockit::chat::MAX_LINE);
+            let max_line = args.framing.max_frame().min(sockit::chat::MAX_LINE);
             no_args(Service::Chat(Arc::new(sockit::chat::Room::new(max_line))))
         }
         "spawn" => {
