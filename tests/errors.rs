@@ -243,6 +243,39 @@ fn bad_durations_are_usage_errors() {
     }
 }
 
+/// Numbers were refused in Rust's words ("invalid digit found in string", "number too large to
+/// fit in target type", "invalid float literal"), and a duration too long to count was "not a
+/// duration" in one place and "longer than the limit" in another. Each now says what is wrong
+/// with the value, in one wording per kind.
+#[test]
+fn bad_numbers_and_oversized_durations_are_said_in_words() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "127.0.0.1:0", "--max-conns", "abc"], "'abc' is not a whole number (1 or more)"),
+        (&["serve", "127.0.0.1:0", "--max-conns", "0"], "'0' is out of range (1 or more)"),
+        (&["serve", "127.0.0.1:0", "--backlog", "99999999999"], "'99999999999' is too large (the most is 4294967295)"),
+        (&["serve", "127.0.0.1:0", "--threads", "2000"], "'2000' is out of range (from 1 to 1024)"),
+        (&["bench", "127.0.0.1:9", "-c", "x"], "'x' is not a whole number (from 1 to 100000)"),
+        (&["bench", "127.0.0.1:9", "--hold", "many"], "'many' is not a whole number"),
+        (&["bench", "127.0.0.1:9", "--rate", "fast"], "'fast' is not a number of requests per second"),
+        (&["relay", "127.0.0.1:0", "127.0.0.1:9", "--seed", "99999999999999999999"], "is too large"),
+        (&["serve", "127.0.0.1:0", "--max-frame", "99999999999999999999"], "must be from 1 byte to 4294967295"),
+        (&["serve", "127.0.0.1:0", "--idle-timeout", "99999999999999999999s"], "longer than the limit of one year"),
+        (&["serve", "127.0.0.1:0", "--idle-timeout", "1e30"], "longer than the limit of one year"),
+        (&["serve", "127.0.0.1:0", "--idle-timeout", "2y"], "longer than the limit of one year"),
+        (
+            &["relay", "127.0.0.1:0", "127.0.0.1:9", "--delay", "99999999999999999999"],
+            "'99999999999999999999' is longer",
+        ),
+    ];
+    for (args, needle) in cases {
+        let ran = sockit_run(args, b"");
+        assert_parser_usage_error(&ran, &[needle]);
+        for rust in ["invalid digit", "number too large", "float literal", "not a duration"] {
+            assert!(!ran.stderr.contains(rust), "{args:?}: {}", ran.stderr);
+        }
+    }
+}
+
 #[test]
 fn zero_timeouts_are_usage_errors() {
     let cases: &[&[&str]] = &[

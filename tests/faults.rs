@@ -850,8 +850,8 @@ fn fault_values_out_of_range_are_refused_by_the_parser() {
         (&[&from, "127.0.0.1:9", "--delay", "-5"], &["'-5'"]),
         (&[&from, "127.0.0.1:9", "--delay", "soon"], &["--delay", "not a duration"]),
         (&[&from, "127.0.0.1:9", "--jitter", "NaN"], &["--jitter"]),
-        (&[&from, "127.0.0.1:9", "--rate", "0"], &["--rate", "between 1 byte"]),
-        (&[&from, "127.0.0.1:9", "--chunk", "0"], &["--chunk", "between 1 byte"]),
+        (&[&from, "127.0.0.1:9", "--rate", "0"], &["--rate", "must be from 1 byte"]),
+        (&[&from, "127.0.0.1:9", "--chunk", "0"], &["--chunk", "must be from 1 byte"]),
         (&[&from, "127.0.0.1:9", "--reset-after", "lots"], &["--reset-after", "not a size"]),
         (&[&from, "127.0.0.1:9", "--delay", "5", "--faults-on", "sideways"], &["--faults-on", "not a direction"]),
     ];

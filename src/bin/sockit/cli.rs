@@ -380,11 +380,11 @@ pub struct BenchArgs {
     pub mode: sockit::bench::Mode,
 
     /// Concurrent connections (echo, connect) or sockets (udp) [default: 50; udp 4].
-    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(short = 'c', long, value_name = "N", value_parser = whole::<u32>(1, 100_000))]
     pub connections: Option<u32>,
 
     /// Parallel streams (bulk) [default: 1].
-    #[arg(short = 'P', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(short = 'P', long, value_name = "N", value_parser = whole::<u32>(1, 1024))]
     pub parallel: Option<u32>,
 
     /// Message size, or write size for bulk (e.g. 64, 16K, 1M) [default: 64; bulk 128K].
@@ -396,7 +396,7 @@ pub struct BenchArgs {
     pub duration: Duration,
 
     /// Open loop (echo, udp): requests (or datagrams) per second in total.
-    #[arg(long, value_name = "PER_SECOND")]
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
     pub rate: Option<f64>,
 
     /// bulk: read from a `source` server instead of writing to a `discard` server.
@@ -405,7 +405,7 @@ pub struct BenchArgs {
 
     /// echo: first open N idle connections and keep them open while measuring (spread over
     /// 127.0.0.2, 127.0.0.3, … on a loopback TCP endpoint).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = whole::<usize>(0, 1_000_000))]
     pub hold: usize,
 
     /// How often to report progress (at least 100ms).
@@ -440,7 +440,7 @@ pub struct RelayArgs {
     pub inetd: bool,
 
     /// At most N clients (datagram sessions) at once; more are reset (dropped).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = whole::<u32>(1, u32::MAX as u64))]
     pub max_conns: Option<u32>,
 
     /// Close a connection (end a datagram session) when nothing has moved for this long.
@@ -453,12 +453,12 @@ pub struct RelayArgs {
 
     /// The listen backlog (connections the kernel queues before they are accepted) [default:
     /// 1024].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = whole::<u32>(1, u32::MAX as u64))]
     pub backlog: Option<u32>,
 
     /// Threads that accept and serve connections on a TCP address, each with its own listening
     /// socket (SO_REUSEPORT) that the kernel spreads new connections over [default: one per CPU].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = whole::<u32>(1, 1024))]
     pub threads: Option<u32>,
 
     /// Permissions of a new Unix socket file, in octal [default: 600].
@@ -523,7 +523,7 @@ pub struct RelayArgs {
     pub reorder: Option<f64>,
 
     /// The seed of the faults' random choices (default: a random one, shown at start).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = whole::<u64>(0, u64::MAX))]
     pub seed: Option<u64>,
 
     /// Which way faults apply: both, up (client to target) or down (target to client).
@@ -600,17 +600,17 @@ pub struct ServeArgs {
     pub framing: FramingArgs,
 
     /// Serve at most N clients at once; more are told so and closed at once.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = whole::<u32>(1, u32::MAX as u64))]
     pub max_conns: Option<u32>,
 
     /// The listen backlog (connections the kernel queues before they are accepted) [default:
     /// 1024].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = whole::<u32>(1, u32::MAX as u64))]
     pub backlog: Option<u32>,
 
     /// Threads that accept and serve connections on a TCP address, each with its own listening
     /// socket (SO_REUSEPORT) that the kernel spreads new connections over [default: one per CPU].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = whole::<u32>(1, 1024))]
     pub threads: Option<u32>,
 
     /// Close a connection silent for this long (e.g. 30s, 500ms, 2m).
@@ -692,7 +692,7 @@ pub struct AccessArgs {
     pub deny_file: Vec<PathBuf>,
 
     /// At most N connections at once from one IP address; more are reset.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = whole::<u32>(1, u32::MAX as u64))]
     pub max_per_source: Option<u32>,
 }
 
@@ -930,13 +930,22 @@ pub struct SendArgs {
 /// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`1.5`), up to a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
+    let too_long = || format!("'{s}' is longer than the limit of one year");
     let d = if let Ok(secs) = s.parse::<f64>() {
-        Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is not a duration of zero or more seconds"))?
+        match Duration::try_from_secs_f64(secs) {
+            Ok(d) => d,
+            Err(_) if secs > 0.0 => return Err(too_long()),
+            Err(_) => return Err(format!("'{s}' is not a duration of zero or more seconds")),
+        }
     } else {
-        humantime::parse_duration(s).map_err(|_| format!("'{s}' is not a duration (examples: 30s, 500ms, 2m, 1.5)"))?
+        match humantime::parse_duration(s) {
+            Ok(d) => d,
+            Err(humantime::DurationError::NumberOverflow) => return Err(too_long()),
+            Err(_) => return Err(format!("'{s}' is not a duration (examples: 30s, 500ms, 2m, 1.5)")),
+        }
     };
     if d > sockit::MAX_DURATION {
-        return Err(format!("'{s}' is longer than the limit of one year"));
+        return Err(too_long());
     }
     Ok(d)
 }
@@ -947,6 +956,35 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         Duration::ZERO => Err(format!("'{}' is no time at all: a timeout must be longer than zero", s.trim())),
         d => Ok(d),
+    }
+}
+
+/// A parser for a whole number from `lo` to `hi`, whose refusals are in words ("'x' is not a
+/// whole number", "'0' is out of range") rather than Rust's ("invalid digit found in string").
+pub fn whole<T>(lo: u64, hi: u64) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    move |s: &str| {
+        let t = s.trim();
+        let open_ended = hi == u64::MAX || hi == u64::from(u32::MAX);
+        let range = if open_ended { format!("{lo} or more") } else { format!("from {lo} to {hi}") };
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("'{s}' is not a whole number ({range})"));
+        }
+        match t.parse::<u64>() {
+            Ok(n) if (lo..=hi).contains(&n) => T::try_from(n).map_err(|_| format!("'{s}' is too large")),
+            Ok(n) if n < lo || !open_ended => Err(format!("'{s}' is out of range ({range})")),
+            _ => Err(format!("'{s}' is too large (the most is {hi})")),
+        }
+    }
+}
+
+/// Parses bench's `--rate`: a number of requests per second (its bounds are the library's).
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() => Ok(r),
+        _ => Err(format!("'{s}' is not a number of requests per second (examples: 1000, 2.5)")),
     }
 }
 
@@ -965,16 +1003,23 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         }
         _ => (t, 1),
     };
-    let n: usize = num.parse().map_err(|_| format!("'{s}' is not a size (examples: 65536, 64K, 16M)"))?;
+    let out_of_range = || format!("'{s}' must be from 1 byte to 4294967295 (4G less one)");
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{s}' is not a size (examples: 65536, 64K, 16M)"));
+    }
+    let n: usize = num.parse().map_err(|_| out_of_range())?;
     let v = n.checked_mul(mult).filter(|v| (1..=u32::MAX as usize).contains(v));
-    v.ok_or_else(|| format!("'{s}' must be between 1 byte and 4G"))
+    v.ok_or_else(out_of_range)
 }
 
 /// Parses a delay: a bare number is milliseconds (`100`, `2.5`); `1s`, `250ms` work too.
 pub fn parse_millis(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     match t.parse::<f64>() {
-        Ok(ms) if ms.is_finite() && ms >= 0.0 => parse_duration(&format!("{}", ms / 1000.0)),
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => match Duration::try_from_secs_f64(ms / 1000.0) {
+            Ok(d) if d <= sockit::MAX_DURATION => Ok(d),
+            _ => Err(format!("'{s}' is longer than the limit of one year")),
+        },
         Ok(_) => Err(format!("'{s}' is not a delay of zero or more milliseconds")),
         Err(_) => parse_duration(t),
     }
