@@ -44,7 +44,7 @@ impl fmt::Debug for Token {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The file could not be read.
-    #[error("cannot read token file {path}: {why}")]
+    #[error("cannot read token file {path}: {}", crate::render::io_error(why))]
     Read {
         /// The file.
         path: String,

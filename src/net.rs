@@ -358,6 +358,17 @@ fn peer_from_tokio_unix(addr: &tokio::net::unix::SocketAddr) -> Option<PeerAddr>
     addr.as_abstract_name().map(|n| PeerAddr::Unix(UnixAddr::Abstract(n.to_vec())))
 }
 
+/// Checks, without binding or connecting, that the kernel could take `endpoint`'s address: a
+/// Unix path or abstract name must fit in `sun_path` ([`NetError::PathTooLong`],
+/// [`NetError::NameTooLong`]). Other endpoints pass. A relay checks its target this way before it
+/// serves, rather than failing each client.
+pub fn check_address(endpoint: &Endpoint) -> Result<(), NetError> {
+    match endpoint {
+        Endpoint::Unix { addr, .. } => unix_sockaddr(endpoint, addr).map(drop),
+        _ => Ok(()),
+    }
+}
+
 fn unix_sockaddr(endpoint: &Endpoint, addr: &UnixAddr) -> Result<SockAddr, NetError> {
     let bytes: Vec<u8> = match addr {
         UnixAddr::Path(p) => {

@@ -350,6 +350,29 @@ fn a_relay_to_its_own_address_is_a_usage_error() {
     assert!(!dir.path().join("r.sock").exists(), "the socket file is removed");
 }
 
+/// A Unix path or abstract name longer than the kernel takes was exit 1 (255 for exec), as if
+/// the machine were at fault, and a relay to one started and then failed every client. It is a
+/// usage error everywhere, found before anything starts.
+#[test]
+fn a_unix_path_too_long_for_the_kernel_is_a_usage_error() {
+    let long = format!("unix:/tmp/{}.sock", "x".repeat(120));
+    let name = format!("unix:@{}", "y".repeat(120));
+    let cases: &[&[&str]] = &[
+        &["serve", &long, "echo"],
+        &["connect", &long],
+        &["connect", &name],
+        &["send", &long, "hi"],
+        &["relay", "127.0.0.1:0", &long],
+        &["relay", "127.0.0.1:0", &name],
+        &["exec", &long, "--", "true"],
+        &["ls", &long],
+    ];
+    for args in cases {
+        let ran = run_within(sockit().args(*args), b"", PROMPT).unwrap_or_else(|| panic!("{args:?} did not stop"));
+        assert_one_line_error(&ran, 2, &["the limit is 107"]);
+    }
+}
+
 /// A relay to port 0 started, and then failed every client.
 #[test]
 fn a_relay_to_port_0_is_a_usage_error() {
@@ -894,12 +917,19 @@ fn options_of_exec_files_spawn_and_chat_elsewhere_or_missing_are_usage_errors() 
 
 /// A missing token file was reported with its reason twice ("…: No such file or directory (os
 /// error 2): No such file or directory (os error 2)"): the error's message and its source both
-/// said it.
+/// said it. It was also exit 1 (255 for exec), where every other file an option names that
+/// cannot be read (--dict, --cert, --allow-file) is a usage error: it is exit 2 for all.
 #[test]
 fn a_missing_token_file_is_said_once() {
-    let ran = sockit_run(&["serve", "127.0.0.1:0", "exec", "--token-file", "/nonexistent/token"], b"");
-    assert_one_line_error(&ran, 1, &["cannot read token file /nonexistent/token"]);
-    assert_eq!(ran.stderr.matches("os error 2").count(), 1, "{:?}", ran.stderr);
+    for args in [
+        &["serve", "127.0.0.1:0", "exec", "--token-file", "/nonexistent/token"][..],
+        &["exec", "127.0.0.1:9", "--token-file", "/nonexistent/token", "--", "true"],
+        &["get", "127.0.0.1:9", "x", "--token-file", "/nonexistent/token"],
+    ] {
+        let ran = sockit_run(args, b"");
+        assert_one_line_error(&ran, 2, &["cannot read token file /nonexistent/token: no such file or directory"]);
+        assert!(!ran.stderr.contains("os error"), "{:?}", ran.stderr);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1049,10 +1079,10 @@ fn a_token_file_that_is_not_a_file_is_named_for_what_it_is() {
     for (path, needle) in [(d.as_str(), "is a directory"), ("/dev/null", "is a character device"), (fifo, "is empty")] {
         let serve = ["serve", "127.0.0.1:0", "exec", "--token-file", path];
         let ran = run_within(sockit().env_remove(TOKEN_ENV).args(serve), b"", PROMPT).expect("serve gave up at once");
-        assert_one_line_error(&ran, 1, &[needle]);
+        assert_one_line_error(&ran, 2, &[needle]);
         assert!(!ran.stderr.contains("chmod"), "{:?}", ran.stderr);
-        // Every client that takes --token-file, with its own exit code for a failure.
-        for (client, code) in [("exec", 255), ("ls", 1), ("connect", 1)] {
+        // Every client that takes --token-file: a usage error, as for the server.
+        for (client, code) in [("exec", 2), ("ls", 2), ("connect", 2)] {
             let mut args = vec![client, addr.as_str(), "--token-file", path];
             if client == "exec" {
                 args.extend(["--", "true"]);

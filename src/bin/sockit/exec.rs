@@ -18,12 +18,14 @@ use crate::cli::{ClientAuthArgs, ExecArgs, ShellArgs};
 /// The exit code for a failure on sockit's side rather than the command's (as ssh uses).
 const FAILED: u8 = 255;
 
-/// The token from `--token-file`, else `$SOCKIT_TOKEN`, else none.
-pub fn load_token(file: Option<&Path>) -> anyhow::Result<Option<Token>> {
-    Ok(match file {
-        Some(path) => Some(Token::from_file(path)?),
-        None => Token::from_env()?,
-    })
+/// The token from `--token-file`, else `$SOCKIT_TOKEN`, else none. A token that cannot be had
+/// is a usage error (exit 2), as any other file an option names that cannot be read.
+pub fn load_token(file: Option<&Path>) -> Result<Option<Token>, Usage> {
+    let token = match file {
+        Some(path) => Token::from_file(path).map(Some),
+        None => Token::from_env(),
+    };
+    token.map_err(|e| Usage(e.to_string()))
 }
 
 /// Connects to a stream endpoint, giving up after `timeout`; `tls` checks a `tls://` server.
@@ -49,7 +51,7 @@ async fn open(endpoint: &Endpoint, args: &ClientAuthArgs) -> anyhow::Result<Resu
     };
     match connected.await {
         Ok(c) => Ok(Ok(c)),
-        Err(e) if e.is::<Usage>() => Err(e),
+        Err(e) if e.is::<Usage>() || crate::names_an_impossible_socket(&e) => Err(e),
         Err(e) => {
             note!("sockit: {e:#}");
             Ok(Err(ExitCode::from(FAILED)))

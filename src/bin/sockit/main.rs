@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) if e.is::<OutputClosed>() || is_stdout_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) if e.is::<Usage>() => {
+        Err(e) if e.is::<Usage>() || names_an_impossible_socket(&e) => {
             if !silent {
                 note!("sockit: {e}");
             }
@@ -106,6 +106,14 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// An endpoint the kernel could never take, whatever the machine's state: a Unix socket path or
+/// abstract name longer than `sun_path`. The library finds it when it makes the address; to the
+/// user it is a wrong argument, exit 2.
+pub(crate) fn names_an_impossible_socket(e: &anyhow::Error) -> bool {
+    use sockit::net::NetError;
+    matches!(e.downcast_ref::<NetError>(), Some(NetError::PathTooLong { .. } | NetError::NameTooLong { .. }))
 }
 
 /// A usage error from the argument parser as one line, as every other error is: clap's text

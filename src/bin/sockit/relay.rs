@@ -48,6 +48,7 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
         ))
         .into());
     }
+    net::check_address(&to)?;
     crate::serve::threads_apply(args.threads, &from)?;
     let backlog = crate::serve::backlog_apply(args.backlog, &from)?;
     let access = crate::serve::access_list(&args.access, &from)?;
