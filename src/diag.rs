@@ -62,9 +62,11 @@ const INET_DIAG_MSG_LEN: usize = 72;
 const UNIX_DIAG_REQ_LEN: usize = 24;
 const UNIX_DIAG_MSG_LEN: usize = 16;
 const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_VFS: u32 = 0x02;
 const UDIAG_SHOW_PEER: u32 = 0x04;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const AF_UNIX: u8 = 1;
@@ -298,6 +300,27 @@ pub struct UnixSocket {
     pub recv_q: u32,
     /// Bytes waiting to be sent; for a listener, the backlog.
     pub send_q: u32,
+    /// For a socket bound to a path: the socket file it made, as the kernel keeps it.
+    #[serde(skip)]
+    pub file: Option<SocketFile>,
+}
+
+/// The file a Unix socket was bound to: its device and inode, for matching against `stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketFile {
+    /// The device's major and minor numbers.
+    pub dev: (u32, u32),
+    /// The inode number, cut to its low 32 bits (the kernel reports no more).
+    pub ino: u32,
+}
+
+impl SocketFile {
+    /// Whether `meta` (from `stat`) describes this file.
+    pub fn is(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let dev = meta.dev();
+        self.ino == meta.ino() as u32 && self.dev == (libc::major(dev), libc::minor(dev))
+    }
 }
 
 impl UnixSocket {
@@ -381,14 +404,14 @@ pub fn inet_request(transport: Transport, version: IpVersion, seq: u32) -> Vec<u
 }
 
 /// A netlink request (`unix_diag_req`) to dump every Unix socket in every state with its name,
-/// peer and queue lengths.
+/// socket file, peer and queue lengths.
 pub fn unix_request(seq: u32) -> Vec<u8> {
     let mut buf = Vec::with_capacity(NLMSG_HDRLEN + UNIX_DIAG_REQ_LEN);
     nlmsg_header(&mut buf, UNIX_DIAG_REQ_LEN, seq);
     buf.extend_from_slice(&[AF_UNIX, 0, 0, 0]);
     buf.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     buf.extend_from_slice(&0u32.to_ne_bytes()); // udiag_ino: any
-    buf.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    buf.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
     buf.resize(NLMSG_HDRLEN + UNIX_DIAG_REQ_LEN, 0); // cookie: none
     buf
 }
@@ -525,6 +548,7 @@ pub fn parse_unix(p: &[u8]) -> Result<Option<UnixSocket>, DiagError> {
         peer_inode: None,
         recv_q: 0,
         send_q: 0,
+        file: None,
     };
     let mut at = UNIX_DIAG_MSG_LEN;
     while at < p.len() {
@@ -539,6 +563,14 @@ pub fn parse_unix(p: &[u8]) -> Result<Option<UnixSocket>, DiagError> {
         let value = &rest[4..len];
         match kind {
             UNIX_DIAG_NAME => sock.name = Some(unix_name(value)),
+            UNIX_DIAG_VFS => {
+                // `struct unix_diag_vfs`: the inode, then the superblock's device in the kernel's
+                // own encoding (major in the top 12 bits, minor in the low 20).
+                let (Some(ino), Some(dev)) = (u32_at(value, 0), u32_at(value, 4)) else {
+                    return Err(DiagError::Malformed("short UNIX_DIAG_VFS"));
+                };
+                sock.file = Some(SocketFile { dev: (dev >> 20, dev & 0xf_ffff), ino });
+            }
             UNIX_DIAG_PEER => {
                 let peer = u32_at(value, 0).ok_or(DiagError::Malformed("short UNIX_DIAG_PEER"))?;
                 sock.peer_inode = Some(peer.into());
@@ -632,6 +664,12 @@ pub fn udp_sockets() -> Result<Vec<InetSocket>, DiagError> {
 /// Every Unix socket of this network namespace.
 pub fn unix_sockets() -> Result<Vec<UnixSocket>, DiagError> {
     dump(&unix_request(3), 3, parse_unix)
+}
+
+/// Whether a socket in this network namespace listens on the socket file `meta` describes: a
+/// live server, found without connecting to it (a connection would be a client in its log).
+pub fn unix_listener_on(meta: &std::fs::Metadata) -> Result<bool, DiagError> {
+    Ok(unix_sockets()?.iter().any(|s| s.state == TcpState::Listen && s.file.is_some_and(|f| f.is(meta))))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -925,7 +963,7 @@ mod tests {
         assert_eq!(u32_at(&u, 0), Some(40));
         assert_eq!(u[16], AF_UNIX);
         assert_eq!(u32_at(&u, 20), Some(u32::MAX));
-        assert_eq!(u32_at(&u, 28), Some(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN));
+        assert_eq!(u32_at(&u, 28), Some(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN));
     }
 
     #[test]
@@ -983,16 +1021,44 @@ mod tests {
         assert!(matches!(parse_reply(&nlmsg(77, 1, &[]), 1, parse_inet), Err(DiagError::Malformed(_))));
     }
 
+    /// The kernel names the file a listener is bound to, and only while it listens.
+    #[test]
+    fn a_listener_is_found_by_its_socket_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(unix_listener_on(&meta).unwrap());
+        drop(listener);
+        assert!(!unix_listener_on(&meta).unwrap(), "a closed listener's file is stale");
+        let other = dir.path().join("dgram.sock");
+        let _dgram = std::os::unix::net::UnixDatagram::bind(&other).unwrap();
+        assert!(
+            !unix_listener_on(&std::fs::symlink_metadata(&other).unwrap()).unwrap(),
+            "a datagram socket listens not"
+        );
+    }
+
     #[test]
     fn unix_messages_parse() {
         let mut rq = 3u32.to_ne_bytes().to_vec();
         rq.extend_from_slice(&16u32.to_ne_bytes());
-        let listener = unix_msg(1, 10, 100, &[attr(UNIX_DIAG_NAME, b"/tmp/s.sock\0"), attr(UNIX_DIAG_RQLEN, &rq)]);
+        // The socket file: inode 4242 on device 259:3, in the kernel's encoding.
+        let vfs = [4242u32.to_ne_bytes(), ((259u32 << 20) | 3).to_ne_bytes()].concat();
+        let listener = unix_msg(
+            1,
+            10,
+            100,
+            &[attr(UNIX_DIAG_NAME, b"/tmp/s.sock\0"), attr(UNIX_DIAG_VFS, &vfs), attr(UNIX_DIAG_RQLEN, &rq)],
+        );
         let s = parse_unix(&listener).unwrap().unwrap();
         assert_eq!(s.kind, UnixType::Stream);
         assert_eq!(s.state, TcpState::Listen);
         assert_eq!(s.name.as_deref(), Some("/tmp/s.sock"));
         assert_eq!(s.accept_queue(), Some(AcceptQueue { depth: 3, backlog: 16 }));
+        assert_eq!(s.file, Some(SocketFile { dev: (259, 3), ino: 4242 }));
+        let short = unix_msg(1, 10, 100, &[attr(UNIX_DIAG_VFS, &[0; 4])]);
+        assert!(matches!(parse_unix(&short), Err(DiagError::Malformed("short UNIX_DIAG_VFS"))));
 
         let abs =
             unix_msg(5, 1, 101, &[attr(UNIX_DIAG_NAME, b"\0hidden"), attr(UNIX_DIAG_PEER, &102u32.to_ne_bytes())]);

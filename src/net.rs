@@ -515,6 +515,12 @@ fn clear_stale_socket(endpoint: &Endpoint, path: &Path, ty: Type) -> Result<(), 
     if !meta.file_type().is_socket() {
         return Err(NetError::NotASocket { endpoint: endpoint.to_string(), path: path.display().to_string() });
     }
+    // A listener the kernel shows on this very file is live; asking is quieter than connecting,
+    // which the live server would log as a client. Not found (or not asked: sock_diag sees only
+    // this network namespace), the connection decides.
+    if ty != Type::DGRAM && crate::diag::unix_listener_on(&meta).unwrap_or(false) {
+        return Err(NetError::LiveSocket { endpoint: endpoint.to_string() });
+    }
     let io_err = |e| NetError::from_io("listen on", endpoint, e);
     let probe = Socket::new(Domain::UNIX, ty.nonblocking(), None).map_err(io_err)?;
     let addr = SockAddr::unix(path).map_err(io_err)?;

@@ -620,7 +620,11 @@ fn live_unix_socket_is_not_clobbered_by_a_second_server() {
     let mut c = unix(&path);
     round_trip(&mut c, b"first", b"FIRST");
     drop(c);
-    assert!(first.stop().status.success());
+    // The second server learned the first was live from the kernel (sock_diag), not by
+    // connecting: the first served one client, ours, not a probe too.
+    let done = first.stop();
+    assert!(done.status.success());
+    assert!(done.summary().contains(": 1 connection,"), "{:#?}", done.stderr);
 }
 
 #[test]
