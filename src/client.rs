@@ -9,7 +9,7 @@
 //! them in.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -74,6 +74,12 @@ pub enum ClientError {
     /// A message is longer than the framing allows (`--max-frame`).
     #[error("cannot send: {0} (hint: --max-frame raises the limit)")]
     MessageTooLarge(FrameError),
+    /// The server closed the connection, after answering, before it had read everything sent:
+    /// the rest of the input was not delivered.
+    #[error(
+        "the server closed the connection before it had read everything sent; the rest of the input was not delivered"
+    )]
+    Unread,
     /// Reading our own input failed.
     #[error("cannot read input: {}", crate::render::io_error(.0))]
     Input(io::Error),
@@ -197,10 +203,13 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let tcp_fd = (!matches!(stream, Stream::Unix(_))).then(|| std::os::fd::AsRawFd::as_raw_fd(&stream));
     let (mut rd, mut wr) = tokio::io::split(stream);
     // Shared by the two directions; atomics rather than cells keep the future `Send`.
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
     let reset = OnceLock::new();
+    // Set once the server has closed its side (or the receiving side stopped).
+    let server_closed = AtomicBool::new(false);
     let upstream = async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -222,9 +231,16 @@ where
             sent.fetch_add(n as u64, Relaxed);
         }
         let _ = wr.shutdown().await;
+        // As in `pipe`: a reset that came after the sends returned.
+        if server_closed.load(Relaxed)
+            && let Err(e) = tcp_delivered(tcp_fd, DELIVERY_WAIT).await
+        {
+            reset_by_peer(&reset, unread(e));
+        }
         Ok(())
     };
     let downstream = async {
+        let _closed_when_done = SetOnDrop(&server_closed);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = rd.read(&mut buf).await.map_err(ClientError::Io)?;
@@ -259,17 +275,64 @@ fn reset_by_peer(reset: &OnceLock<io::Error>, e: io::Error) {
     }
 }
 
-/// A reset that a send ran into is an error when nothing at all came back. The kernel reports
-/// a reset once, to whichever call comes first; when the send takes it, the receive then just
-/// sees the end, and a client the server turned away at once would seem to have ended well.
-/// After an answer, a reset only says the server closed with some of our input unread, as a
-/// server that answers and leaves does: what it sent is what the user wanted.
+/// A reset that a send ran into (or that the delivery check found) means input was lost: an
+/// error, as ncat and socat make it. The kernel reports a reset once, to whichever call comes
+/// first; when the send takes it, the receive then just sees the end, and a client the server
+/// turned away at once would seem to have ended well. With nothing back it is the reset itself
+/// (the server refused us); after an answer, [`ClientError::Unread`].
 fn unanswered_reset(reset: Option<io::Error>, received: u64) -> Result<(), ClientError> {
     match reset {
         Some(e) if received == 0 => Err(ClientError::Io(e)),
-        _ => Ok(()),
+        Some(_) => Err(ClientError::Unread),
+        None => Ok(()),
     }
 }
+
+/// [`MessageWriter::delivered`] on a TCP socket's descriptor, which must stay open for the
+/// call; `None` (not TCP) is delivered.
+async fn tcp_delivered(fd: Option<std::os::fd::RawFd>, limit: Duration) -> io::Result<()> {
+    let Some(fd) = fd else { return Ok(()) };
+    // SAFETY: the caller's stream owns the descriptor and outlives this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let socket = socket2::SockRef::from(&fd);
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(e) = socket.take_error()? {
+            return Err(e);
+        }
+        let mut unacked: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer.
+        if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::TIOCOUTQ, &mut unacked) } != 0
+            || unacked == 0
+            || tokio::time::Instant::now() >= deadline
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A reset found after the server closed first: it closed before reading what we sent (a
+/// broken pipe, as a send after its close would have said), not a refusal.
+fn unread(e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset => io::ErrorKind::BrokenPipe.into(),
+        _ => e,
+    }
+}
+
+/// Sets its flag when dropped: when the future that holds it ends, however it ends.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
+/// How long a pipe whose server closed first waits, after the input ended, for the server's TCP
+/// to take what was sent (or to refuse it with a reset).
+const DELIVERY_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs a pipe's two directions together until both are done. A server that closes its side
 /// first may still be reading (it half-closed, as `shutdown(SHUT_WR)` does), so the rest of the
@@ -304,6 +367,9 @@ pub struct MessageWriter {
     inner: WriterInner,
     codec: FrameCodec,
     frame: BytesMut,
+    /// The TCP socket under a TCP or TLS stream, for [`MessageWriter::delivered`]; it is owned
+    /// by `inner` and lives as long as this writer.
+    tcp_fd: Option<std::os::fd::RawFd>,
 }
 
 enum WriterInner {
@@ -330,8 +396,10 @@ enum ReaderInner {
 /// Splits a connected socket into a message writer and reader that can be used at once.
 pub fn split(socket: ClientSocket, opts: &ClientOptions) -> (MessageWriter, MessageReader) {
     let codec = FrameCodec::new(opts.framing, opts.max_frame);
+    let mut tcp_fd = None;
     let (w, r) = match socket {
         ClientSocket::Conn(Conn::Stream(s)) => {
+            tcp_fd = (!matches!(s, Stream::Unix(_))).then(|| std::os::fd::AsRawFd::as_raw_fd(&s));
             let (r, w) = tokio::io::split(s);
             (WriterInner::Stream(w), ReaderInner::Stream(r))
         }
@@ -345,7 +413,7 @@ pub fn split(socket: ClientSocket, opts: &ClientOptions) -> (MessageWriter, Mess
         }
     };
     (
-        MessageWriter { inner: w, codec: codec.clone(), frame: BytesMut::new() },
+        MessageWriter { inner: w, codec: codec.clone(), frame: BytesMut::new(), tcp_fd },
         MessageReader { inner: r, codec, buf: BytesMut::new(), eof: false, first: true },
     )
 }
@@ -375,6 +443,16 @@ impl MessageWriter {
             WriterInner::Packets(p) => p.close()?,
         }
         Ok(())
+    }
+
+    /// Waits, at most `limit`, until the server's TCP has acknowledged everything sent, and
+    /// returns the reset if it refused it instead. A server that has closed its socket answers
+    /// data that arrives afterwards with a reset, and so does one that closes with our data
+    /// unread; when that comes after the send returned, no send reports it. Call it once the
+    /// sending side is closed. `Ok` on a socket that cannot tell (Unix, datagrams) and when
+    /// `limit` passes undecided.
+    pub async fn delivered(&self, limit: Duration) -> io::Result<()> {
+        tcp_delivered(self.tcp_fd, limit).await
     }
 
     /// Whether the peer can signal the end of the exchange by closing (not so for datagrams).
@@ -499,6 +577,8 @@ where
     // Shared by the two directions; atomics rather than cells keep the future `Send`.
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
     let reset = OnceLock::new();
+    // Set once the server has closed its side (or the receiving side stopped).
+    let server_closed = AtomicBool::new(false);
     // Each read is one message only where messages keep their boundaries.
     let per_read = opts.packet_per_read && !matches!(writer.inner, WriterInner::Stream(_));
     let upstream = async {
@@ -537,9 +617,17 @@ where
         // The input ended. A stream or seqpacket server sees the half-close and closes when
         // done; a datagram server cannot say it is done, so its answers get a bounded wait.
         let _ = writer.close().await;
+        // A server that closed first may have gone without reading what followed: its TCP
+        // answers that with a reset, which no send saw if it came after the send returned.
+        if server_closed.load(Relaxed)
+            && let Err(e) = writer.delivered(DELIVERY_WAIT).await
+        {
+            reset_by_peer(&reset, unread(e));
+        }
         Ok::<(), ClientError>(())
     };
     let downstream = async {
+        let _closed_when_done = SetOnDrop(&server_closed);
         while let Some(msg) = reader.recv().await? {
             received.fetch_add(msg.len() as u64, Relaxed);
             if per_read {

@@ -1245,3 +1245,66 @@ fn connect_to_a_server_that_closes_unread_reports_the_loss() {
     server.join().unwrap();
     assert_fails(&ran, 1, &[&addr, "the server"]);
 }
+
+/// A server that closes at once, and a line that comes after: the send succeeds (the kernel
+/// takes it), and the server's reset comes back after it. `connect` exited 0 with the line lost;
+/// it now waits for the server's TCP to take what was sent and reports the reset.
+#[test]
+fn connect_reports_a_line_sent_after_the_server_closed_unread() {
+    use std::io::Write;
+    for framing in ["raw", "line"] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let mut cmd = sockit();
+        cmd.args(["connect", &addr, "--framing", framing]);
+        let mut child = spawn_piped(cmd);
+        server.join().unwrap();
+        // The server's end has surely arrived by the time the line comes.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"too late\n").unwrap();
+        drop(stdin);
+        let err = drain(child.stderr.take().unwrap());
+        let status = wait_bounded(&mut child, std::time::Duration::from_secs(20)).expect("connect exits");
+        let err = String::from_utf8(err.join().unwrap()).unwrap();
+        assert_eq!(status.code(), Some(1), "{framing}: {err}");
+        assert!(err.contains("closed the connection before it had read everything sent"), "{framing}: {err}");
+    }
+}
+
+/// A server that answers for a while and then closes while stdin still brings data: the rest
+/// was not delivered. `connect` exited 0 because an answer had come; ncat and socat report the
+/// broken pipe, and so does sockit now.
+#[test]
+fn connect_reports_input_left_undelivered_after_an_answer() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        // Gone, with whatever else comes unread.
+    });
+    let mut child = spawn_piped({
+        let mut cmd = sockit();
+        cmd.args(["connect", &addr]);
+        cmd
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    let mut echo = [0u8; 6];
+    child.stdout.as_mut().unwrap().read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"first\n");
+    server.join().unwrap();
+    // Megabytes more, which nobody reads; the writes may fail or be reset afterwards.
+    let _ = stdin.write_all(&vec![b'x'; 4 << 20]);
+    drop(stdin);
+    let err = drain(child.stderr.take().unwrap());
+    let status = wait_bounded(&mut child, std::time::Duration::from_secs(20)).expect("connect exits");
+    let err = String::from_utf8(err.join().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("the rest of the input was not delivered"), "{err}");
+}
