@@ -600,7 +600,7 @@ fn send_to_print_server(framing: &[&str]) {
     let ran = sockit_run(&args, b"");
     // The message did arrive.
     server.stdout.wait_for("the printed message", |l| l.ends_with(" hello?"));
-    assert_one_line_error(&ran, 1, &["no answer"]);
+    assert_one_line_error(&ran, 1, &["no answer", "--no-wait"]);
 }
 
 #[test]
@@ -618,7 +618,8 @@ fn send_to_a_udp_print_server_that_never_answers_says_no_answer() {
     let server = Server::start(&["udp://127.0.0.1:0", "print"]);
     let ep = server.endpoint.clone();
     let ran = sockit_run(&["send", &ep, "hello?", "--timeout", "300ms"], b"");
-    assert_one_line_error(&ran, 1, &["no answer", "300ms"]);
+    // The hint names what sends without waiting.
+    assert_one_line_error(&ran, 1, &["no answer", "300ms", "--no-wait sends without waiting"]);
     server.stdout.wait_for("the printed message", |l| l.ends_with(" hello?"));
 }
 

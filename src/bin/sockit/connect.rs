@@ -157,7 +157,15 @@ async fn send_text(
     }
     let socket = open(endpoint, args, token).await?;
     let mut out = LastByte { inner: tokio::io::stdout(), last: None };
-    client::send(socket, text.as_bytes(), &opts, !no_wait, &mut out).await.map_err(|e| client_error(e, endpoint))?;
+    client::send(socket, text.as_bytes(), &opts, !no_wait, &mut out).await.map_err(|e| match e {
+        // A server that never answers (print, discard) is what --no-wait is for.
+        ClientError::NoAnswer(wait) => anyhow::anyhow!(
+            "{endpoint}: no answer within {} (the message was sent; hint: --timeout waits longer, and --no-wait \
+             sends without waiting, for a server that answers nothing, as print and discard)",
+            humantime::format_duration(wait)
+        ),
+        e => client_error(e, endpoint),
+    })?;
     // A framed answer is a message, printed as a line; a raw one is printed as it came, with a
     // newline added only for a person at a terminal.
     let as_line =
