@@ -164,6 +164,10 @@ async fn send_text(
              sends without waiting, for a server that answers nothing, as print and discard)",
             humantime::format_duration(wait)
         ),
+        ClientError::ClosedWithoutAnswer => anyhow::anyhow!(
+            "{endpoint}: no answer: the server closed the connection without answering (hint: --no-wait sends \
+             without waiting, for a server that answers nothing, as print and discard)"
+        ),
         e => client_error(e, endpoint),
     })?;
     // A framed answer is a message, printed as a line; a raw one is printed as it came, with a
