@@ -167,14 +167,6 @@ enum SendStop {
     Answer(Msg),
 }
 
-/// Sends bytes `start..size` of `file`, hashing them into `hasher`. With `watch`, looks every few
-/// MiB whether the receiver has sent something (an `ERROR`), and stops if so.
-///
-/// The bytes go to the socket with `sendfile`, which hands the kernel the file's pages without
-/// copying them through user space, while a second thread reads and hashes the same range: the
-/// two halves of the work run on two cores. (If the file changes meanwhile, what was sent and
-/// what was hashed may differ; the receiver then finds a mismatch and publishes nothing.) A TLS
-/// connection must encrypt the bytes, so they are read and written through it instead.
 /// The most of a kernel file that `put` reads before sending it.
 pub const KERNEL_FILE_MAX: u64 = 64 << 20;
 
@@ -215,6 +207,14 @@ fn kernel_file_copy(file: &File, size: u64) -> Result<Option<(File, u64)>, Kerne
     Ok(Some((copy, copied)))
 }
 
+/// Sends bytes `start..size` of `file`, hashing them into `hasher`. With `watch`, looks every few
+/// MiB whether the receiver has sent something (an `ERROR`), and stops if so.
+///
+/// The bytes go to the socket with `sendfile`, which hands the kernel the file's pages without
+/// copying them through user space, while a second thread reads and hashes the same range: the
+/// two halves of the work run on two cores. (If the file changes meanwhile, what was sent and
+/// what was hashed may differ; the receiver then finds a mismatch and publishes nothing.) A TLS
+/// connection must encrypt the bytes, so they are read and written through it instead.
 fn send_range(
     sock: &mut BlockingStream,
     file: &File,
