@@ -127,7 +127,7 @@ pub(crate) fn threads_apply(threads: Option<u32>, endpoint: &Endpoint) -> Result
     Ok(())
 }
 
-/// The listen backlog: `--backlog`, or 1024. Refused where nothing listens with one: a datagram
+/// The listen backlog: `--backlog`, or the library's default (1024). Refused where nothing listens with one: a datagram
 /// socket, and an inherited socket, which its parent already set listening.
 pub(crate) fn backlog_apply(backlog: Option<u32>, endpoint: &Endpoint) -> Result<u32, Usage> {
     if backlog.is_some() {
@@ -143,11 +143,8 @@ pub(crate) fn backlog_apply(backlog: Option<u32>, endpoint: &Endpoint) -> Result
             )));
         }
     }
-    Ok(backlog.unwrap_or(DEFAULT_BACKLOG))
+    Ok(backlog.unwrap_or(BindOptions::default().backlog))
 }
-
-/// The listen backlog when `--backlog` is left out.
-pub(crate) const DEFAULT_BACKLOG: u32 = 1024;
 
 /// How many threads serve a TCP address: `--threads`, or one per CPU.
 pub(crate) fn server_threads(threads: Option<u32>) -> usize {
