@@ -930,7 +930,7 @@ pub struct SendArgs {
 /// Parses `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`1.5`), up to a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let too_long = || format!("'{s}' is longer than the limit of one year");
+    let too_long = || longer_than_a_year(s);
     let d = if let Ok(secs) = s.parse::<f64>() {
         match Duration::try_from_secs_f64(secs) {
             Ok(d) => d,
@@ -948,6 +948,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(too_long());
     }
     Ok(d)
+}
+
+/// The one wording for a duration, delay or timeout over [`sockit::MAX_DURATION`].
+fn longer_than_a_year(s: &str) -> String {
+    format!("'{s}' is longer than the limit of one year")
 }
 
 /// [`parse_duration`] for a timeout, which must be longer than zero: a zero one would give up
@@ -1018,7 +1023,7 @@ pub fn parse_millis(s: &str) -> Result<Duration, String> {
     match t.parse::<f64>() {
         Ok(ms) if ms.is_finite() && ms >= 0.0 => match Duration::try_from_secs_f64(ms / 1000.0) {
             Ok(d) if d <= sockit::MAX_DURATION => Ok(d),
-            _ => Err(format!("'{s}' is longer than the limit of one year")),
+            _ => Err(longer_than_a_year(s)),
         },
         Ok(_) => Err(format!("'{s}' is not a delay of zero or more milliseconds")),
         Err(_) => parse_duration(t),
