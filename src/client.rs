@@ -203,7 +203,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let tcp_fd = (!matches!(stream, Stream::Unix(_))).then(|| std::os::fd::AsRawFd::as_raw_fd(&stream));
+    let tcp_fd = tcp_fd(&stream);
     let (mut rd, mut wr) = tokio::io::split(stream);
     // Shared by the two directions; atomics rather than cells keep the future `Send`.
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -231,12 +231,7 @@ where
             sent.fetch_add(n as u64, Relaxed);
         }
         let _ = wr.shutdown().await;
-        // As in `pipe`: a reset that came after the sends returned.
-        if server_closed.load(Relaxed)
-            && let Err(e) = tcp_delivered(tcp_fd, DELIVERY_WAIT).await
-        {
-            reset_by_peer(&reset, unread(e));
-        }
+        check_delivery(tcp_fd, &server_closed, &reset).await;
         Ok(())
     };
     let downstream = async {
@@ -312,13 +307,25 @@ async fn tcp_delivered(fd: Option<std::os::fd::RawFd>, limit: Duration) -> io::R
     }
 }
 
-/// A reset found after the server closed first: it closed before reading what we sent (a
-/// broken pipe, as a send after its close would have said), not a refusal.
-fn unread(e: io::Error) -> io::Error {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset => io::ErrorKind::BrokenPipe.into(),
-        _ => e,
+/// Once a pipe's input ended and its sending side is closed: when the server had closed first,
+/// it may have gone without reading what followed. Its TCP answers that with a reset, which no
+/// send saw if it came after the send returned; found, it is kept as a broken pipe (the server
+/// closed before reading what we sent, as a send after its close would have said), not as a
+/// refusal.
+async fn check_delivery(tcp_fd: Option<std::os::fd::RawFd>, server_closed: &AtomicBool, reset: &OnceLock<io::Error>) {
+    if !server_closed.load(Relaxed) {
+        return;
     }
+    match tcp_delivered(tcp_fd, DELIVERY_WAIT).await {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => reset_by_peer(reset, io::ErrorKind::BrokenPipe.into()),
+        Err(e) => reset_by_peer(reset, e),
+        Ok(()) => {}
+    }
+}
+
+/// The TCP socket under a TCP or TLS stream; `None` for a Unix one.
+fn tcp_fd(stream: &Stream) -> Option<std::os::fd::RawFd> {
+    (!matches!(stream, Stream::Unix(_))).then(|| std::os::fd::AsRawFd::as_raw_fd(stream))
 }
 
 /// Sets its flag when dropped: when the future that holds it ends, however it ends.
@@ -399,7 +406,7 @@ pub fn split(socket: ClientSocket, opts: &ClientOptions) -> (MessageWriter, Mess
     let mut tcp_fd = None;
     let (w, r) = match socket {
         ClientSocket::Conn(Conn::Stream(s)) => {
-            tcp_fd = (!matches!(s, Stream::Unix(_))).then(|| std::os::fd::AsRawFd::as_raw_fd(&s));
+            tcp_fd = self::tcp_fd(&s);
             let (r, w) = tokio::io::split(s);
             (WriterInner::Stream(w), ReaderInner::Stream(r))
         }
@@ -617,13 +624,7 @@ where
         // The input ended. A stream or seqpacket server sees the half-close and closes when
         // done; a datagram server cannot say it is done, so its answers get a bounded wait.
         let _ = writer.close().await;
-        // A server that closed first may have gone without reading what followed: its TCP
-        // answers that with a reset, which no send saw if it came after the send returned.
-        if server_closed.load(Relaxed)
-            && let Err(e) = writer.delivered(DELIVERY_WAIT).await
-        {
-            reset_by_peer(&reset, unread(e));
-        }
+        check_delivery(writer.tcp_fd, &server_closed, &reset).await;
         Ok::<(), ClientError>(())
     };
     let downstream = async {
