@@ -1260,6 +1260,21 @@ pub enum ClientSocket {
     Datagram(DatagramSocket),
 }
 
+impl ClientSocket {
+    /// The addresses of an IP connection, ours then the server's: which of a name's addresses
+    /// was reached, and from where (what `nc -v` and `ncat -v` show). `None` on Unix sockets.
+    pub fn ip_addresses(&self) -> Option<(SocketAddr, SocketAddr)> {
+        let sock = match self {
+            ClientSocket::Conn(Conn::Stream(s)) => socket2::SockRef::from(s),
+            ClientSocket::Datagram(DatagramSocket { inner: DatagramInner::Udp(u), .. }) => socket2::SockRef::from(u),
+            ClientSocket::Conn(Conn::Seqpacket(_)) | ClientSocket::Datagram(_) => return None,
+        };
+        let ours = sock.local_addr().ok()?.as_socket()?;
+        let theirs = sock.peer_addr().ok()?.as_socket()?;
+        Some((ours, theirs))
+    }
+}
+
 /// Connects to `endpoint` within `timeout` (name resolution included). IP names that resolve
 /// to several addresses are tried in order, as netcat does. A `tls://` server is verified
 /// against the system's trusted roots; [`connect_with`] chooses otherwise.

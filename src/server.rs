@@ -88,6 +88,9 @@ impl ServerConfig {
 
 /// Observes a running server. Every method has an empty default.
 pub trait Monitor: Send + Sync {
+    /// A connection was accepted and admitted (past the access list and the limits); on a
+    /// connected family only, before its service starts.
+    fn opened(&self, _peer: &PeerAddr) {}
     /// A connection ended.
     fn closed(&self, _report: &ConnReport) {}
     /// A client was turned away.
@@ -535,6 +538,7 @@ fn admit(peer: &PeerAddr, shared: &Shared, accepting: &Accepting) -> Admission {
         },
     };
     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+    shared.config.monitor.opened(peer);
     Admission::Admitted(Held { _permit: permit, _source: source })
 }
 

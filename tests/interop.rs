@@ -416,6 +416,24 @@ fn sockit_connect_piped_against_seed_upper_server() {
 }
 
 #[test]
+fn sockit_connect_verbose_names_the_address_reached_and_what_moved() {
+    let py = PythonServer::start("tcp_upper_server.py", &[]);
+    let port = py.addr().rsplit(':').next().unwrap().to_owned();
+    let ran = sockit_run(&["-v", "connect", &format!("localhost:{port}")], b"hello");
+    assert_eq!(ok(&ran, "sockit -v connect"), "HELLO");
+    // localhost may be ::1 first: the seed listens on 127.0.0.1 only, so that is where we got.
+    let lines: Vec<&str> = ran.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", ran.stderr);
+    let reached = format!("sockit: connected to tcp://localhost:{port} at 127.0.0.1:{port} from 127.0.0.1:");
+    assert!(lines[0].starts_with(&reached), "{}", ran.stderr);
+    assert!(lines[1].starts_with("sockit: 5 B sent, 5 B received in "), "{}", ran.stderr);
+    // Without -v, nothing on stderr.
+    let py = PythonServer::start("tcp_upper_server.py", &[]);
+    let quiet = sockit_run(&["connect", &py.addr()], b"x");
+    assert_eq!((quiet.code, quiet.stderr.as_str()), (Some(0), ""));
+}
+
+#[test]
 fn sockit_send_against_seed_qa_server() {
     let mut py = PythonServer::start("tcp_qa_server.py", &[]);
     assert_eq!(sockit_ok(&["send", &py.addr(), "how old are u"], b""), "nicai");

@@ -498,6 +498,24 @@ fn each_connection_gets_one_log_line_with_peer_bytes_and_duration() {
 }
 
 #[test]
+fn verbose_logs_each_connection_as_it_is_accepted_too() {
+    let mut cmd = sockit();
+    cmd.args(["-v", "serve", "127.0.0.1:0", "echo"]);
+    let server = Server::start_cmd(cmd);
+    let mut c = connect(&server);
+    let local = c.local_addr().unwrap();
+    // The line comes while the client is still connected, as `nc -v -l` says "connection from".
+    server.stderr.wait_for("a connected line", |l| l == format!("{local}: connected"));
+    round_trip(&mut c, b"hi", b"hi");
+    drop(c);
+    server.stderr.wait_for("the end line", |l| l.starts_with(&format!("{local}: ")) && l.ends_with("by client"));
+    let done = server.stop();
+    let mentions: Vec<&String> = done.stderr.iter().filter(|l| l.contains(&local.to_string())).collect();
+    assert_eq!(mentions.len(), 2, "{:#?}", done.stderr);
+    assert!(mentions[1].ends_with("closed by client"), "{:#?}", done.stderr);
+}
+
+#[test]
 fn quiet_prints_no_banner_connection_lines_or_summary() {
     let dir = temp_dir();
     let path = dir.path().join("q.sock");

@@ -11,6 +11,7 @@ use sockit::endpoint::{Endpoint, SocketStyle};
 use sockit::framing::Framing;
 use sockit::net::{self, ClientSocket, Conn};
 use sockit::proto::ProtoError;
+use sockit::render;
 
 use crate::cli::{ClientArgs, ConnectArgs, SendArgs};
 use crate::{OutputClosed, Usage};
@@ -46,12 +47,12 @@ fn client_error(e: ClientError, endpoint: &Endpoint) -> anyhow::Error {
     }
 }
 
-pub async fn connect(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+pub async fn connect(args: ConnectArgs, quiet: bool, verbose: bool) -> anyhow::Result<ExitCode> {
     let endpoint = crate::endpoint(&args.endpoint)?;
     let token = handshake_token(&args, &endpoint)?;
     if let Some(text) = &args.send {
         let timeout = args.timeout.unwrap_or(std::time::Duration::from_secs(5));
-        return send_text(&endpoint, &args.client, token.as_ref(), text, timeout, false).await;
+        return send_text(&endpoint, &args.client, token.as_ref(), text, timeout, false, verbose).await;
     }
     if args.per_read && endpoint.style() == SocketStyle::Stream {
         return Err(Usage(format!(
@@ -60,15 +61,24 @@ pub async fn connect(args: ConnectArgs, quiet: bool) -> anyhow::Result<ExitCode>
         .into());
     }
     let opts = ClientOptions { packet_per_read: args.per_read, ..options(&endpoint, &args.client, args.timeout)? };
-    let socket = open(&endpoint, &args.client, token.as_ref()).await?;
+    let socket = open(&endpoint, &args.client, token.as_ref(), verbose).await?;
     // The prompt needs a terminal to read from and one to draw on; with either redirected,
     // the pipe is what a user wants (`sockit connect … > answers.txt`).
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
         return crate::terminal::interactive(socket, &opts, &endpoint, quiet).await;
     }
-    client::pipe(socket, tokio::io::stdin(), tokio::io::stdout(), &opts)
+    let started = std::time::Instant::now();
+    let moved = client::pipe(socket, tokio::io::stdin(), tokio::io::stdout(), &opts)
         .await
         .map_err(|e| client_error(e, &endpoint))?;
+    if verbose {
+        note!(
+            "sockit: {} sent, {} received in {:.2}s",
+            render::bytes(moved.sent),
+            render::bytes(moved.received),
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -94,8 +104,26 @@ fn handshake_token(args: &ConnectArgs, endpoint: &Endpoint) -> anyhow::Result<Op
 }
 
 /// Connects; with a token, on a stream socket, and authenticates to a `spawn` server before
-/// anything else is sent or received.
-async fn open(endpoint: &Endpoint, args: &ClientArgs, token: Option<&Token>) -> anyhow::Result<ClientSocket> {
+/// anything else is sent or received. `verbose` says where it connected, as `nc -v` does.
+async fn open(
+    endpoint: &Endpoint,
+    args: &ClientArgs,
+    token: Option<&Token>,
+    verbose: bool,
+) -> anyhow::Result<ClientSocket> {
+    let socket = open_quietly(endpoint, args, token).await?;
+    if verbose {
+        // A datagram socket's connect only picks its peer: nothing has answered yet.
+        let what = if endpoint.style() == SocketStyle::Datagram { "sending to" } else { "connected to" };
+        match socket.ip_addresses() {
+            Some((ours, theirs)) => note!("sockit: {what} {endpoint} at {theirs} from {ours}"),
+            None => note!("sockit: {what} {endpoint}"),
+        }
+    }
+    Ok(socket)
+}
+
+async fn open_quietly(endpoint: &Endpoint, args: &ClientArgs, token: Option<&Token>) -> anyhow::Result<ClientSocket> {
     let tls = crate::tls::client(&args.tls, endpoint)?;
     let Some(token) = token else {
         return Ok(net::connect_with(endpoint, args.connect_timeout, tls.as_deref()).await?);
@@ -127,9 +155,9 @@ async fn open(endpoint: &Endpoint, args: &ClientArgs, token: Option<&Token>) -> 
     Ok(ClientSocket::Conn(Conn::Stream(stream)))
 }
 
-pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+pub async fn send(args: SendArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     let endpoint = crate::endpoint(&args.endpoint)?;
-    send_text(&endpoint, &args.client, None, &args.text, args.timeout, args.no_wait).await
+    send_text(&endpoint, &args.client, None, &args.text, args.timeout, args.no_wait, verbose).await
 }
 
 async fn send_text(
@@ -139,6 +167,7 @@ async fn send_text(
     text: &str,
     timeout: std::time::Duration,
     no_wait: bool,
+    verbose: bool,
 ) -> anyhow::Result<ExitCode> {
     let opts = options(endpoint, args, Some(timeout))?;
     if text.is_empty() && opts.framing == Framing::Raw && endpoint.style() == SocketStyle::Stream {
@@ -155,7 +184,7 @@ async fn send_text(
         )
         .into());
     }
-    let socket = open(endpoint, args, token).await?;
+    let socket = open(endpoint, args, token, verbose).await?;
     let mut out = LastByte { inner: tokio::io::stdout(), last: None };
     client::send(socket, text.as_bytes(), &opts, !no_wait, &mut out).await.map_err(|e| match e {
         // A server that never answers (print, discard) is what --no-wait is for.

@@ -157,8 +157,8 @@ fn is_stdout_broken_pipe(e: &anyhow::Error) -> bool {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args, cli.quiet, cli.verbose).await,
-        Command::Connect(args) => connect::connect(args, cli.quiet).await,
-        Command::Send(args) => connect::send(args).await,
+        Command::Connect(args) => connect::connect(args, cli.quiet, cli.verbose > 0 && !cli.quiet).await,
+        Command::Send(args) => connect::send(args, cli.verbose > 0 && !cli.quiet).await,
         Command::Bench(args) => bench::run(args, cli.quiet).await,
         Command::Relay(args) => relay::run(args, cli.quiet, cli.verbose).await,
         Command::Ping(args) => ping::run(args, cli.quiet).await,

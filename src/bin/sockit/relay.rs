@@ -111,7 +111,8 @@ pub async fn run(args: RelayArgs, quiet: bool, verbose: u8) -> anyhow::Result<Ex
         own_threads: true,
         ..ServerConfig::new(Service::Relay(Arc::new(relay)))
     };
-    crate::serve::run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || Ok(())).await
+    let talk = crate::serve::Talk::new(quiet, verbose);
+    crate::serve::run_logged(socket, config, shutdown, cut_now, datagrams, talk, || Ok(())).await
 }
 
 /// Whether `to` is the relay's own listening address (`local`, as the bound socket names it):

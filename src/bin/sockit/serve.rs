@@ -107,7 +107,8 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
         own_threads: !args.once,
     };
     let datagrams = endpoint.style() == SocketStyle::Datagram;
-    run_logged(socket, config, shutdown, cut_now, datagrams, quiet, || match stdout_end.get() {
+    let talk = Talk::new(quiet, verbose);
+    run_logged(socket, config, shutdown, cut_now, datagrams, talk, || match stdout_end.get() {
         None => Ok(()),
         Some(StdoutEnd::Closed) => Err(OutputClosed.into()),
         Some(StdoutEnd::Failed(e)) => Err(anyhow::anyhow!("cannot write to stdout: {}", render::io_error(e))),
@@ -193,6 +194,27 @@ pub(crate) fn access_list(args: &AccessArgs, endpoint: &Endpoint) -> anyhow::Res
     Ok(Arc::new(acl))
 }
 
+/// How much a server says on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Talk {
+    /// Nothing but errors (`-q`, or under inetd).
+    Quiet,
+    /// A line per connection as it ends, and the summary.
+    Normal,
+    /// Also a line per connection as it is accepted (`-v`, as `nc -v -l` says "connection from").
+    Verbose,
+}
+
+impl Talk {
+    pub(crate) fn new(quiet: bool, verbose: u8) -> Talk {
+        match (quiet, verbose) {
+            (true, _) => Talk::Quiet,
+            (false, 0) => Talk::Normal,
+            (false, _) => Talk::Verbose,
+        }
+    }
+}
+
 /// Runs a bound server with a per-connection log on stderr until it stops, then prints the
 /// summary. `output`, asked once the server has stopped, says whether it stopped because its
 /// stdout went away: [`OutputClosed`] for a reader that left (a quiet, successful end), another
@@ -203,10 +225,11 @@ pub(crate) async fn run_logged(
     shutdown: CancellationToken,
     cut_now: CancellationToken,
     datagrams: bool,
-    quiet: bool,
+    talk: Talk,
     output: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
-    let monitor = Arc::new(LogMonitor::new(quiet));
+    let quiet = talk == Talk::Quiet;
+    let monitor = Arc::new(LogMonitor::new(talk));
     config.monitor = monitor.clone();
     let flusher = {
         let monitor = monitor.clone();
@@ -535,6 +558,8 @@ pub(crate) fn spawn_signal_watch(
 /// write per batch instead of one per connection.
 struct LogMonitor {
     quiet: bool,
+    /// Whether each accepted connection gets a line too.
+    opened: bool,
     pending: std::sync::Mutex<String>,
 }
 
@@ -544,8 +569,12 @@ const LOG_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 const LOG_BUFFER_MAX: usize = 64 * 1024;
 
 impl LogMonitor {
-    fn new(quiet: bool) -> LogMonitor {
-        LogMonitor { quiet, pending: std::sync::Mutex::new(String::new()) }
+    fn new(talk: Talk) -> LogMonitor {
+        LogMonitor {
+            quiet: talk == Talk::Quiet,
+            opened: talk == Talk::Verbose,
+            pending: std::sync::Mutex::new(String::new()),
+        }
     }
 
     fn log(&self, line: std::fmt::Arguments<'_>) {
@@ -581,6 +610,11 @@ impl LogMonitor {
 }
 
 impl Monitor for LogMonitor {
+    fn opened(&self, peer: &PeerAddr) {
+        if self.opened {
+            self.log(format_args!("{peer}: connected"));
+        }
+    }
     fn closed(&self, r: &ConnReport) {
         self.append(|pending| closed_line(pending, r));
     }
