@@ -295,6 +295,53 @@ client.close()
     stop_expecting(server, &[&format!("{client_addr}: "), "0 B out", "closed by client"]);
 }
 
+/// Starts `sockit serve ARGS…` with its stdout going to a file in `dir`, whose path is returned.
+fn serve_to_file(dir: &tempfile::TempDir, args: &[&str]) -> (Server, std::path::PathBuf) {
+    let path = dir.path().join("stdout");
+    let mut cmd = sockit();
+    cmd.arg("serve").args(args);
+    (Server::start_writing_to(cmd, std::fs::File::create(&path).unwrap()), path)
+}
+
+#[test]
+fn nc_sends_a_binary_file_to_print_raw_once_as_to_nc_l() {
+    require!("nc");
+    let dir = temp_dir();
+    let (mut server, out) = serve_to_file(&dir, &["127.0.0.1:0", "print", "--raw", "--once"]);
+    // Every byte value, NULs, escapes and lone line ends included, and more than one read's worth.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    tool("nc", &["-N", "127.0.0.1", &server.port().to_string()], &data);
+    // --once: the server ends by itself when its one client has gone, as `nc -l` does.
+    assert!(server.wait().status.success());
+    assert!(std::fs::read(&out).unwrap() == data, "the file differs from what was sent");
+}
+
+#[test]
+fn print_raw_puts_back_line_ends_under_line_framing_and_adds_nothing_to_datagrams() {
+    let dir = temp_dir();
+    let (mut server, out) = serve_to_file(&dir, &["127.0.0.1:0", "print", "--raw", "--framing", "line", "--once"]);
+    sockit_ok(&["connect", &server.addr()], b"one\n\ttwo\r\n\nlast\n");
+    assert!(server.wait().status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), b"one\n\ttwo\r\n\nlast\n");
+
+    let (server, out) = serve_to_file(&dir, &["udp://127.0.0.1:0", "print", "--raw"]);
+    py(
+        r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for d in (b"a\n", b"\x00b", b"", b"c"):
+    s.sendto(d, ("127.0.0.1", int(sys.argv[1])))
+"#,
+        &[&server.port().to_string()],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read(&out).unwrap().len() < 5 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    server.stop();
+    assert_eq!(std::fs::read(&out).unwrap(), b"a\n\x00bc");
+}
+
 #[test]
 fn seed_udp_hello_client_against_sockit_udp_echo() {
     let server = Server::start(&["udp://127.0.0.1:0", "echo"]);

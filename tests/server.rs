@@ -312,6 +312,8 @@ fn once_serves_one_tcp_client_then_exits_by_itself() {
     let done = server.wait();
     assert_eq!(done.status.code(), Some(0), "{:#?}", done.stderr);
     assert!(done.stderr.iter().any(|l| l.starts_with("sockit: stopped after") && l.contains("1 connection,")));
+    // The banner said so from the start.
+    assert!(done.stderr[0].ends_with("; one client, then exit"), "{:#?}", done.stderr);
 }
 
 #[test]
@@ -327,6 +329,7 @@ fn once_on_udp_answers_one_datagram_then_exits_by_itself() {
     let done = server.wait();
     assert_eq!(done.status.code(), Some(0), "{:#?}", done.stderr);
     assert!(done.stderr.iter().any(|l| l.contains("1 datagram in")), "{:#?}", done.stderr);
+    assert!(done.stderr[0].ends_with("; one datagram, then exit"), "{:#?}", done.stderr);
 }
 
 #[test]

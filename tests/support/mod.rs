@@ -146,10 +146,24 @@ impl Server {
     /// Starts a server from a prepared command (`sockit serve …` with its own environment or
     /// other settings) and waits until it reports where it listens.
     pub fn start_cmd(mut cmd: Command) -> Server {
-        let mut child =
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn sockit serve");
+        cmd.stdout(Stdio::piped());
+        Server::launch(cmd)
+    }
+
+    /// Starts a server whose stdout goes to `file` (for bytes that are not lines), and waits
+    /// until it reports where it listens; its `stdout` collects nothing.
+    pub fn start_writing_to(mut cmd: Command, file: std::fs::File) -> Server {
+        cmd.stdout(file);
+        Server::launch(cmd)
+    }
+
+    fn launch(mut cmd: Command) -> Server {
+        let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn sockit serve");
         let stderr = Lines::collect(child.stderr.take().unwrap());
-        let stdout = Lines::collect(child.stdout.take().unwrap());
+        let stdout = match child.stdout.take() {
+            Some(out) => Lines::collect(out),
+            None => Lines::collect(std::io::empty()),
+        };
         // From here on a guard owns the child, so a failed start (a panic below) still kills
         // it instead of leaving a server running after the test.
         let mut guard = Server { child: Some(child), endpoint: String::new(), stderr, stdout };

@@ -95,7 +95,8 @@ Services:
   upper         send every message back in ASCII upper case
   reply TEXT    answer every message with TEXT
   qa            answer questions from a dictionary (--dict FILE, --default-answer); 'bye' ends
-  print         print every message with its sender and time (--hex for a dump); answer nothing
+  print         print every message with its sender and time (--hex for a dump, --raw for the
+                bytes alone, as nc -l writes them); answer nothing
   discard       read and throw away everything (a sink for `sockit bench … bulk`)
   source        send an endless stream to every client (for `sockit bench … bulk --reverse`)
   chat          every line goes to every other client with the sender's name; /nick NAME,
@@ -112,6 +113,7 @@ Examples:
   sockit serve 127.0.0.1:7000 upper          the seed's upper-case server, for many clients
   sockit serve :7000 qa --dict answers.txt   on every interface, IPv4 and IPv6
   sockit serve udp://127.0.0.1:9999 print    the seed's UDP receiver
+  sockit serve :7000 print --raw --once > FILE   receive one file, as nc -l 7000 > FILE
   sockit serve unix:/tmp/echo.sock echo --framing len
   sockit serve 127.0.0.1:7000 reply Hi --once
   sockit serve 127.0.0.1:7022 exec --token-file ~/.sockit-token
@@ -646,8 +648,14 @@ pub struct ServeArgs {
     pub default_answer: Option<String>,
 
     /// print: show each message as a hex dump.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "raw")]
     pub hex: bool,
+
+    /// print: write what arrives to stdout as it is, with no sender, time or escaping (each
+    /// message's own line end under --framing line): `serve :7000 print --raw --once > FILE`
+    /// receives a file as `nc -l 7000 > FILE` does. Several clients at once mix their bytes.
+    #[arg(long)]
+    pub raw: bool,
 
     #[command(flatten)]
     pub access: AccessArgs,

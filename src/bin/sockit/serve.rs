@@ -74,7 +74,11 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     };
     let socket = net::bind(&endpoint, &bind_opts).await?;
     if !quiet {
-        let stop = if socket.is_single() { "one client, then exit" } else { "Ctrl-C stops" };
+        let stop = match (socket.is_single() || args.once, endpoint.style()) {
+            (false, _) => "Ctrl-C stops",
+            (true, SocketStyle::Datagram) => "one datagram, then exit",
+            (true, _) => "one client, then exit",
+        };
         let framing = match endpoint.style() {
             SocketStyle::Stream if matches!(service, Service::Chat(_)) => "one message per line".to_owned(),
             SocketStyle::Stream if let Service::Spawn(config) = &service => {
@@ -381,8 +385,9 @@ fn build_service(
     if (args.dict.is_some() || args.default_answer.is_some()) && name != "qa" {
         return Err(Usage("--dict and --default-answer belong to the qa service".into()).into());
     }
-    if args.hex && name != "print" {
-        return Err(Usage("--hex belongs to the print service".into()).into());
+    if (args.hex || args.raw) && name != "print" {
+        let flag = if args.hex { "--hex" } else { "--raw" };
+        return Err(Usage(format!("{flag} belongs to the print service")).into());
     }
     if let Some(framing) = args.framing.framing {
         let refusal = match (name, framing) {
@@ -447,7 +452,15 @@ fn build_service(
         )
         .into()),
         "print" => no_args(Service::Print(Arc::new(StdoutSink {
-            hex: args.hex,
+            show: if args.hex {
+                Show::Hex
+            } else if args.raw {
+                // A line's end is part of what the client sent; other framings' headers are not.
+                let framing = args.framing.for_endpoint(endpoint)?;
+                Show::Raw { line_ends: framing == Framing::Line && endpoint.style() == SocketStyle::Stream }
+            } else {
+                Show::Text
+            },
             end: stdout_end.clone(),
             shutdown: shutdown.clone(),
         }))),
@@ -683,7 +696,7 @@ fn closed_line(out: &mut String, r: &ConnReport) {
 /// reader goes away, the server stops quietly, as `… | head -1` expects; when a write fails
 /// otherwise (a full disk), it stops and the command fails.
 struct StdoutSink {
-    hex: bool,
+    show: Show,
     end: Arc<OnceLock<StdoutEnd>>,
     shutdown: CancellationToken,
 }
@@ -696,9 +709,20 @@ enum StdoutEnd {
     Failed(std::io::Error),
 }
 
+/// How `print` shows a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Show {
+    /// A line with its time and sender, control bytes escaped.
+    Text,
+    /// Time, sender and length, then a hex dump.
+    Hex,
+    /// The bytes alone, as they came; `line_ends` puts back the newline that ended each line.
+    Raw { line_ends: bool },
+}
+
 impl MessageSink for StdoutSink {
     fn wants_lines(&self) -> bool {
-        !self.hex
+        self.show == Show::Text
     }
 
     fn message(&self, peer: &PeerAddr, at: SystemTime, data: &[u8]) {
@@ -706,13 +730,18 @@ impl MessageSink for StdoutSink {
             return;
         }
         let when = humantime::format_rfc3339_millis(at);
-        let text = if self.hex {
-            format!("{when} {peer} {}\n{}", render::count(data.len() as u64, "byte"), render::hex_dump(data))
-        } else {
-            format!("{when} {peer} {}\n", render::escaped_line(data))
-        };
         let mut out = std::io::stdout().lock();
-        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        let wrote = match self.show {
+            Show::Text => writeln!(out, "{when} {peer} {}", render::escaped_line(data)),
+            Show::Hex => {
+                write!(out, "{when} {peer} {}\n{}", render::count(data.len() as u64, "byte"), render::hex_dump(data))
+            }
+            Show::Raw { line_ends } => out.write_all(data).and_then(|()| match line_ends {
+                true => out.write_all(b"\n"),
+                false => Ok(()),
+            }),
+        };
+        if let Err(e) = wrote.and_then(|()| out.flush()) {
             let end = if e.kind() == std::io::ErrorKind::BrokenPipe { StdoutEnd::Closed } else { StdoutEnd::Failed(e) };
             let _ = self.end.set(end);
             self.shutdown.cancel();
