@@ -226,6 +226,9 @@ fn parse(s: &str) -> Result<Endpoint, String> {
     if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
         return Ok(Endpoint::Unix { kind: UnixKind::Stream, addr: UnixAddr::Path(PathBuf::from(s)) });
     }
+    if let Some(problem) = socat_problem(s) {
+        return Err(problem);
+    }
     if let Some((word, rest)) = s.split_once(':') {
         // A scheme with one slash or none (`tcp:/host:80`, `tcp:host:80`), or a scheme we do
         // not have (`unix-stream:/tmp/s`): no host:port reading of these can work, so say what
@@ -243,6 +246,72 @@ fn parse(s: &str) -> Result<Endpoint, String> {
         return Err(format!("a bare number is ambiguous; write :{s} to listen on every interface or HOST:{s}"));
     }
     Err("no port: write HOST:PORT, or a path starting with / or ./ for a Unix socket".into())
+}
+
+/// An address written as socat writes it (`TCP-LISTEN:7000,fork`, `UNIX-CONNECT:/run/x.sock`),
+/// as sockit writes it (`:7000`, `/run/x.sock`); `None` when `text` is not one. socat's options
+/// after a comma are left out. (`TCP:HOST:PORT` is not here: the parser's own rule says to write
+/// `tcp://HOST:PORT`.)
+pub fn from_socat(text: &str) -> Option<String> {
+    let (word, rest) = text.split_once(':')?;
+    let addr = rest.split(',').next().unwrap_or_default();
+    if addr.is_empty() {
+        return None;
+    }
+    let word = word.to_ascii_lowercase();
+    // TCP4-LISTEN, UDP6-SENDTO…: the family digit becomes the scheme's.
+    let (base, family) = match word.find(['4', '6']) {
+        Some(i) if word[..i] == *"tcp" || word[..i] == *"udp" => {
+            (format!("{}{}", &word[..i], &word[i + 1..]), &word[i..=i])
+        }
+        _ => (word.clone(), ""),
+    };
+    let path = |kind: &str| match kind {
+        "unix" if addr.starts_with('/') || addr.starts_with("./") || addr.starts_with("../") => addr.to_owned(),
+        kind => format!("{kind}:{addr}"),
+    };
+    // A listening address is a port, a connecting one HOST:PORT: `ssl:443` stays a host called ssl.
+    let port = addr.bytes().all(|b| b.is_ascii_digit());
+    let host_port = addr.contains(':');
+    Some(match base.as_str() {
+        "tcp-listen" | "tcp-l" if port && family.is_empty() => format!(":{addr}"),
+        "tcp-listen" | "tcp-l" if port => format!("tcp{family}://:{addr}"),
+        "tcp-connect" if host_port => format!("tcp{family}://{addr}"),
+        "udp-listen" | "udp-l" | "udp-recvfrom" | "udp-recv" if port => format!("udp{family}://:{addr}"),
+        "udp-connect" | "udp-sendto" | "udp-datagram" | "udp-dgram" if host_port => format!("udp{family}://{addr}"),
+        "unix-listen" | "unix-l" | "unix-connect" | "unix-client" => path("unix"),
+        "unix-sendto" | "unix-recvfrom" | "unix-recv" => path("unix-dgram"),
+        "abstract-listen" | "abstract-connect" | "abstract-client" => format!("unix:@{addr}"),
+        "abstract-sendto" | "abstract-recvfrom" | "abstract-recv" => format!("unix-dgram:@{addr}"),
+        "openssl" | "ssl" | "openssl-connect" if host_port => format!("tls://{addr}"),
+        "openssl-listen" | "ssl-l" if port => format!("tls://:{addr}"),
+        _ => return None,
+    })
+}
+
+/// What to say about an address in socat's syntax, or about one of socat's words that is no
+/// address in sockit.
+fn socat_problem(s: &str) -> Option<String> {
+    if let Some(ours) = from_socat(s) {
+        let fork = if s.to_ascii_lowercase().split(',').any(|o| o == "fork") {
+            " (a sockit server takes many clients as it is, as socat does with fork)"
+        } else {
+            ""
+        };
+        return Some(format!("that is socat's way of writing it; sockit writes {ours}{fork}"));
+    }
+    let (word, rest) = s.split_once(':').unwrap_or((s, ""));
+    match word.to_ascii_lowercase().as_str() {
+        // `exec:80` would be a host called exec.
+        "exec" | "system" if !rest.bytes().all(|b| b.is_ascii_digit()) => Some(
+            "socat's EXEC: is no socket; sockit runs a program for each client with: serve ENDPOINT spawn -- PROGRAM"
+                .into(),
+        ),
+        "-" | "stdio" | "stdin" | "stdout" | "stdin-stdout" => Some(format!(
+            "'{s}' is socat's stdin and stdout, which sockit connect ENDPOINT uses as they are (and serve's print writes to)"
+        )),
+        _ => None,
+    }
 }
 
 /// Splits `scheme:rest` when the text before the first colon looks like one of our schemes, so
@@ -536,6 +605,21 @@ mod tests {
         }
     }
 
+    /// Host names that are also socat's words stay host names where socat's form would not fit.
+    #[test]
+    fn socat_words_as_host_names_are_hosts() {
+        for input in ["ssl:443", "exec:80", "openssl:8443", "system:22"] {
+            let (host, port) = input.split_once(':').unwrap();
+            let want = Endpoint::Ip {
+                proto: IpProto::Tcp,
+                family: Family::Any,
+                host: Host::Name(host.into()),
+                port: port.parse().unwrap(),
+            };
+            assert_eq!(Endpoint::parse(input), Ok(want), "{input}");
+        }
+    }
+
     #[test]
     fn invalid_endpoints() {
         let cases: &[(&str, &str)] = &[
@@ -559,6 +643,22 @@ mod tests {
             ("tls:/[::1]:443", "write tls://[::1]:443"),
             ("unix-stream:/tmp/x", "unknown scheme 'unix-stream'"),
             ("fe80::1:80", "needs brackets"),
+            ("TCP-LISTEN:7000,fork,reuseaddr", "socat's way of writing it; sockit writes :7000 (a sockit server"),
+            ("tcp6-listen:7000", "sockit writes tcp6://:7000"),
+            ("TCP4:127.0.0.1:80", "write tcp4://127.0.0.1:80, with two slashes"),
+            ("TCP-CONNECT:host:80", "sockit writes tcp://host:80"),
+            ("UDP4-RECVFROM:53,fork", "sockit writes udp4://:53 ("),
+            ("UDP-SENDTO:127.0.0.1:53", "sockit writes udp://127.0.0.1:53"),
+            ("UNIX-CONNECT:/run/x.sock", "sockit writes /run/x.sock"),
+            ("UNIX-LISTEN:x.sock,fork", "sockit writes unix:x.sock ("),
+            ("UNIX-SENDTO:/run/d.sock", "sockit writes unix-dgram:/run/d.sock"),
+            ("ABSTRACT-LISTEN:name", "sockit writes unix:@name"),
+            ("OPENSSL:host:443,verify=0", "sockit writes tls://host:443"),
+            ("OPENSSL-LISTEN:443", "sockit writes tls://:443"),
+            ("EXEC:cat", "spawn -- PROGRAM"),
+            ("SYSTEM:echo hi", "spawn -- PROGRAM"),
+            ("STDIO", "socat's stdin and stdout"),
+            ("-", "socat's stdin and stdout"),
             ("tls4://[::1]:443", "IPv6 address in an IPv4-only"),
             ("tls://host", "no port"),
             ("tcp://bad host:80", "not a valid host name"),

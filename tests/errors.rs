@@ -96,6 +96,47 @@ fn invalid_endpoints_are_one_line_usage_errors_for_serve_connect_and_send() {
     }
 }
 
+/// What netcat and socat users type out of habit gets, in one line and with exit 2, the sockit
+/// command that does what they meant, in place of the parser's generic complaint.
+#[test]
+fn netcat_and_socat_habits_are_answered_with_the_sockit_command() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-l", "-p", "7400"], "for `nc -l -p 7400` write sockit serve :7400 print --raw --once"),
+        (&["-lk", "7400"], "write sockit serve :7400 print --raw ("),
+        (&["-u", "-l", "5353"], "sockit serve udp://:5353 print --raw --once"),
+        (&["127.0.0.1", "7000"], "for `nc 127.0.0.1 7000` write sockit connect 127.0.0.1:7000"),
+        (&["connect", "-u", "127.0.0.1:7"], "write sockit connect udp://127.0.0.1:7"),
+        (&["connect", "127.0.0.1", "7000", "--framing", "line"], "write sockit connect 127.0.0.1:7000 --framing line"),
+        (&["send", "127.0.0.1", "7000", "hi"], "write sockit send 127.0.0.1:7000 hi"),
+        (&["serve", "-l", "-p", "7000", "upper"], "write sockit serve :7000 upper"),
+        (&["-l", "-p", "7000", "-e", "/bin/cat"], "sockit serve :7000 spawn --token-file FILE -- /bin/cat"),
+        (&["TCP-LISTEN:7000,fork", "EXEC:cat"], "sockit is not socat"),
+        (&["serve", "echo", "127.0.0.1:7000"], "the ENDPOINT comes first: sockit serve 127.0.0.1:7000 echo"),
+        (&["serve", "reply", ":7000", "hi"], "the ENDPOINT comes first: sockit serve :7000 reply hi"),
+        (&["serve", "TCP-LISTEN:7000,fork", "echo"], "socat's way of writing it; sockit writes :7000 (a sockit server"),
+        (&["connect", "UNIX-CONNECT:/run/x.sock"], "sockit writes /run/x.sock"),
+    ];
+    for (args, want) in cases {
+        let ran = sockit_run(args, b"");
+        assert_one_line_error(&ran, 2, &[want]);
+    }
+}
+
+/// A port given by name is not looked up, but the error says its number where the system's
+/// services file has it.
+#[test]
+fn a_port_name_is_answered_with_its_number() {
+    if !std::fs::read_to_string("/etc/services").is_ok_and(|s| s.lines().any(|l| l.starts_with("http\t"))) {
+        eprintln!("skipping: /etc/services does not list http");
+        return;
+    }
+    let ran = sockit_run(&["connect", "localhost:http"], b"");
+    assert_one_line_error(&ran, 2, &["port 'http' is not a number", "gives http as port 80: write localhost:80"]);
+    let ran = sockit_run(&["connect", "localhost:no-such-service"], b"");
+    assert_one_line_error(&ran, 2, &["port 'no-such-service' is not a number"]);
+    assert!(!ran.stderr.contains("hint"), "{}", ran.stderr);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Usage errors
 

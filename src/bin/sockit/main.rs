@@ -26,6 +26,7 @@ mod cli;
 mod connect;
 mod exec;
 mod files;
+mod habits;
 mod man;
 mod ping;
 mod relay;
@@ -71,7 +72,12 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
             }
-            note!("sockit: {}", usage_line(&e.render().to_string()));
+            // A netcat or socat habit gets the sockit command that does what it meant.
+            let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+            match habits::suggestion(&args) {
+                Some(hint) => note!("sockit: {hint}"),
+                None => note!("sockit: {}", usage_line(&e.render().to_string())),
+            }
             return ExitCode::from(2);
         }
     };
@@ -255,8 +261,14 @@ pub fn raise_fd_limit() {
 /// looked at now, so that one that is not open, not a socket or not passed is a usage error
 /// before anything starts, and its type is known to the checks that follow.
 pub fn endpoint(text: &str) -> anyhow::Result<sockit::endpoint::Endpoint> {
-    let endpoint: sockit::endpoint::Endpoint =
-        text.parse().map_err(|e: sockit::endpoint::ParseError| Usage(e.to_string()))?;
+    let endpoint: sockit::endpoint::Endpoint = text.parse().map_err(|mut e: sockit::endpoint::ParseError| {
+        if e.problem.starts_with("port '")
+            && let Some(hint) = habits::port_name_hint(text)
+        {
+            e.problem = format!("{} (hint: {hint})", e.problem);
+        }
+        Usage(e.to_string())
+    })?;
     if let sockit::endpoint::Endpoint::Fd(r) = &endpoint {
         sockit::inherit::probe(r).map_err(|e| Usage(e.to_string()))?;
     }

@@ -285,6 +285,14 @@ pub(crate) async fn run_logged(
 fn serve_endpoint(args: &mut ServeArgs) -> anyhow::Result<Endpoint> {
     if !args.inetd {
         let text = args.endpoint.as_deref().ok_or_else(|| Usage("serve needs an ENDPOINT (or --inetd)".into()))?;
+        // `serve echo :7000`: the words the other way round.
+        if SERVICES.contains(&text)
+            && let Some(second) = args.service.as_deref()
+            && Endpoint::parse(second).is_ok()
+        {
+            let rest = args.service_arg.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
+            return Err(Usage(format!("the ENDPOINT comes first: sockit serve {second} {text}{rest}")).into());
+        }
         return crate::endpoint(text);
     }
     if let Some(first) = args.endpoint.take() {
@@ -340,6 +348,10 @@ pub(crate) fn stderr_is_stdin_socket() -> bool {
         _ => false,
     }
 }
+
+/// The services' names, as SERVICE is written.
+pub(crate) const SERVICES: [&str; 11] =
+    ["echo", "upper", "reply", "qa", "print", "discard", "source", "chat", "exec", "files", "spawn"];
 
 fn build_service(
     args: &ServeArgs,
