@@ -346,7 +346,9 @@ fn inetd_with_stderr_elsewhere_reports_errors_and_verbose_logs_there() {
     let lines = err.finish();
     let local = client.local_addr().unwrap().to_string();
     assert!(line_with(&lines, "sockit: serving echo on tcp://127.0.0.1:").contains("(fd://0)"), "{lines:#?}");
-    assert!(line_with(&lines, &local).contains("4 B in, 4 B out"), "the peer is the real client: {lines:#?}");
+    // -v: a line as the client connects, and its line as it leaves, both naming the real client.
+    assert!(lines.contains(&format!("{local}: connected")), "{lines:#?}");
+    assert!(line_with(&lines, &format!("{local}: 4 B in, 4 B out")).ends_with("closed by client"), "{lines:#?}");
 }
 
 #[test]
