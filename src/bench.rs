@@ -258,7 +258,7 @@ pub enum Misfit {
     SentNothing(Duration),
     /// bulk, reversed: bytes arrived, then none for this long.
     StoppedSending(Duration),
-    /// connect: the server took the message and did not answer within this long.
+    /// echo, connect: the server took the message and did not answer within this long.
     NoAnswer(Duration),
     /// connect, udp: every answer differed from what was sent.
     WrongAnswers,
@@ -775,7 +775,9 @@ impl Worker<'_> {
                 // right one (others may: the run goes on).
                 Ok(Ok(())) => return self.ended(hist, not_the_answer(&answer, Misfit::WrongAnswer)),
                 Ok(Err(e)) => return self.failed(hist, e),
-                Err(_) => return self.failed(hist, "no answer within 5s"),
+                // A server that takes messages and answers none (discard, print) is the likely
+                // cause: the hint names the server echo needs.
+                Err(_) => return self.ended(hist, Failure::Misfit(Misfit::NoAnswer(REQUEST_TIMEOUT))),
             }
             let latency;
             (latency, ideal_free) = latency_on_time(scheduled, ideal_free, sent.elapsed());

@@ -295,6 +295,15 @@ fn a_busy_notice_is_not_taken_for_the_wrong_kind_of_server() {
 }
 
 #[test]
+fn echo_against_a_server_that_answers_nothing_names_the_server_it_needs() {
+    let discard = Server::start(&["127.0.0.1:0", "discard"]);
+    let ran = sockit_run(&["bench", &discard.endpoint, "echo", "-c", "1", "-d", "1s"], b"");
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(ran.stderr.contains("echo: no answer within 5s (hint: echo needs an `echo` server"), "{}", ran.stderr);
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+}
+
+#[test]
 fn connect_against_a_server_that_does_not_echo_is_an_error() {
     // A source server's stream once matched the benchmark's message byte for byte.
     let source = Server::start(&["127.0.0.1:0", "source"]);

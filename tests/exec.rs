@@ -764,6 +764,24 @@ fn a_wrong_token_is_refused_slowly_and_nothing_runs() {
     assert!(marker.exists());
 }
 
+/// `serve … exec --once` serves one client; when that client fails to authenticate, the
+/// server's exit status says so (it was 0).
+#[test]
+fn a_once_server_whose_one_client_gives_a_wrong_token_exits_1() {
+    let mut srv = ExecServer::start(&["--once"]);
+    let wrong = write_token(srv.dir.path(), "wrong", &fresh_token(), 0o600);
+    let r =
+        run(sockit().env_remove(TOKEN_ENV).args(["exec", &srv.addr(), "--token-file", s(&wrong), "--", "true"]), b"");
+    assert_fails(&r, 255, &["token"]);
+    let done = srv.server.wait();
+    assert_eq!(done.status.code(), Some(1), "{:#?}", done.stderr);
+    assert!(
+        done.stderr.last().unwrap().contains("its one client's connection failed: protocol error: authentication"),
+        "{:#?}",
+        done.stderr
+    );
+}
+
 #[test]
 fn a_missing_client_token_is_255_and_says_so() {
     let srv = ExecServer::start(&[]);

@@ -316,6 +316,27 @@ fn once_serves_one_tcp_client_then_exits_by_itself() {
     assert!(done.stderr[0].ends_with("; one client, then exit"), "{:#?}", done.stderr);
 }
 
+/// With --once the exit status says how the one connection went: a receiver whose client reset
+/// mid-transfer (`print --raw --once > FILE`) must not look as if it had the whole file.
+#[test]
+fn once_exits_1_when_its_one_connection_ends_in_an_error() {
+    let mut server = Server::start(&["127.0.0.1:0", "print", "--raw", "--once"]);
+    let mut c = connect(&server);
+    c.write_all(b"half a file").unwrap();
+    // Closing with a reset, as a client that crashed or was killed by the kernel leaves.
+    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(c);
+    let done = server.wait();
+    assert_eq!(done.status.code(), Some(1), "{:#?}", done.stderr);
+    let last = done.stderr.last().unwrap();
+    assert!(last.starts_with("sockit: its one client's connection failed: error: "), "{:#?}", done.stderr);
+
+    // Closed in order: 0.
+    let mut server = Server::start(&["127.0.0.1:0", "print", "--raw", "--once"]);
+    connect(&server).write_all(b"a whole file").unwrap();
+    assert_eq!(server.wait().status.code(), Some(0));
+}
+
 #[test]
 fn once_on_udp_answers_one_datagram_then_exits_by_itself() {
     let mut server = Server::start(&["udp://127.0.0.1:0", "echo", "--once"]);

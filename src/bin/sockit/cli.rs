@@ -619,7 +619,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub idle_timeout: Option<Duration>,
 
-    /// Serve one client (or one datagram), then exit.
+    /// Serve one client (or one datagram), then exit; the exit status is 1 if that client's
+    /// connection ended in an error (a reset, a failed authentication).
     #[arg(long)]
     pub once: bool,
 

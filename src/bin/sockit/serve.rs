@@ -233,6 +233,9 @@ pub(crate) async fn run_logged(
     output: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
     let quiet = talk == Talk::Quiet;
+    // Serving one client, the exit status is how that went (a file received with `print --raw
+    // --once` is whole only if its connection ended well).
+    let one_client = config.once || socket.is_single();
     let monitor = Arc::new(LogMonitor::new(talk));
     config.monitor = monitor.clone();
     let flusher = {
@@ -276,6 +279,9 @@ pub(crate) async fn run_logged(
             }
             None => note!("sockit: stopped at once"),
         }
+    }
+    if one_client && let Some(end) = monitor.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!("its one client's connection failed: {end}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -585,6 +591,8 @@ struct LogMonitor {
     quiet: bool,
     /// Whether each accepted connection gets a line too.
     opened: bool,
+    /// How the last connection that went wrong ended.
+    failure: std::sync::Mutex<Option<End>>,
     pending: std::sync::Mutex<String>,
 }
 
@@ -598,6 +606,7 @@ impl LogMonitor {
         LogMonitor {
             quiet: talk == Talk::Quiet,
             opened: talk == Talk::Verbose,
+            failure: std::sync::Mutex::new(None),
             pending: std::sync::Mutex::new(String::new()),
         }
     }
@@ -641,6 +650,10 @@ impl Monitor for LogMonitor {
         }
     }
     fn closed(&self, r: &ConnReport) {
+        // A connection cut because the server was told to stop is not one that went wrong.
+        if matches!(r.end, End::Protocol(_) | End::Io(_) | End::TimedOut | End::Injected(_)) {
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.end.clone());
+        }
         self.append(|pending| closed_line(pending, r));
     }
     fn refused(&self, peer: &PeerAddr, reason: &str) {
