@@ -118,6 +118,24 @@ pub enum NetError {
         /// The endpoint (or the two) that would fit.
         instead: String,
     },
+    /// A Unix endpoint's path is a file of another kind (connecting there is refused).
+    #[error(
+        "cannot connect to {endpoint}: it is {kind}, not a socket (hint: a server makes its socket file when it starts; check the path)"
+    )]
+    FileNotSocket {
+        /// The endpoint, as written.
+        endpoint: String,
+        /// What the file is, in words ("a regular file").
+        kind: &'static str,
+    },
+    /// A client was given port 0, which only a listener can use (the kernel picks a free port).
+    #[error(
+        "cannot connect to {endpoint}: port 0 is for listening, where the kernel picks a free port; a client needs the server's port"
+    )]
+    PortZero {
+        /// The endpoint, as written.
+        endpoint: String,
+    },
     /// The Unix socket path does not exist.
     #[error("cannot connect to {endpoint}: no such socket file (hint: is the server running, and is the path right?)")]
     NoSocketFile {
@@ -259,6 +277,16 @@ impl NetError {
                     Endpoint::Fd(_) => "a security policy refused it",
                 };
                 NetError::PermissionDenied { action, endpoint: endpoint_text, hint }
+            }
+            Some(libc::ECONNREFUSED)
+                if let Endpoint::Unix { addr: UnixAddr::Path(path), .. } = endpoint
+                    && let Ok(meta) = std::fs::metadata(path)
+                    && !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) =>
+            {
+                let kind = crate::fsroot::kind_name(rustix::fs::FileType::from_raw_mode(
+                    std::os::unix::fs::MetadataExt::mode(&meta),
+                ));
+                NetError::FileNotSocket { endpoint: endpoint_text, kind }
             }
             Some(libc::ECONNREFUSED) => NetError::Refused { endpoint: endpoint_text },
             Some(libc::ECONNRESET) if action == "connect to" => NetError::ResetAtOnce { endpoint: endpoint_text },
@@ -1300,11 +1328,7 @@ async fn connect_inner(endpoint: &Endpoint, tls: Option<&ClientTls>) -> Result<C
     match endpoint {
         Endpoint::Ip { proto, family, host, port } => {
             if *port == 0 {
-                return Err(NetError::Io {
-                    action: "connect to",
-                    endpoint: endpoint.to_string(),
-                    error: io::Error::new(io::ErrorKind::InvalidInput, "port 0 cannot be connected to"),
-                });
+                return Err(NetError::PortZero { endpoint: endpoint.to_string() });
             }
             // The trust settings first: a client that cannot check a certificate connects nowhere.
             let system;

@@ -560,6 +560,47 @@ fn connecting_to_a_missing_unix_socket_file_is_a_runtime_error() {
     }
 }
 
+/// A path that is a file of another kind says what it is, not that nothing listens there (and
+/// not how to serve on it).
+#[test]
+fn connecting_to_a_file_that_is_not_a_socket_says_what_it_is() {
+    let dir = temp_dir();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "x").unwrap();
+    for (path, kind) in
+        [(file.display().to_string(), "a regular file"), (dir.path().display().to_string(), "a directory")]
+    {
+        for args in [vec!["connect", &path], vec!["send", &path, "hi"]] {
+            let ran = sockit_run(&args, b"");
+            assert_one_line_error(&ran, 1, &[&format!("it is {kind}, not a socket"), "hint:"]);
+            assert!(!ran.stderr.contains("sockit serve"), "{}", ran.stderr);
+        }
+    }
+}
+
+/// A socket file named without the ./ that makes it a path gets the hint to add it.
+#[test]
+fn a_relative_socket_path_without_dot_slash_is_pointed_out() {
+    let dir = temp_dir();
+    let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("us.sock")).unwrap();
+    let ran = run(sockit().current_dir(dir.path()).args(["connect", "us.sock"]), b"");
+    assert_one_line_error(&ran, 2, &["no port", "(hint: there is a file us.sock here: write ./us.sock for it)"]);
+    let ran = run(sockit().current_dir(dir.path()).args(["connect", "them.sock"]), b"");
+    assert_one_line_error(&ran, 2, &["no port"]);
+    assert!(!ran.stderr.contains("hint"), "{}", ran.stderr);
+}
+
+/// Port 0 is for listening: to connect to it is a wrong argument (exit 2), for every client.
+#[test]
+fn connecting_to_port_0_is_a_usage_error() {
+    for args in
+        [vec!["connect", "localhost:0"], vec!["send", "127.0.0.1:0", "hi"], vec!["send", "udp://127.0.0.1:0", "x"]]
+    {
+        let ran = sockit_run(&args, b"");
+        assert_one_line_error(&ran, 2, &["port 0 is for listening", "a client needs the server's port"]);
+    }
+}
+
 #[test]
 fn binding_a_privileged_port_unprivileged_is_permission_denied_with_a_hint() {
     require!("setpriv");

@@ -115,11 +115,14 @@ fn main() -> ExitCode {
 }
 
 /// An endpoint the kernel could never take, whatever the machine's state: a Unix socket path or
-/// abstract name longer than `sun_path`. The library finds it when it makes the address; to the
+/// abstract name longer than `sun_path`, or port 0 to connect to. The library finds it when it makes the address; to the
 /// user it is a wrong argument, exit 2.
 pub(crate) fn names_an_impossible_socket(e: &anyhow::Error) -> bool {
     use sockit::net::NetError;
-    matches!(e.downcast_ref::<NetError>(), Some(NetError::PathTooLong { .. } | NetError::NameTooLong { .. }))
+    matches!(
+        e.downcast_ref::<NetError>(),
+        Some(NetError::PathTooLong { .. } | NetError::NameTooLong { .. } | NetError::PortZero { .. })
+    )
 }
 
 /// A usage error from the argument parser as one line, as every other error is: clap's text
@@ -262,9 +265,15 @@ pub fn raise_fd_limit() {
 /// before anything starts, and its type is known to the checks that follow.
 pub fn endpoint(text: &str) -> anyhow::Result<sockit::endpoint::Endpoint> {
     let endpoint: sockit::endpoint::Endpoint = text.parse().map_err(|mut e: sockit::endpoint::ParseError| {
-        if e.problem.starts_with("port '")
-            && let Some(hint) = habits::port_name_hint(text)
-        {
+        let hint = if e.problem.starts_with("port '") {
+            habits::port_name_hint(text)
+        } else if e.problem.starts_with("no port") && std::path::Path::new(text).exists() {
+            // `connect us.sock`: a path, written without the ./ that makes it one.
+            Some(format!("there is a file {text} here: write ./{text} for it"))
+        } else {
+            None
+        };
+        if let Some(hint) = hint {
             e.problem = format!("{} (hint: {hint})", e.problem);
         }
         Usage(e.to_string())
