@@ -61,11 +61,16 @@ pub async fn connect(args: ConnectArgs, quiet: bool, verbose: bool) -> anyhow::R
         .into());
     }
     let opts = ClientOptions { packet_per_read: args.per_read, ..options(&endpoint, &args.client, args.timeout)? };
-    let socket = open(&endpoint, &args.client, token.as_ref(), verbose).await?;
+    let socket = open(&endpoint, &args.client, token.as_ref()).await?;
     // The prompt needs a terminal to read from and one to draw on; with either redirected,
     // the pipe is what a user wants (`sockit connect … > answers.txt`).
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        return crate::terminal::interactive(socket, &opts, &endpoint, quiet).await;
+        // -v: the addresses go in the prompt's own "connected to" line.
+        let route = if verbose { route(&socket) } else { String::new() };
+        return crate::terminal::interactive(socket, &opts, &endpoint, &route, quiet).await;
+    }
+    if verbose {
+        say_connected(&socket, &endpoint);
     }
     let started = std::time::Instant::now();
     let moved = client::pipe(socket, tokio::io::stdin(), tokio::io::stdout(), &opts)
@@ -103,27 +108,22 @@ fn handshake_token(args: &ConnectArgs, endpoint: &Endpoint) -> anyhow::Result<Op
     }
 }
 
-/// Connects; with a token, on a stream socket, and authenticates to a `spawn` server before
-/// anything else is sent or received. `verbose` says where it connected, as `nc -v` does.
-async fn open(
-    endpoint: &Endpoint,
-    args: &ClientArgs,
-    token: Option<&Token>,
-    verbose: bool,
-) -> anyhow::Result<ClientSocket> {
-    let socket = open_quietly(endpoint, args, token).await?;
-    if verbose {
-        // A datagram socket's connect only picks its peer: nothing has answered yet.
-        let what = if endpoint.style() == SocketStyle::Datagram { "sending to" } else { "connected to" };
-        match socket.ip_addresses() {
-            Some((ours, theirs)) => note!("sockit: {what} {endpoint} at {theirs} from {ours}"),
-            None => note!("sockit: {what} {endpoint}"),
-        }
-    }
-    Ok(socket)
+/// Where a connection reached and where from, for `-v` (what `nc -v` shows): ` at 127.0.0.1:7000
+/// from 127.0.0.1:51334` for IP, nothing for Unix sockets (their path is the endpoint).
+fn route(socket: &ClientSocket) -> String {
+    socket.ip_addresses().map(|(ours, theirs)| format!(" at {theirs} from {ours}")).unwrap_or_default()
 }
 
-async fn open_quietly(endpoint: &Endpoint, args: &ClientArgs, token: Option<&Token>) -> anyhow::Result<ClientSocket> {
+/// `-v`'s line on a new connection.
+fn say_connected(socket: &ClientSocket, endpoint: &Endpoint) {
+    // A datagram socket's connect only picks its peer: nothing has answered yet.
+    let what = if endpoint.style() == SocketStyle::Datagram { "sending to" } else { "connected to" };
+    note!("sockit: {what} {endpoint}{}", route(socket));
+}
+
+/// Connects; with a token, on a stream socket, and authenticates to a `spawn` server before
+/// anything else is sent or received.
+async fn open(endpoint: &Endpoint, args: &ClientArgs, token: Option<&Token>) -> anyhow::Result<ClientSocket> {
     let tls = crate::tls::client(&args.tls, endpoint)?;
     let Some(token) = token else {
         return Ok(net::connect_with(endpoint, args.connect_timeout, tls.as_deref()).await?);
@@ -184,7 +184,10 @@ async fn send_text(
         )
         .into());
     }
-    let socket = open(endpoint, args, token, verbose).await?;
+    let socket = open(endpoint, args, token).await?;
+    if verbose {
+        say_connected(&socket, endpoint);
+    }
     let mut out = LastByte { inner: tokio::io::stdout(), last: None };
     client::send(socket, text.as_bytes(), &opts, !no_wait, &mut out).await.map_err(|e| match e {
         // A server that never answers (print, discard) is what --no-wait is for.

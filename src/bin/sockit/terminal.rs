@@ -32,6 +32,7 @@ pub async fn interactive(
     socket: ClientSocket,
     opts: &ClientOptions,
     endpoint: &Endpoint,
+    route: &str,
     quiet: bool,
 ) -> anyhow::Result<ExitCode> {
     let tls = match &socket {
@@ -66,7 +67,7 @@ pub async fn interactive(
             SocketStyle::Seqpacket => "each line one packet".to_owned(),
             SocketStyle::Datagram => "each line one datagram".to_owned(),
         };
-        note!("connected to {endpoint} ({tls}{framing}; {empty}); Ctrl-D quits");
+        note!("connected to {endpoint}{route} ({tls}{framing}; {empty}); Ctrl-D quits");
     }
     let (tx, mut lines) = mpsc::channel::<String>(16);
     // A plain thread, not a runtime task: readline blocks, and the process may end while it does.
