@@ -98,6 +98,18 @@ fn the_prompt_sends_lines_shows_answers_and_quits_on_ctrl_d() {
     assert!(done.stderr.iter().any(|l| l.contains("19 B in, 19 B out")), "{:?}", done.stderr);
 }
 
+/// -v at the prompt puts the addresses in its one "connected to" line.
+#[test]
+fn verbose_at_the_prompt_names_the_addresses_in_the_banner() {
+    let server = Server::start(&["127.0.0.1:0", "upper"]);
+    let port = server.port();
+    let screen = drive(&[&format!("localhost:{port}"), "-v"], &[("", READY), ("x\r", "X"), ("\x04", "")]);
+    let banner = format!("connected to tcp://localhost:{port} at 127.0.0.1:{port} from 127.0.0.1:");
+    assert_eq!(screen.matches("connected to").count(), 1, "{screen}");
+    assert!(screen.contains(&banner), "{screen}");
+    assert!(screen.ends_with("EXIT 0\n"), "{screen}");
+}
+
 /// Under raw framing the server sees lines, newline and all (a line-based server such as chat
 /// saw nothing before), and its answer shows as one line however the reads cut it, even inside
 /// a character.
