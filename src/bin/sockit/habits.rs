@@ -20,8 +20,9 @@ const NETCAT_LIKE: [&str; 3] = ["connect", "send", "serve"];
 /// netcat's options that take a value (`-p 7000`, `-e /bin/cat`, `-w 3`, ...), of the usual
 /// implementations (OpenBSD's, traditional, ncat).
 const TAKES_VALUE: &str = "pecwisxXTIOPgGmM";
-/// netcat's options without one that a translation can ignore (`-q` is sockit's quiet, or nc's
-/// `-q SECS`, whose number then reads as neither host nor the last word, the port).
+/// netcat's options without one that a translation can ignore. `-q` is sockit's quiet, or nc's
+/// `-q SECS`: read without its value, the number is one more word, and neither the host (the
+/// first word that is not a number) nor the port (the last number) is taken from it.
 const NO_VALUE: &str = "nvqNdDC46tbrhS";
 
 /// netcat's reading of a command line.
