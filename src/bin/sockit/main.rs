@@ -115,8 +115,8 @@ fn main() -> ExitCode {
 }
 
 /// An endpoint the kernel could never take, whatever the machine's state: a Unix socket path or
-/// abstract name longer than `sun_path`, or port 0 to connect to. The library finds it when it makes the address; to the
-/// user it is a wrong argument, exit 2.
+/// abstract name longer than `sun_path`, or port 0 to connect to. The library finds these when
+/// it makes the address or connects; to the user they are a wrong argument, exit 2.
 pub(crate) fn names_an_impossible_socket(e: &anyhow::Error) -> bool {
     use sockit::net::NetError;
     matches!(

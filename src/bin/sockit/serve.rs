@@ -761,10 +761,9 @@ impl MessageSink for StdoutSink {
             Show::Hex => {
                 write!(out, "{when} {peer} {}\n{}", render::count(data.len() as u64, "byte"), render::hex_dump(data))
             }
-            Show::Raw { line_ends } => out.write_all(data).and_then(|()| match line_ends {
-                true => out.write_all(b"\n"),
-                false => Ok(()),
-            }),
+            Show::Raw { line_ends } => {
+                out.write_all(data).and_then(|()| if line_ends { out.write_all(b"\n") } else { Ok(()) })
+            }
         };
         if let Err(e) = wrote.and_then(|()| out.flush()) {
             let end = if e.kind() == std::io::ErrorKind::BrokenPipe { StdoutEnd::Closed } else { StdoutEnd::Failed(e) };
