@@ -1184,6 +1184,7 @@ fn bind_ip(
             }))
         }
         IpProto::Udp => {
+            deepen_udp_queue(&socket);
             let s = UdpSocket::from_std(socket.into()).map_err(err)?;
             Ok(ServerSocket::Datagram(DatagramSocket {
                 inner: DatagramInner::Udp(s),
@@ -1193,6 +1194,18 @@ fn bind_ip(
             }))
         }
     }
+}
+
+/// The receive buffer asked for on UDP sockets. UDP has no flow control: a burst that outruns
+/// the reader is dropped by the kernel once the queue is full, and the default queue
+/// (`net.core.rmem_default`, 208 KiB) holds only 256 small datagrams, at 832 bytes of kernel
+/// memory each. `seq 1 1000 | sockit connect udp://…` to an echo server got 256 answers back.
+/// The kernel caps the request at `net.core.rmem_max`.
+pub const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// Asks for [`UDP_RECV_BUFFER`]; best effort, as the kernel may give less.
+fn deepen_udp_queue(socket: &impl std::os::fd::AsFd) {
+    let _ = socket2::SockRef::from(socket).set_recv_buffer_size(UDP_RECV_BUFFER);
 }
 
 fn backlog(opts: &BindOptions) -> i32 {
@@ -1479,6 +1492,7 @@ async fn connect_udp(addr: SocketAddr) -> io::Result<ClientSocket> {
         IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let s = UdpSocket::bind(local).await?;
+    deepen_udp_queue(&s);
     s.connect(addr).await?;
     let local = s.local_addr().map(|a| format!("udp://{a}")).unwrap_or_default();
     Ok(ClientSocket::Datagram(DatagramSocket { inner: DatagramInner::Udp(s), local, dual_stack: false, _file: None }))

@@ -310,6 +310,26 @@ fn empty_lines_over_datagram_sockets_are_messages() {
     }
 }
 
+/// `seq 1 1000 | sockit connect udp://…` to an echo server got exactly 256 answers: the burst
+/// outran the default receive queues (256 small datagrams), the client's and the server's.
+/// Both now ask for a 4 MiB queue; the kernel grants it up to `net.core.rmem_max`.
+#[test]
+fn a_burst_of_a_thousand_datagrams_gets_every_answer() {
+    let rmem_max: usize =
+        std::fs::read_to_string("/proc/sys/net/core/rmem_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if rmem_max < sockit::net::UDP_RECV_BUFFER {
+        eprintln!("skipping: net.core.rmem_max is {rmem_max}, below the 4 MiB this burst needs");
+        return;
+    }
+    let udp = Server::start(&["udp://127.0.0.1:0", "echo"]);
+    let input: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    let ran = run(sockit().args(["connect", &udp.endpoint, "--timeout", "2s"]), input.as_bytes());
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let mut got: Vec<u32> = ran.stdout_text().lines().map(|l| l.parse().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=1000).collect::<Vec<u32>>(), "{} answers", got.len());
+}
+
 /// The relay read a zero-length packet the same way, as the end when the client had shut down,
 /// and dropped what was queued behind it.
 #[test]
