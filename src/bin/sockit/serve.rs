@@ -588,9 +588,7 @@ pub(crate) fn spawn_signal_watch(
 /// [`LOG_FLUSH`] of happening and always before the summary, so that a busy server makes one
 /// write per batch instead of one per connection.
 struct LogMonitor {
-    quiet: bool,
-    /// Whether each accepted connection gets a line too.
-    opened: bool,
+    talk: Talk,
     /// How the last connection that went wrong ended.
     failure: std::sync::Mutex<Option<End>>,
     pending: std::sync::Mutex<String>,
@@ -603,12 +601,7 @@ const LOG_BUFFER_MAX: usize = 64 * 1024;
 
 impl LogMonitor {
     fn new(talk: Talk) -> LogMonitor {
-        LogMonitor {
-            quiet: talk == Talk::Quiet,
-            opened: talk == Talk::Verbose,
-            failure: std::sync::Mutex::new(None),
-            pending: std::sync::Mutex::new(String::new()),
-        }
+        LogMonitor { talk, failure: std::sync::Mutex::new(None), pending: std::sync::Mutex::new(String::new()) }
     }
 
     fn log(&self, line: std::fmt::Arguments<'_>) {
@@ -620,7 +613,7 @@ impl LogMonitor {
 
     /// Adds a line to the buffer with `write_line`, and writes the buffer out if it is full.
     fn append(&self, write_line: impl FnOnce(&mut String)) {
-        if self.quiet {
+        if self.talk == Talk::Quiet {
             return;
         }
         let full = {
@@ -645,7 +638,7 @@ impl LogMonitor {
 
 impl Monitor for LogMonitor {
     fn opened(&self, peer: &PeerAddr) {
-        if self.opened {
+        if self.talk == Talk::Verbose {
             self.log(format_args!("{peer}: connected"));
         }
     }
