@@ -53,7 +53,7 @@ pub async fn run(mut args: ServeArgs, quiet: bool, verbose: u8) -> anyhow::Resul
     }
     let shutdown = CancellationToken::new();
     let stdout_end = Arc::new(OnceLock::new());
-    let service = build_service(&args, &shutdown, &stdout_end, &endpoint)?;
+    let service = build_service(&args, &shutdown, &stdout_end, &endpoint, framing)?;
     if service.needs_stream() && endpoint.style() != SocketStyle::Stream {
         return Err(
             Usage(format!("{} needs a stream socket (tcp or unix:); {endpoint} is not one", service.name())).into()
@@ -364,6 +364,7 @@ fn build_service(
     shutdown: &CancellationToken,
     stdout_end: &Arc<OnceLock<StdoutEnd>>,
     endpoint: &Endpoint,
+    framing: Framing,
 ) -> anyhow::Result<Service> {
     let name = args.service.as_deref().unwrap_or("echo");
     let guarded = matches!(name, "exec" | "files" | "spawn");
@@ -474,7 +475,6 @@ fn build_service(
                 Show::Hex
             } else if args.raw {
                 // A line's end is part of what the client sent; other framings' headers are not.
-                let framing = args.framing.for_endpoint(endpoint)?;
                 Show::Raw { line_ends: framing == Framing::Line && endpoint.style() == SocketStyle::Stream }
             } else {
                 Show::Text
