@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
@@ -774,8 +774,7 @@ impl FilesClient {
             return Err(LocalError::read(&shown, Problem::Fs(FsError::IsADirectory { path: shown.clone() })).into());
         }
         if !meta.is_file() {
-            let kind = crate::fsroot::kind_name(rustix::fs::FileType::from_raw_mode(meta.mode()));
-            return Err(LocalError::read(&shown, Problem::NotAFile(kind)).into());
+            return Err(LocalError::read(&shown, Problem::NotAFile(crate::fsroot::kind_name_of(&meta))).into());
         }
         // A kernel file is read whole now, while the descriptor does not wait: one that would
         // block (/proc/kmsg) is then an error rather than a hang.

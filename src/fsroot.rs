@@ -342,6 +342,11 @@ pub fn kind_name(kind: FileType) -> &'static str {
     }
 }
 
+/// [`kind_name`] of the file `meta` describes.
+pub fn kind_name_of(meta: &std::fs::Metadata) -> &'static str {
+    kind_name(FileType::from_raw_mode(std::os::unix::fs::MetadataExt::mode(meta)))
+}
+
 /// The root directory of a `files` service; every path it is given resolves beneath it.
 #[derive(Debug)]
 pub struct Root {

@@ -283,10 +283,7 @@ impl NetError {
                     && let Ok(meta) = std::fs::metadata(path)
                     && !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) =>
             {
-                let kind = crate::fsroot::kind_name(rustix::fs::FileType::from_raw_mode(
-                    std::os::unix::fs::MetadataExt::mode(&meta),
-                ));
-                NetError::FileNotSocket { endpoint: endpoint_text, kind }
+                NetError::FileNotSocket { endpoint: endpoint_text, kind: crate::fsroot::kind_name_of(&meta) }
             }
             Some(libc::ECONNREFUSED) => NetError::Refused { endpoint: endpoint_text },
             Some(libc::ECONNRESET) if action == "connect to" => NetError::ResetAtOnce { endpoint: endpoint_text },
