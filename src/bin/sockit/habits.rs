@@ -221,16 +221,15 @@ fn netcat_line(sub: Option<&str>, args: &[String]) -> Option<String> {
                     prog.join(" ")
                 )
             }
-            None if nc.keep => format!(
-                "sockit serve {} print --raw{tail} (what arrives goes to stdout; echo, upper or reply TEXT answer \
-                 instead)",
-                nc.endpoint()
-            ),
-            None => format!(
-                "sockit serve {} print --raw --once{tail} (what arrives goes to stdout; --once: one client, as \
-                 without -k; echo, upper or reply TEXT answer instead)",
-                nc.endpoint()
-            ),
+            None => {
+                // nc -l serves one client; -k, client after client.
+                let (once, why) = if nc.keep { ("", "") } else { (" --once", "; --once: one client, as without -k") };
+                format!(
+                    "sockit serve {} print --raw{once}{tail} (what arrives goes to stdout{why}; echo, upper or reply \
+                     TEXT answer instead)",
+                    nc.endpoint()
+                )
+            }
         },
         (false, Some("send")) => {
             let text: Vec<&str> = nc.words.iter().skip(2).map(String::as_str).collect();
